@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` (set up + run the demo curation end to end) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# pip prints one harmless "Location ... is ignored" line per package for this machine's extra index
+QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup demo test test-fast bench clean-state
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps -e . $(QUIET_PIP)
+	$(BIN)/python -c "import curate.cli, torch, prefect, mlflow, dvc" 
+	touch $@
+
+demo: setup
+	$(BIN)/curate demo-data
+	$(BIN)/curate run
+
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+bench: setup
+	$(BIN)/python bench/greedy.py
+	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/dedup.py
+
+clean-state:
+	rm -rf .curate data/ingest data/dedup data/embed data/score data/rounds data/eval data/models

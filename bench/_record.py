@@ -1,0 +1,60 @@
+"""Write benchmark results as JSON, atomically, after checking every entry has the required fields.
+
+    from _record import record, utc_now
+    record("bench/results/x.json", {"benchmark": "x", ..., "date": utc_now()})
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+REQUIRED = {
+    "benchmark": str,
+    "metric": str,
+    "value": (int, float),
+    "unit": str,
+    "baseline": str,
+    "baseline_value": (int, float),
+    "ratio": (int, float),  # higher is better
+    "command": str,  # exact command to rerun
+    "date": str,  # ISO 8601
+}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check(entry: dict) -> None:
+    if not isinstance(entry, dict):
+        raise TypeError(f"a result entry must be a dict, got {type(entry).__name__}")
+    missing = sorted(set(REQUIRED) - set(entry))
+    if missing:
+        raise ValueError(f"result entry {entry.get('benchmark')!r} lacks {missing}")
+    for name, kind in REQUIRED.items():
+        value = entry[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"field {name!r} must be {kind}, got {value!r}")
+    datetime.fromisoformat(entry["date"])
+
+
+def record(path: str | Path, entries: dict | list[dict]) -> Path:
+    """Validate `entries` (one dict or a list of dicts) and write them to `path` as JSON."""
+    for entry in entries if isinstance(entries, list) else [entries]:
+        _check(entry)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(entries, indent=2, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,90 @@
+"""Audit from MLflow (+ the artifacts it holds) alone (design §5):
+
+- checkpoint -> every row that trained it (all rounds up to it), with round, rank, score components, reason;
+- row -> every checkpoint it trained, or the stage that removed it and why.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from curate.tracking import mlflow_tracking as mt
+
+PARENT_REMOVALS = {  # parent-run artifact -> stage that removed the row
+    "quarantine/quarantine.parquet": "ingest",
+    "quarantine-score/quarantine.parquet": "score",
+    "dedup/removed.parquet": "dedup",
+}
+
+
+def _parquet(run_id: str, artifact: str, tmp: Path) -> list[dict]:
+    path = mt.download(run_id, artifact, tmp / run_id)
+    return pq.read_table(path).to_pylist() if path else []
+
+
+def checkpoint(ref: str) -> dict[str, Any]:
+    run_id = mt.resolve_run(ref)
+    info = mt.run_info(run_id)
+    tags = info["tags"]
+    kind = tags.get(mt.TAG_KIND)
+    if kind == "round":
+        parent_id, upto = tags["mlflow.parentRunId"], int(tags[mt.TAG_ROUND])
+    elif kind == "parent":
+        parent_id, upto = run_id, None
+    else:
+        raise SystemExit(f"error: {ref} is not a curate round run or checkpoint (run kind {kind!r})")
+    rounds = [r for r in mt.round_runs(parent_id, info["experiment_id"]) if upto is None or r["round"] <= upto]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in rounds:
+            rows += _parquet(r["run_id"], mt.SUBSET_ARTIFACT, Path(tmp))
+    last = rounds[-1] if rounds else {}
+    return {"kind": "checkpoint", "ref": ref, "run_id": last.get("run_id", run_id), "parent_run_id": parent_id,
+            "round": last.get("round"), "model_uri": last.get("model_uri"),
+            "distinct_rows": len({r["row_id"] for r in rows}), "rows": rows}
+
+
+def row(row_id: str) -> dict[str, Any]:
+    trained: list[dict] = []
+    removed: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in mt.all_runs("round"):
+            for sel in _parquet(run["run_id"], mt.SUBSET_ARTIFACT, Path(tmp)):
+                if sel["row_id"] == row_id:
+                    trained.append({"round_run_id": run["run_id"], "parent_run_id": run["tags"].get("mlflow.parentRunId"),
+                                    "round": sel["round"], "rank": sel["rank"], "reason": sel["reason"],
+                                    "model_uri": run["tags"].get(mt.TAG_MODEL_URI)})
+        for run in mt.all_runs("parent"):
+            for artifact, stage in PARENT_REMOVALS.items():
+                for rec in _parquet(run["run_id"], artifact, Path(tmp)):
+                    if rec.get("row_id") == row_id:
+                        removed.append({"parent_run_id": run["run_id"], "stage": stage, "reason": rec["reason"],
+                                        "duplicate_of": rec.get("duplicate_of"), "source": rec.get("source"),
+                                        "position": rec.get("position")})
+    return {"kind": "row", "row_id": row_id, "trained": trained, "removed": removed}
+
+
+def render(result: dict[str, Any]) -> str:
+    if result["kind"] == "checkpoint":
+        lines = [f"checkpoint {result['ref']}: round {result['round']} of parent run {result['parent_run_id']}",
+                 f"{result['distinct_rows']} distinct rows trained it ({len(result['rows'])} row-rounds)", "",
+                 f"{'round':>5} {'rank':>5} {'ifd':>7} {'diversity':>9}  row_id                            reason"]
+        for r in result["rows"]:
+            div = f"{r['diversity']:.3f}" if r.get("diversity") is not None else "-"
+            ifd = f"{r['ifd']:.3f}" if r.get("ifd") is not None else "-"
+            lines.append(f"{r['round']:>5} {r['rank']:>5} {ifd:>7} {div:>9}  {r['row_id']}  {r['reason']}")
+        return "\n".join(lines)
+    lines = [f"row {result['row_id']}"]
+    if result["trained"]:
+        lines.append(f"trained {len(result['trained'])} checkpoint round(s):")
+        for t in result["trained"]:
+            lines.append(f"  round {t['round']} (rank {t['rank']}) run {t['round_run_id']} model {t['model_uri'] or '-'}: {t['reason']}")
+    else:
+        lines.append("trained no recorded checkpoint")
+    for r in result["removed"]:
+        dup = f", duplicate of {r['duplicate_of']}" if r.get("duplicate_of") else ""
+        lines.append(f"  removed at {r['stage']} (run {r['parent_run_id']}, {r['source']}#{r['position']}): {r['reason']}{dup}")
+    return "\n".join(lines)

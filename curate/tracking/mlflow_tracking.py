@@ -1,0 +1,172 @@
+"""MLflow adapter: one parent run per flow run, one nested run per stage and per round (design §5).
+
+A round's run holds its parameters, the per-step training loss, evaluation metrics, the selected
+subset as an input dataset carrying our content digest (MLflow's own digest only samples rows),
+the subset Parquet and `dvc.lock` as artifacts, and the checkpoint as a logged model
+(transformers format, safetensors). The only module of the library that imports mlflow.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
+
+TAG_KIND = "curate.kind"  # parent | stage | round
+TAG_ROUND = "curate.round"
+SUBSET_ARTIFACT = "subset/selection.parquet"
+TAG_MODEL_URI = "curate.model_uri"
+MODEL_FILES_EXCLUDE = {"trainer_state"}
+
+
+@dataclass
+class RoundRecord:
+    index: int
+    params: dict[str, Any]
+    selection_path: Path
+    selection_digest: str
+    checkpoint_dir: Path
+    checkpoint_digest: str
+    train_log_path: Path | None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def experiment_id(name: str, artifact_root: str) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _numeric(d: dict[str, Any]) -> dict[str, float]:
+    return {k.replace("/", "."): float(v) for k, v in _flat(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _log_model(model_dir: Path, name: str, digest: str) -> str:
+    """Log a Hugging Face checkpoint directory (without its optimizer state) as an MLflow model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "model"
+        shutil.copytree(model_dir, clean, ignore=lambda d, names: [n for n in names if n in MODEL_FILES_EXCLUDE])
+        info = mlflow.transformers.log_model(
+            str(clean), name=name, task="text-generation",
+            pip_requirements=["transformers", "torch", "safetensors", "tokenizers"],
+            tags={"curate.checkpoint_digest": digest},
+        )
+    return info.model_uri
+
+
+def record(
+    *, experiment: str, artifact_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
+    metrics: dict[str, Any], artifacts: dict[str, Path], stages: dict[str, dict[str, Any]],
+    rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True,
+) -> dict[str, Any]:
+    """Write the whole lineage of one flow run. Returns the run ids and model URIs."""
+    exp_id = experiment_id(experiment, artifact_root)
+    out: dict[str, Any] = {"experiment_id": exp_id, "rounds": []}
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**tags, TAG_KIND: "parent"}) as parent:
+        out["parent_run_id"] = parent.info.run_id
+        mlflow.log_params({k: str(v)[:6000] for k, v in _flat(params).items()})
+        mlflow.log_metrics(_numeric(metrics))
+        mlflow.log_metrics({f"eval.base.{k}": v for k, v in _numeric(base_eval).items()})
+        for rel, path in artifacts.items():
+            if Path(path).exists():
+                mlflow.log_artifact(str(path), artifact_path=rel)
+        for name, stats in stages.items():
+            with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent.info.run_id,
+                                  tags={TAG_KIND: "stage", "curate.stage": name}):
+                mlflow.log_metrics(_numeric(stats))
+        for r in rounds:
+            out["rounds"].append(_record_round(exp_id, parent.info.run_id, r, artifacts.get("dvc"), log_models))
+    return out
+
+
+def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | None, log_model: bool) -> dict[str, Any]:
+    tags = {TAG_KIND: "round", TAG_ROUND: str(r.index), "curate.subset_digest": r.selection_digest,
+            "curate.checkpoint_digest": r.checkpoint_digest}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"round-{r.index}", nested=True, parent_run_id=parent_id, tags=tags) as run:
+        mlflow.log_params({k: str(v) for k, v in _flat(r.params).items()})
+        mlflow.log_metrics(_numeric(r.stats))
+        mlflow.log_metrics({f"eval.{k}": v for k, v in _numeric(r.eval_metrics).items()})
+        if r.train_log_path and r.train_log_path.exists():
+            log = pq.read_table(r.train_log_path).to_pylist()
+            client = MlflowClient()
+            batch = [mlflow.entities.Metric("train_loss", float(x["loss"]), 0, int(x["step"])) for x in log]
+            batch += [mlflow.entities.Metric("lr", float(x["lr"]), 0, int(x["step"])) for x in log]
+            for i in range(0, len(batch), 900):
+                client.log_batch(run.info.run_id, metrics=batch[i : i + 900])
+        subset = pq.read_table(r.selection_path).to_pandas()
+        dataset = mlflow.data.from_pandas(subset, source=str(r.selection_path), name=f"round-{r.index}-subset",
+                                          digest=r.selection_digest[:36])
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_artifact(str(r.selection_path), artifact_path="subset")
+        if dvc_lock and Path(dvc_lock).exists():
+            mlflow.log_artifact(str(dvc_lock), artifact_path="dvc")
+        model_uri = _log_model(r.checkpoint_dir, f"round-{r.index}-model", r.checkpoint_digest) if log_model else None
+        if model_uri:
+            mlflow.set_tag(TAG_MODEL_URI, model_uri)
+        return {"round": r.index, "run_id": run.info.run_id, "model_uri": model_uri}
+
+
+# ---- queries for audit -------------------------------------------------------------------------
+
+
+def resolve_run(ref: str) -> str:
+    """A round run id from a run id or a `models:/m-...` URI of a logged checkpoint."""
+    if ref.startswith("models:/"):
+        model_id = ref[len("models:/"):].split("/")[0]
+        return mlflow.get_logged_model(model_id).source_run_id
+    return ref
+
+
+def run_info(run_id: str) -> dict[str, Any]:
+    run = MlflowClient().get_run(run_id)
+    return {"run_id": run_id, "experiment_id": run.info.experiment_id, "tags": dict(run.data.tags),
+            "status": run.info.status, "start_time": run.info.start_time, "name": run.info.run_name}
+
+
+def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:
+    """The round runs under a parent run, by round index."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TAG_KIND}` = 'round'",
+        max_results=1000,
+    )
+    out = [{"run_id": r.info.run_id, "round": int(r.data.tags[TAG_ROUND]), "model_uri": r.data.tags.get(TAG_MODEL_URI),
+            "parent_run_id": parent_run_id} for r in runs]
+    return sorted(out, key=lambda x: x["round"])
+
+
+def all_runs(kind: str) -> list[dict[str, Any]]:
+    """Every run of a kind (parent | round | stage) in every experiment, newest first."""
+    client = MlflowClient()
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    if not exp_ids:
+        return []
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{TAG_KIND}` = '{kind}'", max_results=5000,
+                              order_by=["attributes.start_time DESC"])
+    return [{"run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "tags": dict(r.data.tags),
+             "start_time": r.info.start_time} for r in runs]
+
+
+def download(run_id: str, artifact_path: str, dst: Path) -> Path | None:
+    """Download one run artifact into dst; None when the run has no such artifact."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)))
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        return None

@@ -1,0 +1,90 @@
+"""DVC adapter: the project is a DVC repo; `data.dvc` tracks the raw pool, `dvc.yaml` the stages.
+
+We drive the `dvc` command line (the stable interface) with analytics off. After a flow run,
+`commit` records every stage's deps/params/outs in `dvc.lock` and caches the outs, so `dvc status`
+is clean and `dvc repro` is a no-op; `push` copies the cache to the configured remote.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("CI", "true")  # no update check either
+    # the `curate` console script of this interpreter must be on PATH for `dvc repro`
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def dvc(project: Path | str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=_env(), capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {project}:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def is_repo(project: Path | str) -> bool:
+    return (Path(project) / ".dvc").is_dir()
+
+
+def ensure_repo(project: Path | str, remote: str) -> None:
+    """Make `project` a DVC repo (inside git when there is one) with analytics off and a local remote."""
+    project = Path(project)
+    if not is_repo(project):
+        args = ["init"] if (project / ".git").exists() else ["init", "--no-scm"]
+        dvc(project, *args)
+        dvc(project, "config", "core.analytics", "false")
+    remote_path = (project / remote).resolve()
+    remote_path.mkdir(parents=True, exist_ok=True)
+    listed = dvc(project, "remote", "list").stdout
+    if "local" not in listed.split():
+        # a relative url given on the command line is taken relative to the cwd (the project)
+        dvc(project, "remote", "add", "-d", "local", os.path.relpath(remote_path, project))
+
+
+def add_raw(project: Path | str, raw_dir: str = "data/raw", dvc_file: str = "data.dvc") -> None:
+    """Track the raw pool directory in the top-level `data.dvc` (a new version when its content changed).
+
+    `dvc add` names its file after the target (`data/raw.dvc`); we keep one `data.dvc` at the top,
+    whose out path is relative to it.
+    """
+    project = Path(project)
+    target = project / dvc_file
+    if target.exists():
+        dvc(project, "commit", "--force", "--quiet", dvc_file)
+        return
+    dvc(project, "add", "--quiet", raw_dir)
+    raw = Path(raw_dir)
+    made = project / raw.parent / f"{raw.name}.dvc"
+    text = made.read_text().replace(f"path: {raw.name}\n", f"path: {raw.as_posix()}\n")
+    target.write_text(text)
+    made.unlink()
+
+
+def commit(project: Path | str) -> None:
+    dvc(project, "commit", "--force", "--quiet")
+
+
+def push(project: Path | str) -> str:
+    return dvc(project, "push", "--quiet").stdout
+
+
+def status(project: Path | str) -> str:
+    """`dvc status` output; 'Data and pipelines are up to date.' when clean."""
+    return dvc(project, "status").stdout.strip()
+
+
+def is_clean(project: Path | str) -> bool:
+    return "up to date" in status(project)
+

@@ -1,0 +1,64 @@
+"""The nightly curation flow: raw -> ingest -> dedup -> embed -> base model -> score -> rounds
+of {re-score window -> select -> train} -> evaluate -> version (DVC) -> record (MLflow).
+
+Orchestration only. Every stage is a task cached on content (tasks/caching.py): a re-run with
+nothing changed executes no stage, and a changed parameter re-runs its stage and those after it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from curate.artifacts import Ref
+from curate.config import load_params
+from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
+from tasks.base_model import base_model
+from tasks.dedup import dedup
+from tasks.embed import embed
+from tasks.ingest import ingest
+from tasks.publish import LAYOUT, publish, publish_base_model
+from tasks.record import record
+from tasks.score import score_pool
+from tasks.version import version
+
+
+def run(task, **kwargs) -> dict:
+    """Call a stage; if its cached result points at an artifact that no longer exists, recompute it."""
+    result = task(**kwargs)
+    if isinstance(result, dict) and "path" in result and not Path(result["path"]).exists():
+        result = task.with_options(refresh_cache=True)(**kwargs)
+    return result
+
+
+@flow(name="curate-run", persist_result=False)
+def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
+    p = load_params(Path(project) / params_file)
+    raw = Ref.of(Path(project) / p.raw.dir).to_dict()
+    heldout = Ref.of(Path(project) / p.raw.eval_dir).to_dict()
+
+    rows = run(ingest, project=project, raw=raw, params=p.slice("ingest"))
+    pool = run(dedup, project=project, rows=rows, params=p.slice("dedup"))
+    embeddings = run(embed, project=project, rows=pool, params=p.slice("embed"))
+    base = run(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
+    scores = run(score_pool, project=project, pool=pool, model=base, params=p.slice("scoring", "base_model"))
+    rounds = run_rounds(run, project, p, pool, scores, base)
+    evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
+    for rd, ev in zip(rounds, evaluations[1:]):
+        rd["evaluate"] = ev
+
+    refs = {"ingest": rows, "dedup": pool, "embed": embeddings, "base_model": base, "score": scores,
+            "evaluate_base": evaluations[0]}
+    for name in ("ingest", "dedup", "embed", "score"):
+        publish(project, refs[name], LAYOUT[name])
+    publish_base_model(project, base, p.base_model.source)
+    publish_rounds(project, rounds)
+    publish_evaluations(project, evaluations)
+
+    versioned = version(project=project, remote=p.tracking.dvc_remote, push=p.tracking.push)
+    lock = Path(project) / "dvc.lock"
+    lineage = run(record, project=project, refs=refs, rounds=rounds, params=p.model_dump(mode="json"),
+                  dvc_lock=Ref.of(lock).to_dict() if lock.exists() else None,
+                  flow_run_id=str(flow_run.id), params_file=params_file)
+    return {"refs": refs, "rounds": rounds, "version": versioned, "lineage": lineage, "flow_run_id": str(flow_run.id)}

@@ -1,0 +1,55 @@
+"""One stage at a time without Prefect: the commands `dvc repro` runs (see dvc.yaml).
+
+Inputs are read from the published `data/` paths; their digests equal the store's, so a stage whose
+inputs and parameters did not change finds its output in the content store and only re-publishes it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.artifacts import Ref
+from curate.config import load_params
+from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
+from tasks.base_model import base_model
+from tasks.dedup import dedup
+from tasks.embed import embed
+from tasks.ingest import ingest
+from tasks.publish import LAYOUT, publish, publish_base_model
+from tasks.score import score_pool
+
+
+def direct(task, **kwargs) -> dict:
+    return task.fn(**kwargs)
+
+
+def run_stage(project: str, name: str, params_file: str) -> None:
+    p = load_params(Path(project) / params_file)
+
+    def ws(rel: str) -> dict:
+        return Ref.of(Path(project) / rel).to_dict()
+
+    def base() -> dict:
+        return ws(LAYOUT["base_model"]) if p.base_model.source == "tiny" else direct(
+            base_model, project=project, params=p.slice("base_model", "scoring", "project"))
+
+    if name == "ingest":
+        publish(project, direct(ingest, project=project, raw=ws(p.raw.dir), params=p.slice("ingest")), LAYOUT[name])
+    elif name == "dedup":
+        publish(project, direct(dedup, project=project, rows=ws(LAYOUT["ingest"]), params=p.slice("dedup")), LAYOUT[name])
+    elif name == "embed":
+        publish(project, direct(embed, project=project, rows=ws(LAYOUT["dedup"]), params=p.slice("embed")), LAYOUT[name])
+    elif name == "base_model":
+        ref = direct(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
+        publish_base_model(project, ref, p.base_model.source)
+    elif name == "score":
+        ref = direct(score_pool, project=project, pool=ws(LAYOUT["dedup"]), model=base(), params=p.slice("scoring", "base_model"))
+        publish(project, ref, LAYOUT[name])
+    elif name == "rounds":
+        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["dedup"]), ws(LAYOUT["score"]), base()))
+    elif name == "evaluate":
+        rounds_dir = Path(project) / LAYOUT["rounds"]
+        checkpoints = [ws(f"{LAYOUT['rounds']}/round-{r}/train") for r in range(p.selection.rounds)
+                       if (rounds_dir / f"round-{r}" / "train").is_dir()]
+        publish_evaluations(project, run_evaluations(direct, project, p, ws(p.raw.eval_dir), base(), checkpoints))
+    else:
+        raise ValueError(f"unknown stage {name!r}")

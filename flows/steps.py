@@ -1,0 +1,70 @@
+"""Pipeline steps shared by the Prefect flow and the DVC stage commands.
+
+`call(task, **kwargs)` runs a stage: through Prefect (cached task runs) in the flow, or as the plain
+function (`task.fn`) under `dvc repro`. Both write the same content-keyed store entries.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+from curate.artifacts import read_json
+from curate.config import Params
+from curate.selection.iterit import selection_budget
+from curate.selection.rounds import RESCORING
+from tasks.evaluate import evaluate
+from tasks.publish import LAYOUT, prune, publish
+from tasks.score import rescore_window
+from tasks.select import select
+from tasks.train import train
+
+Call = Callable[..., dict]
+
+
+def planned_steps(p: Params, pool_rows: int) -> int:
+    """Optimizer steps of the whole run (the LR schedule spans every round)."""
+    k = pool_rows if p.selection.strategy == "full" else selection_budget(pool_rows, p.selection.ratio)
+    t = p.training
+    per_round = math.ceil(math.ceil(k / t.batch_size) / t.grad_accum) * t.epochs_per_round
+    return max(1, per_round * p.selection.rounds)
+
+
+def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict) -> list[dict]:
+    """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train."""
+    total = planned_steps(p, read_json(Path(pool["path"]) / "stats.json")["kept"])
+    checkpoint, previous, rounds = base, None, []
+    for r in range(p.selection.rounds):
+        window = None
+        if r > 0 and p.selection.strategy in RESCORING:
+            window = call(rescore_window, project=project, pool=pool, model=checkpoint, state=previous,
+                          params=p.slice("scoring", "base_model"), round_index=r)
+        previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
+                        model=base, params=p.slice("selection", "project"), round_index=r)
+        checkpoint = call(train, project=project, pool=pool, selection=previous, checkpoint=checkpoint,
+                          params=p.slice("training", "scoring", "project"), round_index=r, total_steps=total)
+        rounds.append({"rescore": window, "select": previous, "train": checkpoint})
+    return rounds
+
+
+def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: dict, checkpoints: list[dict]) -> list[dict]:
+    """Held-out metrics of the base model and of every round's checkpoint: [base, round 0, round 1, ...]."""
+    params = p.slice("evaluation", "scoring", "base_model")
+    models = [base] + checkpoints
+    return [call(evaluate, project=project, heldout=heldout, model=m, params=params, round_index=i - 1)
+            for i, m in enumerate(models)]
+
+
+def publish_rounds(project: str, rounds: list[dict]) -> None:
+    for r, rd in enumerate(rounds):
+        for part in ("rescore", "select", "train"):
+            if rd.get(part):
+                publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}")
+    prune(project, LAYOUT["rounds"], {f"round-{r}" for r in range(len(rounds))})
+
+
+def publish_evaluations(project: str, evaluations: list[dict]) -> None:
+    names = ["base"] + [f"round-{r}" for r in range(len(evaluations) - 1)]
+    for name, ref in zip(names, evaluations):
+        publish(project, ref, f"{LAYOUT['evaluate']}/{name}")
+    prune(project, LAYOUT["evaluate"], set(names))

@@ -1,0 +1,73 @@
+"""Base-model stage: the model being trained, before round 0.
+
+`source: tiny` builds the default offline model: a byte-level BPE tokenizer and a tiny Llama,
+pre-trained briefly on a chat-format corpus of instances that are not in the pool (a random
+scorer would make IFD meaningless). Any other `source` is a Hugging Face causal LM by local path or
+hub id (already in the local HF cache: we are offline); it is referenced, not copied.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.artifacts import Ref, atomic_path, digest, write_json
+from curate.progress import Progress
+from tasks.caching import Stage
+
+STAGE = Stage("base_model", code=("curate/models", "curate/demo"))
+
+
+def resolve_external(source: str) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception as e:  # noqa: BLE001 - re-raised with the fix
+        raise FileNotFoundError(
+            f"base_model.source={source!r} is neither a local directory nor a model in the local "
+            f"Hugging Face cache (this tool runs offline). Download it once on a connected machine "
+            f"(huggingface-cli download {source}) into HF_HOME, or pass a local path."
+        ) from e
+
+
+@STAGE.task()
+def base_model(project: str, params: dict) -> dict:
+    p = params["base_model"]
+    if p["source"] != "tiny":
+        path = resolve_external(p["source"])
+        return Ref(str(path), digest(path)).to_dict()
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        from curate.demo.pool import pretrain_prose, pretrain_rows
+        from curate.models.pretrain import build_base_model
+
+        pre = p["pretrain"]
+        rows = pretrain_rows(pre["corpus_rows"], seed=pre["corpus_seed"])
+        prose = pretrain_prose(pre["corpus_rows"] // 4, seed=pre["corpus_seed"] + 1)
+        with atomic_path(out) as tmp:
+            stats = build_base_model(
+                tmp / "model",
+                rows=rows,
+                prose=prose,
+                system_prompt=params["scoring"]["system_prompt"],
+                vocab_size=p["vocab_size"],
+                model_kwargs=dict(
+                    hidden_size=p["hidden_size"], num_layers=p["num_layers"], num_heads=p["num_heads"],
+                    intermediate_size=p["intermediate_size"], max_positions=p["max_positions"],
+                ),
+                pretrain_kwargs=dict(
+                    steps=pre["steps"], batch_size=pre["batch_size"], seq_len=pre["seq_len"], lr=pre["lr"],
+                ),
+                seed=params["project"]["seed"],
+                progress=Progress("pretrain base", "tokens"),
+            )
+            write_json(stats, tmp / "stats.json")
+    return Ref.of(out).to_dict()
+
+
+def model_path(ref: dict) -> Path:
+    """The Hugging Face model directory of a model artifact (ours keep it under `model/`)."""
+    path = Path(ref["path"])
+    return path / "model" if (path / "model").is_dir() else path

@@ -1,0 +1,111 @@
+"""Content-keyed stage caching (design §4).
+
+A stage's cache key = stage name + the content digests of its input artifacts + the parameter slice
+it uses + a code version: the digest of the source files of the library modules it calls (Prefect's
+TASK_SOURCE alone hashes only the task's own lines and misses helpers; INPUTS hashes a Path by its
+name; the default policy includes the run id). The same key names the stage's output directory in the
+content store `.curate/store/<stage>/<key>/`, which is written once, atomically, and never modified,
+so a cache hit always points at the right bytes. `flows/` publish store entries into `data/` for DVC.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import task
+from prefect.serializers import JSONSerializer
+
+from curate.artifacts import Ref, text_digest
+from curate.env import state_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_ref(x: Any) -> bool:
+    return isinstance(x, dict) and set(x) == {"path", "digest"}
+
+
+def _keyable(x: Any) -> Any:
+    """Replace artifact references by their digests: a key must not depend on where a file lives."""
+    if is_ref(x):
+        return {"digest": x["digest"]}
+    if isinstance(x, Ref):
+        return {"digest": x.digest}
+    if isinstance(x, dict):
+        return {k: _keyable(v) for k, v in sorted(x.items())}
+    if isinstance(x, (list, tuple)):
+        return [_keyable(v) for v in x]
+    if isinstance(x, Path):
+        raise TypeError("pass artifacts as Ref dicts (path + digest), not Paths: a Path has no content identity")
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(*modules: str) -> str:
+    """Digest of every .py file under the given paths (relative to the project code root)."""
+    h = hashlib.sha256()
+    for mod in modules:
+        base = ROOT / mod
+        files = [base] if base.is_file() else sorted(base.rglob("*.py"))
+        for f in files:
+            h.update(f.relative_to(ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stage_key(stage: str, code: tuple[str, ...], arguments: dict[str, Any]) -> str:
+    return text_digest(stage, code_version(*code), _keyable(arguments))[:24]
+
+
+def store_dir(project: Path, stage: str, key: str) -> Path:
+    return state_dir(project) / "store" / stage / key
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: its name and the code its output depends on.
+
+    Usage in a task module::
+
+        STAGE = Stage("ingest", code=("curate/ingest",))
+
+        @STAGE.task()
+        def ingest(project: str, raw: dict, params: dict) -> dict:
+            out = STAGE.out(project, locals())   # called first thing: locals() == the arguments
+
+    Arguments must be JSON-able (artifact Ref dicts, parameter slices); `project` (the project
+    directory) is excluded from the key. The result must be JSON-able (usually a Ref dict).
+    """
+
+    name: str
+    code: tuple[str, ...]
+    ignore: tuple[str, ...] = ()  # arguments that do not change the output (e.g. the flow-run id)
+
+    @property
+    def all_code(self) -> tuple[str, ...]:
+        return tuple(self.code) + (f"tasks/{self.name}.py", "tasks/caching.py")
+
+    def key(self, arguments: dict[str, Any]) -> str:
+        args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}
+        return stage_key(self.name, self.all_code, args)
+
+    def out(self, project: str | Path, arguments: dict[str, Any]) -> Path:
+        return store_dir(Path(project), self.name, self.key(arguments))
+
+    def task(self, **task_kwargs) -> Callable:
+        def cache_key(_context, parameters: dict[str, Any]) -> str:
+            return f"{self.name}-{self.key(parameters)}"
+
+        def decorate(fn: Callable) -> Callable:
+            return task(
+                name=self.name,
+                cache_key_fn=cache_key,
+                persist_result=True,
+                result_serializer=JSONSerializer(),
+                **task_kwargs,
+            )(fn)
+
+        return decorate

@@ -1,0 +1,38 @@
+"""Evaluate stage: every round's checkpoint (and the base model) on the held-out sets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.artifacts import Ref, atomic_path, write_json
+from curate.evaluation.heldout import evaluate as evaluate_model
+from curate.ingest import ingest_path
+from curate.models.loading import load_causal_lm
+from tasks.base_model import model_path
+from tasks.caching import Stage
+
+STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/loading.py"))
+
+
+def heldout_sets(eval_dir: Path, max_rows: int) -> dict[str, list[dict]]:
+    """One set per file of the eval directory, named by the file's stem."""
+    rows = ingest_path(eval_dir).rows.to_pylist()
+    sets: dict[str, list[dict]] = {}
+    for r in rows:
+        name = Path(r["source"]).name.split(".")[0]
+        if len(sets.setdefault(name, [])) < max_rows:
+            sets[name].append(r)
+    return sets
+
+
+@STAGE.task()
+def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index: int) -> dict:
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        e, bm = params["evaluation"], params["base_model"]
+        sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"])
+        lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
+        metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
+                                 max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"])
+        with atomic_path(out) as tmp:
+            write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
+    return Ref.of(out).to_dict()

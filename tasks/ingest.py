@@ -1,0 +1,22 @@
+"""Ingest stage: raw pool (any supported format) -> normalised rows + quarantine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.ingest import ingest_path
+from tasks.caching import Stage
+
+STAGE = Stage("ingest", code=("curate/ingest", "curate/schema.py", "curate/artifacts.py"))
+
+
+@STAGE.task()
+def ingest(project: str, raw: dict, params: dict) -> dict:
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        result = ingest_path(Path(raw["path"]), max_chars=params["ingest"]["max_chars"])
+        with atomic_path(out) as tmp:
+            write_parquet(result.rows, tmp / "rows.parquet")
+            write_parquet(result.quarantine, tmp / "quarantine.parquet")
+            write_json(result.stats, tmp / "stats.json")
+    return Ref.of(out).to_dict()

@@ -1,0 +1,71 @@
+"""Record stage: the run's lineage in MLflow (parent run, a nested run per stage and per round)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from curate.artifacts import read_json
+from curate.env import mlflow_artifact_root
+from curate.tracking.mlflow_tracking import RoundRecord
+from tasks.caching import Stage
+
+STAGE = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
+
+
+def git_commit(project: str) -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def _stats(ref: dict | None) -> dict:
+    path = Path(ref["path"]) / "stats.json" if ref else None
+    return read_json(path) if path and path.exists() else {}
+
+
+@STAGE.task()
+def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock: dict | None,
+           flow_run_id: str, params_file: str) -> dict:
+    """`refs`: stage name -> Ref; `rounds`: per round {select, train, evaluate} Refs; `refs['evaluate_base']`."""
+    from curate.tracking import mlflow_tracking
+
+    round_records = []
+    for i, r in enumerate(rounds):
+        train_dir = Path(r["train"]["path"])
+        round_records.append(RoundRecord(
+            index=i,
+            params={"round": i, **params["selection"], "training": params["training"]},
+            selection_path=Path(r["select"]["path"]) / "selection.parquet",
+            selection_digest=r["select"]["digest"],
+            checkpoint_dir=train_dir / "model",
+            checkpoint_digest=r["train"]["digest"],
+            train_log_path=train_dir / "train_log.parquet",
+            eval_metrics=_flat_eval(read_json(Path(r["evaluate"]["path"]) / "metrics.json")),
+            stats={**_stats(r["select"]), **{f"train.{k}": v for k, v in _stats(r["train"]).items()}},
+        ))
+    stages = {name: _stats(refs.get(name)) for name in ("ingest", "dedup", "embed", "score")}
+    artifacts = {
+        "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
+        "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
+        "dedup": Path(refs["dedup"]["path"]) / "removed.parquet",
+        "params": Path(project) / params_file,
+    }
+    if dvc_lock:
+        artifacts["dvc"] = Path(dvc_lock["path"])
+    tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
+            "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file}
+    tags.update({f"curate.digest.{k}": v["digest"] for k, v in refs.items() if v})
+    return mlflow_tracking.record(
+        experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
+        run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
+        metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
+        rounds=round_records, base_eval=_flat_eval(read_json(Path(refs["evaluate_base"]["path"]) / "metrics.json")),
+        log_models=params["tracking"]["log_models"],
+    )
+
+
+def _flat_eval(metrics: dict) -> dict:
+    """Scalar evaluation metrics: mean_* plus <skill>.<metric>."""
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "round"}
+    for name, vals in (metrics.get("sets") or {}).items():
+        flat.update({f"{name}.{k}": v for k, v in vals.items() if isinstance(v, (int, float))})
+    return flat

@@ -1,0 +1,78 @@
+"""Select stage: the rows that train round r, with the reason each was chosen."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parquet
+from curate.schema import SELECTION
+from curate.selection.iterit import selection_budget
+from curate.selection.rounds import Selected, select_round
+from tasks.base_model import model_path
+from tasks.caching import Stage
+
+STAGE = Stage("select", code=("curate/selection",))
+
+
+def eos_string(model: dict) -> str:
+    config = Path(model_path(model)) / "tokenizer_config.json"
+    eos = read_json(config).get("eos_token") if config.exists() else None
+    return eos.get("content", "") if isinstance(eos, dict) else (eos or "")
+
+
+def current_scores(row_ids: list[str], base_scores: dict, previous: dict | None, window_scores: dict | None) -> np.ndarray:
+    """Scores by pool position: the previous round's state, updated with the re-scored window."""
+    source = Path(previous["path"]) / "state.parquet" if previous else Path(base_scores["path"]) / "scores.parquet"
+    table = pq.read_table(source, columns=["row_id", "ifd"])
+    by_id = dict(zip(table["row_id"].to_pylist(), table["ifd"].to_pylist()))
+    if window_scores:
+        fresh = pq.read_table(Path(window_scores["path"]) / "scores.parquet", columns=["row_id", "ifd"])
+        by_id.update(zip(fresh["row_id"].to_pylist(), fresh["ifd"].to_pylist()))
+    return np.asarray([by_id.get(r, float("nan")) for r in row_ids], dtype=np.float64)
+
+
+@STAGE.task()
+def select(project: str, pool: dict, base_scores: dict, previous: dict | None, window_scores: dict | None,
+           model: dict, params: dict, round_index: int) -> dict:
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        s = params["selection"]
+        rows = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["row_id", "response"]).to_pylist()
+        row_ids = [r["row_id"] for r in rows]
+        eos = eos_string(model) if s["append_eos"] else ""
+        responses = [r["response"] + eos for r in rows]
+        scores = current_scores(row_ids, base_scores, previous, window_scores)
+        k = selection_budget(len(rows), s["ratio"])
+        prev_state = pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None
+        order = window = prev_sel = None
+        if prev_state is not None:
+            pos = {r: i for i, r in enumerate(row_ids)}
+            order = [pos[r] for r in prev_state["row_id"].to_pylist()]
+            window = [pos[r] for r, w in zip(prev_state["row_id"].to_pylist(), prev_state["in_next_window"].to_pylist()) if w]
+            prev_sel = [Selected(pos[d["row_id"]], d["rank"], d["ifd"], d["diversity"], d["score"], d["reason"])
+                        for d in pq.read_table(Path(previous["path"]) / "selection.parquet").to_pylist()]
+        result = select_round(
+            s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
+            params["project"]["seed"], window=window, previous=prev_sel,
+        )
+        selection = pa.Table.from_pylist(
+            [{"row_id": row_ids[x.position], "round": round_index, "rank": x.rank, "ifd": x.ifd, "diversity": x.diversity,
+              "score": x.score, "strategy": s["strategy"], "reason": x.reason} for x in result.selected],
+            schema=SELECTION,
+        )
+        next_window = set(result.next_window)
+        state = pa.table({
+            "row_id": [row_ids[p] for p in result.order],
+            "ifd": [float(scores[p]) for p in result.order],
+            "in_next_window": [p in next_window for p in result.order],
+        })
+        with atomic_path(out) as tmp:
+            write_parquet(selection, tmp / "selection.parquet")
+            write_parquet(state, tmp / "state.parquet")
+            write_json({"round": round_index, "k": k, "selected": len(result.selected), "strategy": s["strategy"],
+                        "mode": s["mode"], "next_window": len(next_window),
+                        "eligible": int(np.sum(scores < 1.0))}, tmp / "stats.json")
+    return Ref.of(out).to_dict()

@@ -1,0 +1,56 @@
+"""Train stage: one round of supervised fine-tuning on the round's selected subset.
+
+The checkpoint carries the optimizer state and the global step, so the learning-rate schedule and
+Adam's moments continue across rounds (IterIT does not reset them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.progress import Progress
+from curate.training.trainer import train_round
+from tasks.base_model import model_path
+from tasks.caching import Stage
+
+STAGE = Stage("train", code=("curate/training", "curate/models/chat.py"))
+
+
+def subset_rows(pool: dict, selection: dict) -> list[dict]:
+    """Rows of the pool selected this round, in selection rank order."""
+    rows = pq.read_table(Path(pool["path"]) / "rows.parquet")
+    chosen = pq.read_table(Path(selection["path"]) / "selection.parquet", columns=["row_id", "rank"]).to_pylist()
+    by_id = {r["row_id"]: r for r in rows.to_pylist()}
+    return [by_id[c["row_id"]] for c in sorted(chosen, key=lambda c: c["rank"])]
+
+
+@STAGE.task()
+def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: dict, round_index: int, total_steps: int) -> dict:
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        t = params["training"]
+        rows = subset_rows(pool, selection)
+        with atomic_path(out) as tmp:
+            result = train_round(
+                model_path(checkpoint),
+                tmp / "model",
+                rows,
+                system_prompt=params["scoring"]["system_prompt"],
+                max_length=t["max_length"],
+                batch_size=t["batch_size"],
+                grad_accum=t["grad_accum"],
+                lr=t["lr"],
+                weight_decay=t["weight_decay"],
+                warmup_steps=int(round(t["warmup_ratio"] * total_steps)),
+                total_steps=total_steps,
+                schedule=t["schedule"],
+                epochs=t["epochs_per_round"],
+                seed=params["project"]["seed"],
+                round_index=round_index,
+                progress=Progress(f"train round {round_index}", "tokens"),
+            )
+            write_parquet(result.log, tmp / "train_log.parquet")
+            write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows)}, tmp / "stats.json")
+    return Ref.of(out).to_dict()

@@ -1,0 +1,135 @@
+"""End to end on real Prefect (server), MLflow (SQLite) and DVC (git repo) in a temp project."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BAD_LINES = [
+    "{not json",
+    json.dumps({"instruction": "", "output": "x"}),
+    json.dumps({"instruction": "Say hi.", "output": 42}),
+    json.dumps([1, 2, 3]),
+    json.dumps({"instruction": "Say hi."}),
+]
+
+
+def _write_extra(project, n_lines: int = 50) -> None:
+    """A second raw file of 50 lines, 5 of them bad (10%)."""
+    lines = [json.dumps({"instruction": f"Repeat the token t{i}.", "input": "", "output": f"t{i}"}) for i in range(n_lines)]
+    lines[::10] = BAD_LINES
+    path = project.root / "data" / "raw" / "extra.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True, httpx_settings=None) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {f"{r.name}": r.state.name for r in runs}
+
+
+def _flow_run_id(project) -> str:
+    client = MlflowClient(tracking_uri=project.tracking_uri)
+    exp = client.get_experiment_by_name("curate")
+    runs = client.search_runs([exp.experiment_id], "tags.`curate.kind` = 'parent'", order_by=["attributes.start_time DESC"])
+    return runs[0].data.tags["prefect.flow_run_id"]
+
+
+def _states_by_stage(states: dict[str, str]) -> dict[str, set[str]]:
+    by: dict[str, set[str]] = {}
+    for name, state in states.items():
+        by.setdefault(name.rsplit("-", 1)[0], set()).add(state)
+    return by
+
+
+def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch):
+    project = make_project()
+    out = project.curate("demo-data", "--size", "400").stdout
+    assert "data.dvc" in out
+    _write_extra(project)
+    project.dvc("commit", "-f", "data.dvc")
+
+    first = project.curate("run")
+    summary = first.stdout
+    assert "rows in            450" in summary, summary
+    assert "quarantined        " in summary
+    # the 5 bad lines of extra.jsonl are quarantined with a reason, and the run completed
+    quarantine = pq.read_table(project.root / "data" / "ingest" / "quarantine.parquet").to_pylist()
+    extra = [q for q in quarantine if q["source"] == "extra.jsonl"]
+    assert len(extra) == 5 and all(q["reason"] for q in extra)
+
+    # DVC: clean after the run, repro is a no-op, pushed to the local remote
+    assert "up to date" in project.dvc("status").stdout
+    repro = project.dvc("repro").stdout
+    assert "didn't change" in repro or "up to date" in repro, repro
+    assert "up to date" in project.dvc("status", "-c").stdout
+
+    # MLflow: a parent run, one nested run per round with its subset dataset (our digest) and model
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project.tracking_uri)
+    mlflow.set_tracking_uri(project.tracking_uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("curate")
+    parents = client.search_runs([exp.experiment_id], "tags.`curate.kind` = 'parent'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["prefect.flow_run_id"] and parent.data.tags["git_commit"] != "unknown"
+    rounds = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`curate.kind` = 'round'")
+    assert sorted(int(r.data.tags["curate.round"]) for r in rounds) == [0, 1]
+    for r in rounds:
+        inputs = r.inputs.dataset_inputs
+        assert len(inputs) == 1
+        assert r.data.tags["curate.subset_digest"].startswith(inputs[0].dataset.digest)
+        assert r.data.tags["curate.model_uri"].startswith("models:/")
+        assert client.get_metric_history(r.info.run_id, "train_loss")
+
+    # audit: the last checkpoint's rows = the union of both rounds' subsets
+    last = max(rounds, key=lambda r: int(r.data.tags["curate.round"]))
+    audit = json.loads(project.curate("audit", "checkpoint", last.data.tags["curate.model_uri"], "--json").stdout)
+    subsets = [pq.read_table(project.root / "data" / "rounds" / f"round-{i}" / "select" / "selection.parquet") for i in (0, 1)]
+    assert audit["distinct_rows"] == len({x for t in subsets for x in t["row_id"].to_pylist()})
+    removed = pq.read_table(project.root / "data" / "dedup" / "removed.parquet").to_pylist()
+    assert removed, "the demo pool has duplicates"
+    row_audit = json.loads(project.curate("audit", "row", removed[0]["row_id"], "--json").stdout)
+    assert any(r["stage"] == "dedup" for r in row_audit["removed"])
+
+    # Prefect: a re-run with nothing changed executes no stage
+    first_states = _states_by_stage(_task_states(prefect_api, _flow_run_id(project)))
+    assert first_states["train"] == {"Completed"}
+    second = project.curate("run")
+    assert "status clean" in second.stdout
+    flow_run = [line for line in second.stdout.splitlines() if "Prefect            flow run" in line][0].split()[-1]
+    states = _states_by_stage(_task_states(prefect_api, flow_run))
+    executed = {name for name, s in states.items() if s != {"Cached"} and name != "version"}
+    assert not executed, states
+
+    # change one training parameter: upstream stages are cached, training and everything after re-runs
+    project.set_params({"training": {"lr": 0.0005}})
+    third = project.curate("run")
+    flow_run = [line for line in third.stdout.splitlines() if "Prefect            flow run" in line][0].split()[-1]
+    states = _states_by_stage(_task_states(prefect_api, flow_run))
+    for cached in ("ingest", "dedup", "embed", "base_model", "score"):
+        assert states[cached] == {"Cached"}, (cached, states)
+    for rerun in ("train", "evaluate", "record"):
+        assert "Completed" in states[rerun], (rerun, states)
+    assert "up to date" in project.dvc("status").stdout
+
+
+def test_unsupported_format_fails_before_any_work(make_project):
+    project = make_project()
+    raw = project.root / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "pool.jsonl").write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n")
+    (raw / "table.csv").write_text("instruction,output\na,b\n")
+    proc = project.curate("run", check=False)
+    assert proc.returncode == 2
+    assert "table.csv" in proc.stderr and "JSON Lines" in proc.stderr
+    assert not (project.root / "data" / "ingest").exists()
+    assert not (project.root / ".curate" / "store").exists()

@@ -1,0 +1,67 @@
+"""Round-level selection for every strategy (curate/selection/rounds.py)."""
+import math
+
+import pytest
+
+from curate.selection.rounds import STRATEGIES, select_round
+
+RESP = [f"answer {w} about topic {i % 5} and word{i}" for i, w in enumerate("abcdefghijklmnopqrst")]
+SCORES = [0.5, 0.9, 1.2, 0.7, float("nan"), 0.95, 0.3, 1.0, 0.8, 0.6, 0.55, 0.85, 0.65, 0.75, 0.45, 0.99, 1.5, 0.2, 0.4, 0.88]
+
+
+def _sel(strategy, mode="clean", round_index=0, order=None, window=None, previous=None, scores=SCORES, k=3):
+    return select_round(strategy, mode, round_index, order, scores, RESP, k, 2, 0.1, 7, window=window, previous=previous)
+
+
+def test_iterit_round0_picks_k_eligible_and_explains_them():
+    r = _sel("iterit")
+    assert len(r.selected) == 3
+    assert all(SCORES[s.position] < 1 for s in r.selected)
+    assert all(s.diversity is not None and math.isclose(s.score, s.ifd * s.diversity) for s in r.selected)
+    assert [s.rank for s in r.selected] == [0, 1, 2] and "greedy pick" in r.selected[0].reason
+    assert 4 not in r.order  # NaN never enters the ranking
+
+
+def test_clean_window_holds_only_eligible_rows_faithful_may_hold_parked():
+    clean = _sel("iterit", "clean")
+    faithful = _sel("iterit", "faithful")
+    assert len(clean.next_window) == len(faithful.next_window) == 6
+    assert all(SCORES[p] < 1 for p in clean.next_window)
+    assert any(SCORES[p] >= 1 for p in faithful.next_window)  # reference layout: picked + parked + next best
+
+
+def test_later_round_uses_rescored_window_only():
+    r0 = _sel("iterit")
+    rescored = list(SCORES)
+    for p in r0.next_window:
+        rescored[p] = 0.99 if p == r0.selected[0].position else rescored[p] * 0.5
+    r1 = _sel("iterit", round_index=1, order=r0.order, window=r0.next_window, scores=rescored)
+    assert {s.position for s in r1.selected} <= set(r0.next_window)
+
+
+def test_ifd_only_ranks_by_complexity():
+    r = _sel("ifd-only")
+    eligible = sorted((s, p) for p, s in enumerate(SCORES) if s < 1)
+    assert [s.position for s in r.selected] == [p for _, p in sorted(eligible, key=lambda t: -t[0])][:3]
+
+
+def test_static_strategies_reuse_round0():
+    for strategy in ("static-ifd", "diversity-only"):
+        r0 = _sel(strategy)
+        r1 = _sel(strategy, round_index=1, order=r0.order, previous=r0.selected)
+        assert [s.position for s in r1.selected] == [s.position for s in r0.selected]
+        assert r0.next_window == []
+
+
+def test_random_redraws_each_round_and_full_takes_every_finite_row():
+    a, b = _sel("random"), _sel("random", round_index=1)
+    assert len(a.selected) == 3 and [s.position for s in a.selected] != [s.position for s in b.selected]
+    assert [s.position for s in _sel("random").selected] == [s.position for s in a.selected]
+    full = _sel("full")
+    assert len(full.selected) == len(SCORES) - 1
+
+
+def test_unknown_strategy_fails_fast():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        _sel("best")
+    assert "iterit" in STRATEGIES
