@@ -48,6 +48,9 @@ def configure(project_dir: Path | str = ".") -> Path:
         "TORCHINDUCTOR_CACHE_DIR": str(state / "torch"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
         "TMPDIR": str(tmp),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

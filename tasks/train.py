@@ -26,6 +26,11 @@ def subset_rows(pool: dict, selection: dict) -> list[dict]:
     return [by_id[c["row_id"]] for c in sorted(chosen, key=lambda c: c["rank"])]
 
 
+def _progress(round_index: int):
+    bar = Progress(f"train round {round_index}: steps", "tokens")
+    return lambda step, steps, loss, tokens_per_s: bar(step, steps, rate=tokens_per_s, loss=loss)
+
+
 @STAGE.task()
 def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: dict, round_index: int, total_steps: int) -> dict:
     out = STAGE.out(project, locals())
@@ -49,7 +54,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
                 epochs=t["epochs_per_round"],
                 seed=params["project"]["seed"],
                 round_index=round_index,
-                progress=Progress(f"train round {round_index}", "tokens"),
+                progress=_progress(round_index),
             )
             write_parquet(result.log, tmp / "train_log.parquet")
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows)}, tmp / "stats.json")

@@ -7,8 +7,8 @@ the subset Parquet and `dvc.lock` as artifacts, and the checkpoint as a logged m
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ TAG_KIND = "curate.kind"  # parent | stage | round
 TAG_ROUND = "curate.round"
 SUBSET_ARTIFACT = "subset/selection.parquet"
 TAG_MODEL_URI = "curate.model_uri"
-MODEL_FILES_EXCLUDE = {"trainer_state"}
 
 
 @dataclass
@@ -60,24 +59,39 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 
 
 def _log_model(model_dir: Path, name: str, digest: str) -> str:
-    """Log a Hugging Face checkpoint directory (without its optimizer state) as an MLflow model."""
-    with tempfile.TemporaryDirectory() as tmp:
-        clean = Path(tmp) / "model"
-        shutil.copytree(model_dir, clean, ignore=lambda d, names: [n for n in names if n in MODEL_FILES_EXCLUDE])
-        info = mlflow.transformers.log_model(
-            str(clean), name=name, task="text-generation",
-            pip_requirements=["transformers", "torch", "safetensors", "tokenizers"],
-            tags={"curate.checkpoint_digest": digest},
-        )
+    """Log a Hugging Face checkpoint (transformers flavor, safetensors) as an MLflow model.
+
+    MLflow's local-checkpoint path form fails with transformers 5 (its pipeline registry holds class
+    names, not classes), so the components are loaded and logged as a dict; pip requirements are
+    given explicitly (inference would add torchvision, which is not installed).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    info = mlflow.transformers.log_model(
+        {"model": model, "tokenizer": tokenizer}, name=name, task="text-generation",
+        pip_requirements=["transformers", "torch", "safetensors", "tokenizers"],
+        tags={"curate.checkpoint_digest": digest},
+    )
     return info.model_uri
 
 
-def record(
+def record(**kwargs) -> dict[str, Any]:
+    """Write the whole lineage of one flow run (see `_record`), without MLflow's advisory noise
+    (model-card lookups of local paths, schema hints, dataset-source ambiguity)."""
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _record(**kwargs)
+
+
+def _record(
     *, experiment: str, artifact_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
     metrics: dict[str, Any], artifacts: dict[str, Path], stages: dict[str, dict[str, Any]],
     rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True,
 ) -> dict[str, Any]:
-    """Write the whole lineage of one flow run. Returns the run ids and model URIs."""
+    """Returns the run ids and model URIs."""
     exp_id = experiment_id(experiment, artifact_root)
     out: dict[str, Any] = {"experiment_id": exp_id, "rounds": []}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**tags, TAG_KIND: "parent"}) as parent:

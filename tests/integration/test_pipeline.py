@@ -54,6 +54,9 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     project = make_project()
     out = project.curate("demo-data", "--size", "400").stdout
     assert "data.dvc" in out
+    tracked = (project.root / "data.dvc").read_text()
+    project.curate("demo-data", "--size", "400")  # same seed: same bytes, same DVC hash
+    assert (project.root / "data.dvc").read_text() == tracked
     _write_extra(project)
     project.dvc("commit", "-f", "data.dvc")
 

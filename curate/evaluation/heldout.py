@@ -1,0 +1,113 @@
+"""Held-out evaluation of a checkpoint, per skill (design §1, item 6).
+
+Per set: the token-weighted mean cross-entropy over response tokens (the training objective on
+unseen rows: same chat-template text and response span as training), and the exact-match rate of
+greedy decoding from the generation prompt (decoded answer, stripped, equal to the reference
+response, stripped; decoding stops at EOS `<|end|>`). Set means are taken with equal weight per set.
+Batching (length buckets under a token budget) and the span losses are the scorer's
+(`curate.scoring.ifd`), so a held-out loss and an IFD conditional loss are computed the same way.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from curate.models.chat import encode_conditional, generation_prompt_ids
+from curate.scoring.ifd import length_buckets, mean_span_losses
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+        mask[r, width - len(s) :] = 1
+    return ids, mask
+
+
+def response_loss(model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int):
+    """Token-weighted mean response cross-entropy over `rows` and the number of tokens it covers."""
+    encoded = [encode_conditional(tokenizer, r, system_prompt, max_length) for r in rows]
+    means, counts = mean_span_losses(model, encoded, tokenizer.pad_token_id, batch_tokens)
+    total = int(counts.sum())
+    return (float(np.nansum(means * counts)) / total if total else math.nan), total
+
+
+def greedy_answers(
+    model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int, max_new_tokens: int
+) -> list[str]:
+    """Greedy continuation of each row's generation prompt up to EOS, decoded (left-padded batches)."""
+    prompts = [generation_prompt_ids(tokenizer, r, system_prompt, max_length) for r in rows]
+    device = next(model.parameters()).device
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    answers = [""] * len(rows)
+    for batch in length_buckets([len(p) + max_new_tokens for p in prompts], batch_tokens):
+        ids, mask = _left_pad([prompts[i] for i in batch], pad_id)
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
+        )
+        for r, i in enumerate(batch):
+            new = out[r, ids.shape[1] :].tolist()
+            if eos_id in new:
+                new = new[: new.index(eos_id)]
+            answers[i] = tokenizer.decode(new, skip_special_tokens=True)
+    return answers
+
+
+def is_exact_match(answer: str, reference: str) -> bool:
+    return answer.strip() == reference.strip()
+
+
+def evaluate(
+    model,
+    tokenizer,
+    sets: dict[str, list[dict]],
+    system_prompt: str,
+    max_length: int,
+    batch_tokens: int = 8192,
+    exact_match: bool = True,
+    max_new_tokens: int = 48,
+) -> dict[str, Any]:
+    """Evaluate on held-out sets.
+
+    Returns `{"sets": {name: {"loss", "n", "response_tokens", "exact_match"}}, "mean_loss",
+    "mean_exact_match"}`. `exact_match` is None when not computed; a set with no scorable response
+    token has loss NaN and is left out of `mean_loss`.
+    """
+    was_training = model.training
+    model.eval()
+    per_set: dict[str, dict[str, Any]] = {}
+    try:
+        with torch.inference_mode():
+            for name, rows in sets.items():
+                loss, n_tokens = response_loss(model, tokenizer, rows, system_prompt, max_length, batch_tokens)
+                em = None
+                if exact_match and rows:
+                    answers = greedy_answers(
+                        model, tokenizer, rows, system_prompt, max_length, batch_tokens, max_new_tokens
+                    )
+                    em = sum(is_exact_match(a, r["response"]) for a, r in zip(answers, rows)) / len(rows)
+                per_set[name] = {"loss": loss, "n": len(rows), "response_tokens": n_tokens, "exact_match": em}
+    finally:
+        model.train(was_training)
+    losses = [s["loss"] for s in per_set.values() if not math.isnan(s["loss"])]
+    ems = [s["exact_match"] for s in per_set.values() if s["exact_match"] is not None]
+    return {
+        "sets": per_set,
+        "mean_loss": sum(losses) / len(losses) if losses else math.nan,
+        "mean_exact_match": sum(ems) / len(ems) if ems else None,
+    }
+
+
+def evaluate_checkpoint(checkpoint: Path, sets: dict[str, list[dict]], system_prompt: str, max_length: int, **kwargs):
+    """`evaluate` on a saved checkpoint directory (model + tokenizer, save_pretrained format)."""
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    return evaluate(model, tokenizer, sets, system_prompt, max_length, **kwargs)

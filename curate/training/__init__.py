@@ -1,0 +1,5 @@
+"""Round training: one resumable fine-tuning round per selection round (IterIT note §3)."""
+from curate.training.schedule import lr_at, warmup_steps_for
+from curate.training.trainer import RoundResult, steps_per_round, train_round
+
+__all__ = ["RoundResult", "lr_at", "steps_per_round", "train_round", "warmup_steps_for"]

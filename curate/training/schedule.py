@@ -1,0 +1,35 @@
+"""Learning-rate schedules with linear warmup (IterIT note §3: cosine, warmup_ratio 0.03).
+
+`lr_at` has the semantics of Hugging Face's LambdaLR schedules (`get_cosine_schedule_with_warmup`,
+`get_linear_schedule_with_warmup`, `get_constant_schedule_with_warmup`): `step` is the number of
+optimizer steps already taken, so the first step of a run with warmup uses lr 0. The schedule spans
+the whole run (all rounds): IterIT keeps the schedule running across selection rounds, so callers
+pass the global step and the planned total steps of the run. Past `total_steps` the lr stays at its
+end value (0 for cosine and linear).
+"""
+from __future__ import annotations
+
+import math
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, kind: str = "cosine") -> float:
+    """Learning rate for the optimizer step that follows `step` completed steps."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {SCHEDULES}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step < warmup_steps:
+        return base_lr * step / max(1, warmup_steps)
+    if kind == "constant":
+        return base_lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if kind == "linear":
+        return base_lr * (1.0 - progress)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps_for(total_steps: int, warmup_ratio: float) -> int:
+    """Warmup length from a ratio, rounded up as Hugging Face's TrainingArguments does."""
+    return math.ceil(total_steps * warmup_ratio)

@@ -1,0 +1,138 @@
+"""Held-out evaluation: per-skill response loss and greedy exact match."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from curate.evaluation import evaluate, evaluate_checkpoint
+from curate.evaluation.heldout import greedy_answers, is_exact_match
+from curate.models.tiny_llama import build_tiny_llama
+from curate.models.tokenizer import train_tokenizer
+from curate.training import train_round
+
+SYSTEM = "Answer briefly."
+MATH = [
+    {"instruction": f"What is {a} times {b}?", "input": "", "response": f"{a * b}", "system": "", "context": []}
+    for a, b in [(2, 3), (4, 5), (6, 7)]
+]
+CAPITALS = [
+    {"instruction": "Capital of France?", "input": "", "response": "Paris is the capital.", "system": "",
+     "context": []},
+    {"instruction": "Capital of Peru?", "input": "Short answer", "response": "Lima", "system": "", "context": []},
+]
+MEMO = {"instruction": "Say the code word.", "input": "", "response": "banana split", "system": "", "context": []}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a loaded 2-core machine makes more threads thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    corpus = [f"{r['instruction']} {r['input']} {r['response']}" for r in MATH + CAPITALS + [MEMO]] * 4 + [SYSTEM] * 4
+    tok = train_tokenizer(corpus, vocab_size=300)
+    model = build_tiny_llama(
+        len(tok), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+        pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, seed=5,
+    )
+    path = tmp_path_factory.mktemp("eval") / "base"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def load(path: Path):
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_exact_match_ignores_surrounding_whitespace_only():
+    assert is_exact_match(" Paris is the capital.\n", "Paris is the capital.")
+    assert not is_exact_match("paris is the capital.", "Paris is the capital.")
+    assert not is_exact_match("Paris is the capital", "Paris is the capital.")
+
+
+def test_per_skill_loss_and_exact_match(base):
+    model, tok = load(base)
+    model.train()
+    out = evaluate(model, tok, {"math": MATH, "capitals": CAPITALS}, SYSTEM, max_length=64, max_new_tokens=16)
+    assert model.training  # mode restored
+    assert set(out["sets"]) == {"math", "capitals"}
+    for name, rows in (("math", MATH), ("capitals", CAPITALS)):
+        s = out["sets"][name]
+        assert s["n"] == len(rows)
+        assert math.isfinite(s["loss"]) and s["loss"] > 0
+        assert 0.0 <= s["exact_match"] <= 1.0
+        assert s["response_tokens"] > 0
+    assert out["mean_loss"] == pytest.approx((out["sets"]["math"]["loss"] + out["sets"]["capitals"]["loss"]) / 2)
+    # an untrained model reproduces none of the answers
+    assert out["mean_exact_match"] == 0.0
+
+
+def test_loss_is_token_weighted_and_matches_hugging_face_loss(base):
+    model, tok = load(base)
+    from curate.models.chat import encode_conditional
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in CAPITALS:
+            enc = encode_conditional(tok, row, SYSTEM, 64)
+            ids = torch.tensor([enc.input_ids])
+            labels = ids.clone()
+            labels[0, : enc.span_start] = -100
+            n = enc.span_len
+            total += float(model(input_ids=ids, labels=labels).loss) * n
+            count += n
+    out = evaluate(model, tok, {"capitals": CAPITALS}, SYSTEM, max_length=64, exact_match=False)
+    assert out["sets"]["capitals"]["loss"] == pytest.approx(total / count, rel=1e-4)
+    assert out["sets"]["capitals"]["response_tokens"] == count
+    assert out["sets"]["capitals"]["exact_match"] is None and out["mean_exact_match"] is None
+
+
+@pytest.fixture(scope="module")
+def memorised(base, tmp_path_factory) -> Path:
+    """The base model trained until it reproduces every answer of MATH + CAPITALS + MEMO."""
+    out = tmp_path_factory.mktemp("eval") / "memorised"
+    train_round(
+        base, out, MATH + CAPITALS + [MEMO], system_prompt=SYSTEM, max_length=64, batch_size=6, grad_accum=1,
+        lr=1e-2, weight_decay=0.0, warmup_steps=0, total_steps=60, schedule="constant", epochs=60, seed=0,
+        round_index=0,
+    )
+    return out
+
+
+def test_batching_does_not_change_results(memorised):
+    model, tok = load(memorised)
+    rows = MATH + CAPITALS + [MEMO]
+    one_by_one = evaluate(model, tok, {"all": rows}, SYSTEM, max_length=64, batch_tokens=1, exact_match=False)
+    batched = evaluate(model, tok, {"all": rows}, SYSTEM, max_length=64, batch_tokens=4096, exact_match=False)
+    assert batched["sets"]["all"]["loss"] == pytest.approx(one_by_one["sets"]["all"]["loss"], rel=1e-5)
+    # greedy answers of prompts of different lengths, left-padded into one batch, equal one-by-one answers
+    prompt = {**MEMO, "instruction": "Say the code word, now with a much longer prompt around it."}
+    with torch.inference_mode():
+        single = greedy_answers(model, tok, rows + [prompt], SYSTEM, 64, batch_tokens=1, max_new_tokens=12)
+        together = greedy_answers(model, tok, rows + [prompt], SYSTEM, 64, batch_tokens=4096, max_new_tokens=12)
+    assert together == single
+    assert len(set(single)) >= 5  # answers differ per prompt, so the comparison means something
+
+
+def test_memorised_answers_are_exact_matches(base, memorised):
+    other = {**MEMO, "instruction": "A much longer unrelated question about capitals and numbers?", "response": "x"}
+    sets = {"math": MATH, "capitals": CAPITALS, "mixed": [MEMO, other]}
+    out = evaluate_checkpoint(memorised, sets, SYSTEM, 64, max_new_tokens=16)
+    assert out["sets"]["math"]["exact_match"] == 1.0
+    assert out["sets"]["capitals"]["exact_match"] == 1.0
+    assert out["sets"]["mixed"]["exact_match"] == 0.5
+    assert out["mean_exact_match"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert out["sets"]["math"]["loss"] < 0.1
+    before = evaluate(*load(base), sets, SYSTEM, 64, max_new_tokens=16)
+    assert before["mean_exact_match"] == 0.0
+    assert before["sets"]["math"]["loss"] > 10 * out["sets"]["math"]["loss"]
