@@ -82,6 +82,8 @@ class ScoringParams(_P):
     batch_tokens: int = Field(8192, gt=0)  # token budget per forward batch (length-bucketed)
     variant: Literal["ppl_ratio", "loss_ratio"] = "ppl_ratio"  # ppl_ratio = IterIT reference
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 reproduces the reference's score ties
+    contrast: bool = True  # also score each response under another row's prompt (misalignment check)
+    contrast_seed: int = 0
 
 
 class SelectionParams(_P):
@@ -92,6 +94,13 @@ class SelectionParams(_P):
     update_ratio: float = Field(3, gt=0)  # re-score window = update_ratio*K (<= 1: whole pool)
     decay: float = Field(0.1, ge=0, le=1)  # lambda, TF-IDF column decay per pick
     append_eos: bool = True  # reference: response + EOS string is the TF-IDF document
+    ifd_max: float = Field(1.0, gt=0, le=1)  # eligible iff IFD < ifd_max (reference: 1.0)
+    mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
+    mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
+
+    @property
+    def gate_on(self) -> bool:
+        return self.mismatch_gate == "on" or (self.mismatch_gate == "auto" and self.mode == "clean")
 
 
 class TrainingParams(_P):

@@ -51,6 +51,7 @@ SCORES = pa.schema(
         ("loss_prior", pa.float64()),
         ("ifd", pa.float64()),
         ("n_response_tokens", pa.int64()),
+        ("loss_swapped", pa.float64()),  # response loss under another row's prompt (NaN when not computed)
         ("scorer_digest", pa.string()),
     ]
 )

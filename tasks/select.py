@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parquet
 from curate.schema import SELECTION
+from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import Selected, select_round
+from curate.config import SelectionParams
+from curate.selection.rounds import Selected, eligibility, select_round
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
@@ -23,15 +25,24 @@ def eos_string(model: dict) -> str:
     return eos.get("content", "") if isinstance(eos, dict) else (eos or "")
 
 
-def current_scores(row_ids: list[str], base_scores: dict, previous: dict | None, window_scores: dict | None) -> np.ndarray:
-    """Scores by pool position: the previous round's state, updated with the re-scored window."""
-    source = Path(previous["path"]) / "state.parquet" if previous else Path(base_scores["path"]) / "scores.parquet"
-    table = pq.read_table(source, columns=["row_id", "ifd"])
-    by_id = dict(zip(table["row_id"].to_pylist(), table["ifd"].to_pylist()))
+def current_scores(row_ids: list[str], base_scores: dict, previous: dict | None,
+                   window_scores: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """IFD and mismatch margin by pool position: the previous round's state, updated with the re-scored window."""
+    if previous:
+        table = pq.read_table(Path(previous["path"]) / "state.parquet", columns=["row_id", "ifd", "margin"])
+        by_id = {r: (i, m) for r, i, m in zip(*(table[c].to_pylist() for c in ("row_id", "ifd", "margin")))}
+    else:
+        by_id = _score_table(Path(base_scores["path"]) / "scores.parquet")
     if window_scores:
-        fresh = pq.read_table(Path(window_scores["path"]) / "scores.parquet", columns=["row_id", "ifd"])
-        by_id.update(zip(fresh["row_id"].to_pylist(), fresh["ifd"].to_pylist()))
-    return np.asarray([by_id.get(r, float("nan")) for r in row_ids], dtype=np.float64)
+        by_id.update(_score_table(Path(window_scores["path"]) / "scores.parquet"))
+    pairs = [by_id.get(r, (float("nan"), float("nan"))) for r in row_ids]
+    return np.asarray([p[0] for p in pairs], dtype=np.float64), np.asarray([p[1] for p in pairs], dtype=np.float64)
+
+
+def _score_table(path: Path) -> dict[str, tuple[float, float]]:
+    t = pq.read_table(path, columns=["row_id", "ifd", "loss_cond", "loss_swapped"])
+    margin = mismatch_margin(t["loss_swapped"].to_numpy(), t["loss_cond"].to_numpy())
+    return dict(zip(t["row_id"].to_pylist(), zip(t["ifd"].to_pylist(), margin.tolist())))
 
 
 @STAGE.task()
@@ -44,7 +55,9 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         row_ids = [r["row_id"] for r in rows]
         eos = eos_string(model) if s["append_eos"] else ""
         responses = [r["response"] + eos for r in rows]
-        scores = current_scores(row_ids, base_scores, previous, window_scores)
+        scores, margin = current_scores(row_ids, base_scores, previous, window_scores)
+        sp = SelectionParams.model_validate(s)
+        eligible, why_not = eligibility(scores, margin, sp.ifd_max, sp.gate_on, sp.mismatch_margin)
         k = selection_budget(len(rows), s["ratio"])
         prev_state = pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None
         order = window = prev_sel = None
@@ -56,7 +69,7 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
                         for d in pq.read_table(Path(previous["path"]) / "selection.parquet").to_pylist()]
         result = select_round(
             s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
-            params["project"]["seed"], window=window, previous=prev_sel,
+            params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible,
         )
         selection = pa.Table.from_pylist(
             [{"row_id": row_ids[x.position], "round": round_index, "rank": x.rank, "ifd": x.ifd, "diversity": x.diversity,
@@ -67,6 +80,9 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         state = pa.table({
             "row_id": [row_ids[p] for p in result.order],
             "ifd": [float(scores[p]) for p in result.order],
+            "margin": [float(margin[p]) for p in result.order],
+            "eligible": [bool(eligible[p]) for p in result.order],
+            "ineligible_reason": [why_not[p] for p in result.order],
             "in_next_window": [p in next_window for p in result.order],
         })
         with atomic_path(out) as tmp:
@@ -74,5 +90,6 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             write_parquet(state, tmp / "state.parquet")
             write_json({"round": round_index, "k": k, "selected": len(result.selected), "strategy": s["strategy"],
                         "mode": s["mode"], "next_window": len(next_window),
-                        "eligible": int(np.sum(scores < 1.0))}, tmp / "stats.json")
+                        "eligible": int(eligible.sum()), "gated_mismatch": sum(1 for r in why_not if r and "mismatch" in r),
+                        "ifd_ge_max": sum(1 for r in why_not if r and r.startswith("ifd"))}, tmp / "stats.json")
     return Ref.of(out).to_dict()

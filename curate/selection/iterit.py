@@ -235,16 +235,23 @@ def reorder(
 def reorder_detailed(
     order: Sequence[int], scores: Sequence[float], responses: Sequence[str] | None,
     window: int, k: int, mode: Literal["ifd", "both"], decay: float,
+    eligible: Sequence[bool] | None = None,
 ) -> tuple[list[int], dict[int, Pick]]:
-    """`reorder`, plus the greedy picks by position (informativeness and score at pick time)."""
+    """`reorder`, plus the greedy picks by position (informativeness and score at pick time).
+
+    `eligible[p]` (by position) replaces the reference's `score < 1` test when given, so callers can
+    add gates (a lower IFD bound, a misalignment check); ineligible positions are parked.
+    """
     if mode not in ("ifd", "both"):
         raise ValueError(f"mode must be 'ifd' or 'both', got {mode!r}")
     if k < 0 or window < 0:
         raise ValueError("k and window must be >= 0")
     order = [int(p) for p in order]
     head, tail = order[:window], order[window:]
-    candidates = [p for p in head if scores[p] < ELIGIBLE_BELOW]
-    parked = [p for p in head if scores[p] >= ELIGIBLE_BELOW]
+    head = [p for p in head if not math.isnan(float(scores[p]))]  # NaN: left out, the caller quarantines it
+    ok = (lambda p: scores[p] < ELIGIBLE_BELOW) if eligible is None else (lambda p: bool(eligible[p]))
+    candidates = [p for p in head if ok(p)]
+    parked = [p for p in head if not ok(p)]
     by_score = sorted(candidates, key=lambda p: -float(scores[p]))
     picks: dict[int, Pick] = {}
     if mode == "ifd":

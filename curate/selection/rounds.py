@@ -48,24 +48,40 @@ class RoundSelection:
     next_window: list[int] = field(default_factory=list)
 
 
+def eligibility(ifd: Sequence[float], margin: Sequence[float], ifd_max: float = ELIGIBLE_BELOW,
+                gate: bool = False, margin_min: float = 0.3) -> tuple[np.ndarray, list[str | None]]:
+    """Who may be selected, and why not: IFD >= ifd_max (the reference's bound is 1), or, with the
+    misalignment gate on, a response barely more likely under its own prompt than under another's."""
+    reasons: list[str | None] = []
+    for i, m in zip(ifd, margin):
+        if not i < ifd_max:
+            reasons.append(f"ifd {i:.4f} >= {ifd_max} (the instruction does not make the response easier)")
+        elif gate and not m >= margin_min:
+            reasons.append(f"instruction does not help (possible mismatch): margin {m:.3f} < {margin_min} nat")
+        else:
+            reasons.append(None)
+    return np.asarray([r is None for r in reasons], dtype=bool), reasons
+
+
 def finite_positions(scores: Sequence[float]) -> list[int]:
     return [p for p, s in enumerate(scores) if not math.isnan(float(s))]
 
 
-def _next_window(order: list[int], scores: Sequence[float], k: int, update_ratio: float, mode: str) -> list[int]:
+def _next_window(order: list[int], eligible: Sequence[bool], k: int, update_ratio: float, mode: str) -> list[int]:
     size = rescore_window(len(order), k, update_ratio)
     if mode == "faithful":
         return order[:size]
-    return [p for p in order if scores[p] < ELIGIBLE_BELOW][:size]
+    return [p for p in order if eligible[p]][:size]
 
 
-def _ranked(strategy: str, order: list[int], window: list[int], scores, responses, k: int, decay: float) -> tuple[list[int], list[Selected]]:
+def _ranked(strategy: str, order: list[int], window: list[int], scores, eligible, responses, k: int,
+            decay: float) -> tuple[list[int], list[Selected]]:
     """Move the window to the front (stable), rank it, and describe the first K candidates."""
     in_window = set(window)
     front = [p for p in order if p in in_window] + [p for p in order if p not in in_window]
     mode = "both" if strategy == "iterit" else "ifd"
-    new_order, picks = reorder_detailed(front, scores, responses, len(window), k, mode, decay)
-    n_candidates = sum(1 for p in window if scores[p] < ELIGIBLE_BELOW)
+    new_order, picks = reorder_detailed(front, scores, responses, len(window), k, mode, decay, eligible)
+    n_candidates = sum(1 for p in window if eligible[p])
     chosen = new_order[: min(k, n_candidates)]
     selected = []
     for rank, p in enumerate(chosen):
@@ -74,7 +90,7 @@ def _ranked(strategy: str, order: list[int], window: list[int], scores, response
             reason = f"greedy pick {rank}: ifd {scores[p]:.4f} x diversity {pick.informativeness:.4f} = {pick.score:.4f}"
             selected.append(Selected(p, rank, float(scores[p]), pick.informativeness, pick.score, reason))
         else:
-            reason = f"rank {rank} by ifd {scores[p]:.4f} (eligible: < 1)"
+            reason = f"rank {rank} by ifd {scores[p]:.4f}"
             selected.append(Selected(p, rank, float(scores[p]), None, float(scores[p]), reason))
     return new_order, selected
 
@@ -83,11 +99,17 @@ def select_round(
     strategy: Strategy, mode: Literal["clean", "faithful"], round_index: int, order: list[int] | None,
     scores: Sequence[float], responses: Sequence[str], k: int, update_ratio: float, decay: float,
     seed: int, window: list[int] | None = None, previous: list[Selected] | None = None,
+    eligible: Sequence[bool] | None = None,
 ) -> RoundSelection:
-    """Select round `round_index`. `order`/`window`/`previous` come from the previous round (None in round 0)."""
+    """Select round `round_index`. `order`/`window`/`previous` come from the previous round (None in round 0).
+
+    `eligible[p]` defaults to the reference's `scores[p] < 1`; callers pass it to add gates.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     positions = finite_positions(scores)
+    if eligible is None:
+        eligible = [float(x) < ELIGIBLE_BELOW for x in scores]
     order = positions if order is None else [p for p in order if not math.isnan(float(scores[p]))]
 
     if strategy == "full":
@@ -113,6 +135,6 @@ def select_round(
     rank_strategy = "ifd-only" if strategy == "static-ifd" else strategy
     alive = set(order)
     current_window = order if window is None else [p for p in window if p in alive]
-    new_order, sel = _ranked(rank_strategy, order, current_window, scores, responses, k, decay)
-    next_window = _next_window(new_order, scores, k, update_ratio, mode) if strategy in RESCORING else []
+    new_order, sel = _ranked(rank_strategy, order, current_window, scores, eligible, responses, k, decay)
+    next_window = _next_window(new_order, eligible, k, update_ratio, mode) if strategy in RESCORING else []
     return RoundSelection(new_order, sel, next_window)

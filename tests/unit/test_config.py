@@ -34,3 +34,13 @@ def test_missing_file_says_what_to_pass(tmp_path):
 def test_slice_is_json():
     s = Params().slice("selection", "project")
     assert set(s) == {"selection", "project"} and s["selection"]["strategy"] == "iterit"
+
+
+def test_llama3_8b_params_reproduce_the_paper_setup_without_downloading():
+    p = load_params(ROOT / "params" / "iterit-llama3-8b.yaml")
+    assert p.base_model.source == "meta-llama/Meta-Llama-3-8B" and p.base_model.dtype == "bfloat16"
+    assert (p.selection.strategy, p.selection.mode, p.selection.rounds) == ("iterit", "faithful", 3)
+    assert (p.selection.ratio, p.selection.update_ratio, p.selection.decay) == (0.05, 3, 0.1)
+    t = p.training
+    assert (t.lr, t.schedule, t.warmup_ratio, t.batch_size * t.grad_accum) == (2e-5, "cosine", 0.03, 32)
+    assert p.scoring.precision == "bf16" and not p.base_model.trust_remote_code

@@ -65,3 +65,20 @@ def test_unknown_strategy_fails_fast():
     with pytest.raises(ValueError, match="unknown strategy"):
         _sel("best")
     assert "iterit" in STRATEGIES
+
+
+def test_gates_park_rows_even_with_ifd_below_one():
+    gated = [s < 0.8 for s in SCORES]  # e.g. ifd_max 0.8, or a failed misalignment check
+    r = select_round("iterit", "clean", 0, None, SCORES, RESP, 3, 2, 0.1, 7, eligible=gated)
+    assert all(SCORES[s.position] < 0.8 for s in r.selected)
+    assert all(gated[p] for p in r.next_window)
+
+
+def test_eligibility_reasons():
+    from curate.selection.rounds import eligibility
+
+    ok, why = eligibility([0.5, 1.0, 0.9, 0.95], [1.0, 1.0, 0.1, float("nan")], ifd_max=0.99, gate=True, margin_min=0.3)
+    assert ok.tolist() == [True, False, False, False]
+    assert "ifd" in why[1] and "mismatch" in why[2] and "mismatch" in why[3] and why[0] is None
+    ok, _ = eligibility([0.5, 0.9], [0.0, 0.0], gate=False)
+    assert ok.tolist() == [True, True]
