@@ -33,7 +33,7 @@ def _score(rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple
     res = score_rows(
         model, tokenizer, rows, system_prompt=s["system_prompt"], max_length=s["max_length"],
         batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-        progress=Progress(label, "rows"),
+        contrast_seed=s["contrast_seed"] if s["contrast"] else None, progress=Progress(label, "rows"),
     )
     ids = [r["row_id"] for r in rows]
     scores = pa.table(
@@ -43,6 +43,7 @@ def _score(rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple
             "loss_prior": np.asarray(res["loss_prior"], dtype=np.float64),
             "ifd": np.asarray(res["ifd"], dtype=np.float64),
             "n_response_tokens": np.asarray(res["n_response_tokens"], dtype=np.int64),
+            "loss_swapped": np.asarray(res.get("loss_swapped", np.full(len(ids), np.nan)), dtype=np.float64),
             "scorer_digest": [model_ref["digest"]] * len(ids),
         },
         schema=SCORES,
