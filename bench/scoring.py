@@ -110,14 +110,14 @@ def main() -> None:
     date = utc_now()
     record(ROOT / "bench/results/scoring.json", [
         {
-            "benchmark": "ifd_scoring", "metric": "speedup vs unbatched loop",
+            "benchmark": "scoring", "metric": "speedup vs unbatched loop",
             "value": round(fast_rps, 2), "unit": "rows/s",
             "baseline": "score_rows_unbatched: per-row conditional + prior forward, batch size 1, full logits",
             "baseline_value": round(slow_rps, 2), "ratio": round(fast_rps / slow_rps, 3),
             "command": COMMAND, "date": date, "note": setup,
         },
         {
-            "benchmark": "ifd_scoring", "metric": "fraction of plain forward throughput",
+            "benchmark": "scoring", "metric": "fraction of plain forward throughput",
             "value": round(score_tps, 1), "unit": "tokens/s (conditional + prior texts)",
             "baseline": "plain model(input_ids, attention_mask) over the same pre-padded length-bucketed batches",
             "baseline_value": round(plain_tps, 1), "ratio": round(score_tps / plain_tps, 3),

@@ -17,6 +17,7 @@ PARENT_REMOVALS = {  # parent-run artifact -> stage that removed the row
     "quarantine/quarantine.parquet": "ingest",
     "quarantine-score/quarantine.parquet": "score",
     "dedup/removed.parquet": "dedup",
+    "semdedup/removed.parquet": "semantic dedup",
 }
 
 

@@ -62,10 +62,18 @@ def cmd_run(args) -> int:
     except (ParamsError, UnsupportedFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from curate.summary import render_summary
-    from flows.curate_run import curate_run
+    from curate.env import state_dir
+    from curate.lock import ProjectLocked, project_lock
 
-    result = curate_run(project=str(project), params_file=args.params)
+    try:
+        with project_lock(state_dir(project)):
+            from curate.summary import render_summary
+            from flows.curate_run import curate_run
+
+            result = curate_run(project=str(project), params_file=args.params)
+    except ProjectLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     print(render_summary(project, p, result))
     return 0
 
@@ -106,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
-    s.add_argument("name", choices=["ingest", "dedup", "embed", "base_model", "score", "rounds", "evaluate"])
+    s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "base_model", "score", "rounds", "evaluate"])
     s.add_argument("--params", default=DEFAULT_PARAMS)
     s.set_defaults(fn=cmd_stage)
 

@@ -43,9 +43,18 @@ class NearDedupParams(_P):
     seed: int = 1
 
 
+class SemanticDedupParams(_P):
+    enabled: bool = False  # off by default: templated pools are semantically close without being copies
+    epsilon: float = Field(0.05, gt=0, lt=1)  # duplicates: cosine > 1 - epsilon within a k-means cluster
+    probes: int = Field(2, ge=1)  # also compare with the next-nearest cluster(s): recall on split pairs
+    keep: Literal["first", "longest"] = "first"
+    seed: int = 0
+
+
 class DedupParams(_P):
     exact: ExactDedupParams = ExactDedupParams()
     near: NearDedupParams = NearDedupParams()
+    semantic: SemanticDedupParams = SemanticDedupParams()
 
 
 class EmbedParams(_P):

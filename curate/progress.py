@@ -21,10 +21,7 @@ class Progress:
         self.last = now
         elapsed = max(now - self.start, 1e-9)
         rate = rate if rate is not None else done / elapsed
-        eta = (total - done) / rate if rate > 0 and not final else 0.0
+        eta = "" if final else (f" eta {(total - done) / rate:.0f}s" if rate > 0 and done else " eta ?")
         extra = "".join(f" {k}={v:.4g}" for k, v in metrics.items())
-        self.stream.write(
-            f"[{self.label}] {done}/{total} {rate:,.0f} {self.unit}/s"
-            f"{extra} elapsed {elapsed:.0f}s{'' if final else f' eta {eta:.0f}s'}\n"
-        )
+        self.stream.write(f"[{self.label}] {done}/{total} {rate:,.0f} {self.unit}/s{extra} elapsed {elapsed:.0f}s{eta}\n")
         self.stream.flush()

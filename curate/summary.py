@@ -20,6 +20,7 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 def render_summary(project: Path, p: Params, result: dict) -> str:
     refs, rounds = result["refs"], result["rounds"]
     ing, ded, sco = _stats(refs["ingest"]), _stats(refs["dedup"]), _stats(refs["score"])
+    sem = _stats(refs.get("semdedup"))
     base_eval = _stats(refs["evaluate_base"], "metrics.json")
     nan_rows = sco.get("nan", 0)
     lines = [
@@ -27,8 +28,9 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"curate run: strategy {p.selection.strategy} ({p.selection.mode}), {len(rounds)} rounds, base model {p.base_model.source}",
         f"  rows in            {ing.get('rows_in', '-')}",
         f"  quarantined        {ing.get('quarantined', '-')} at ingest, {nan_rows} at scoring (NaN score)",
-        f"  removed by dedup   {ded.get('removed_exact', 0)} exact, {ded.get('removed_near', 0)} near-duplicate",
-        f"  pool after dedup   {ded.get('kept', '-')}",
+        f"  removed by dedup   {ded.get('removed_exact', 0)} exact, {ded.get('removed_near', 0)} near-duplicate, "
+        f"{sem.get('removed_semantic', 0)} semantic{'' if sem.get('enabled') else ' (off)'}",
+        f"  pool after dedup   {sem.get('kept', ded.get('kept', '-'))}",
         f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
     ]
     if sco.get("warning"):
@@ -36,12 +38,17 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
     lines += ["", "  round  selected  steps  train loss  held-out loss  vs base   exact match",
               f"  base   {'':8}  {'':5}  {'':10}  {_fmt(base_eval.get('mean_loss')):>13}  {'':7}  {_fmt(base_eval.get('mean_exact_match'), '.1%'):>11}"]
     base_loss = base_eval.get("mean_loss")
+    warnings: list[str] = []
     for r, rd in enumerate(rounds):
         sel, tr, ev = _stats(rd["select"]), _stats(rd["train"]), _stats(rd.get("evaluate"), "metrics.json")
         loss = ev.get("mean_loss")
         delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
         lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "
                      f"{_fmt(loss):>13}  {delta:>7}  {_fmt(ev.get('mean_exact_match'), '.1%'):>11}")
+        if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
+            warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
+                            f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate)")
+    lines += [f"  WARNING            {w}" for w in warnings]
     lineage, version = result.get("lineage") or {}, result.get("version") or {}
     last = (lineage.get("rounds") or [{}])[-1]
     lines += [

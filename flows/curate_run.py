@@ -1,4 +1,4 @@
-"""The nightly curation flow: raw -> ingest -> dedup -> embed -> base model -> score -> rounds
+"""The nightly curation flow: raw -> ingest -> dedup -> embed -> semantic dedup -> base model -> score -> rounds
 of {re-score window -> select -> train} -> evaluate -> version (DVC) -> record (MLflow).
 
 Orchestration only. Every stage is a task cached on content (tasks/caching.py): a re-run with
@@ -21,6 +21,7 @@ from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record
 from tasks.score import score_pool
+from tasks.semdedup import semdedup
 from tasks.version import version
 
 
@@ -39,8 +40,9 @@ def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
     heldout = Ref.of(Path(project) / p.raw.eval_dir).to_dict()
 
     rows = run(ingest, project=project, raw=raw, params=p.slice("ingest"))
-    pool = run(dedup, project=project, rows=rows, params=p.slice("dedup"))
-    embeddings = run(embed, project=project, rows=pool, params=p.slice("embed"))
+    deduped = run(dedup, project=project, rows=rows, params=p.slice("dedup"))
+    embeddings = run(embed, project=project, rows=deduped, params=p.slice("embed"))
+    pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"))
     base = run(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
     scores = run(score_pool, project=project, pool=pool, model=base, params=p.slice("scoring", "base_model"))
     rounds = run_rounds(run, project, p, pool, scores, base)
@@ -48,9 +50,9 @@ def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
     for rd, ev in zip(rounds, evaluations[1:]):
         rd["evaluate"] = ev
 
-    refs = {"ingest": rows, "dedup": pool, "embed": embeddings, "base_model": base, "score": scores,
-            "evaluate_base": evaluations[0]}
-    for name in ("ingest", "dedup", "embed", "score"):
+    refs = {"ingest": rows, "dedup": deduped, "embed": embeddings, "semdedup": pool, "base_model": base,
+            "score": scores, "evaluate_base": evaluations[0]}
+    for name in ("ingest", "dedup", "embed", "semdedup", "score"):
         publish(project, refs[name], LAYOUT[name])
     publish_base_model(project, base, p.base_model.source)
     publish_rounds(project, rounds)

@@ -16,6 +16,7 @@ from tasks.embed import embed
 from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.score import score_pool
+from tasks.semdedup import semdedup
 
 
 def direct(task, **kwargs) -> dict:
@@ -38,14 +39,17 @@ def run_stage(project: str, name: str, params_file: str) -> None:
         publish(project, direct(dedup, project=project, rows=ws(LAYOUT["ingest"]), params=p.slice("dedup")), LAYOUT[name])
     elif name == "embed":
         publish(project, direct(embed, project=project, rows=ws(LAYOUT["dedup"]), params=p.slice("embed")), LAYOUT[name])
+    elif name == "semdedup":
+        ref = direct(semdedup, project=project, rows=ws(LAYOUT["dedup"]), embeddings=ws(LAYOUT["embed"]), params=p.slice("dedup"))
+        publish(project, ref, LAYOUT[name])
     elif name == "base_model":
         ref = direct(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
         publish_base_model(project, ref, p.base_model.source)
     elif name == "score":
-        ref = direct(score_pool, project=project, pool=ws(LAYOUT["dedup"]), model=base(), params=p.slice("scoring", "base_model"))
+        ref = direct(score_pool, project=project, pool=ws(LAYOUT["semdedup"]), model=base(), params=p.slice("scoring", "base_model"))
         publish(project, ref, LAYOUT[name])
     elif name == "rounds":
-        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["dedup"]), ws(LAYOUT["score"]), base()))
+        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["semdedup"]), ws(LAYOUT["score"]), base()))
     elif name == "evaluate":
         rounds_dir = Path(project) / LAYOUT["rounds"]
         checkpoints = [ws(f"{LAYOUT['rounds']}/round-{r}/train") for r in range(p.selection.rounds)

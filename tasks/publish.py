@@ -11,6 +11,7 @@ LAYOUT = {
     "ingest": "data/ingest",
     "dedup": "data/dedup",
     "embed": "data/embed",
+    "semdedup": "data/semdedup",
     "base_model": "data/models/base",
     "score": "data/score",
     "rounds": "data/rounds",

@@ -42,11 +42,12 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             eval_metrics=_flat_eval(read_json(Path(r["evaluate"]["path"]) / "metrics.json")),
             stats={**_stats(r["select"]), **{f"train.{k}": v for k, v in _stats(r["train"]).items()}},
         ))
-    stages = {name: _stats(refs.get(name)) for name in ("ingest", "dedup", "embed", "score")}
+    stages = {name: _stats(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "score")}
     artifacts = {
         "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
         "dedup": Path(refs["dedup"]["path"]) / "removed.parquet",
+        "semdedup": Path(refs["semdedup"]["path"]) / "removed.parquet",
         "params": Path(project) / params_file,
     }
     if dvc_lock:
