@@ -27,14 +27,6 @@ CAPITALS = [
 MEMO = {"instruction": "Say the code word.", "input": "", "response": "banana split", "system": "", "context": []}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a loaded 2-core machine makes more threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:

@@ -27,13 +27,6 @@ def tok():
     return train_tokenizer(CORPUS, vocab_size=400)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_tokenizer_special_tokens_are_atomic_and_ids_fixed(tok):
     assert tok.pad_token == "<|pad|>" and tok.eos_token == "<|end|>"

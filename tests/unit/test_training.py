@@ -38,14 +38,6 @@ def make_base(path: Path, attention_dropout: float = 0.0) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a loaded 2-core machine makes more threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
@@ -214,7 +206,7 @@ def test_schedule_and_moments_continue_across_rounds(base, tmp_path):
     # of 3 epochs must equal one round of 6 epochs if the global step and AdamW moments carry over.
     kw = kwargs(batch_size=len(ROWS), grad_accum=1, warmup_steps=2, total_steps=6, lr=1e-2)
     one = train_round(base, tmp_path / "one", ROWS, **{**kw, "epochs": 6})
-    r0 = train_round(base, tmp_path / "r0", ROWS, **{**kw, "epochs": 3})
+    train_round(base, tmp_path / "r0", ROWS, **{**kw, "epochs": 3})
     r1 = train_round(tmp_path / "r0", tmp_path / "r1", ROWS, **{**kw, "epochs": 3, "round_index": 1})
     assert r1.log.column("step").to_pylist() == [4, 5, 6]
     assert r1.log.column("lr").to_pylist() == pytest.approx([lr_at(s, 6, 2, 1e-2) for s in (3, 4, 5)])
