@@ -2,6 +2,7 @@
 
     curate demo-data                 write the synthetic demo pool + held-out sets, track them in data.dvc
     curate run [--params FILE]       run the curation flow (Prefect) end to end and print a summary
+    curate resume [--params FILE]    resume a failed/killed run (same as run: the caches make it a resume)
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
@@ -67,6 +68,12 @@ def cmd_run(args) -> int:
 
     try:
         with project_lock(state_dir(project)):
+            from curate.artifacts import remove_stale_temps
+
+            # leftovers of a killed writer (never read: every artifact is renamed into place whole)
+            for root in (state_dir(project) / "store", project / "data"):
+                if root.exists():
+                    remove_stale_temps(root)
             from curate.summary import render_summary
             from flows.curate_run import curate_run
 
@@ -112,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the curation flow end to end")
     r.add_argument("--params", default=DEFAULT_PARAMS)
     r.set_defaults(fn=cmd_run)
+
+    rs = sub.add_parser("resume", help="resume a failed or killed run: finished stages come from the cache, "
+                                       "the interrupted round continues from its in-round checkpoint")
+    rs.add_argument("--params", default=DEFAULT_PARAMS, help="the params file of the run to resume")
+    rs.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
     s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "base_model", "score", "rounds", "evaluate"])

@@ -121,6 +121,7 @@ class TrainingParams(_P):
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(256, gt=8)
     epochs_per_round: int = Field(1, ge=1)
+    save_every: int = Field(10, ge=0)  # in-round checkpoint every N optimizer steps (0 = off); a killed round resumes there
 
 
 class EvaluationParams(_P):

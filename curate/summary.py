@@ -32,6 +32,7 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"{sem.get('removed_semantic', 0)} semantic{'' if sem.get('enabled') else ' (off)'}",
         f"  pool after dedup   {sem.get('kept', ded.get('kept', '-'))}",
         f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
+        f"  scored             {sco.get('rows_scored', '-')} rows by the base model, {sco.get('rows_from_cache', 0)} from the row score cache",
     ]
     if sco.get("warning"):
         lines.append(f"  WARNING            {sco['warning']}")

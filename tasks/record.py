@@ -6,6 +6,7 @@ from pathlib import Path
 
 from curate.artifacts import read_json
 from curate.env import mlflow_artifact_root
+from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
 from tasks.caching import Stage
 
@@ -55,12 +56,14 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
             "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file}
     tags.update({f"curate.digest.{k}": v["digest"] for k, v in refs.items() if v})
+    if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
+        tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(
         experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
         run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
         rounds=round_records, base_eval=_flat_eval(read_json(Path(refs["evaluate_base"]["path"]) / "metrics.json")),
-        log_models=params["tracking"]["log_models"],
+        log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
     )
 
 

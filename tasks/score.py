@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, write_json, write_parquet
 from curate.models.loading import load_causal_lm
+from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
+from curate.scoring.cache import RowScoreCache
 from curate.scoring.ifd import score_rows
 from tasks.base_model import model_path
 from tasks.caching import Stage
@@ -27,34 +29,35 @@ WINDOW = Stage("rescore", code=CODE)
 NAN_REASON = "score is NaN (empty response span: prompt fills max_length, or the template altered the response)"
 
 
-def _score(rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple[pa.Table, pa.Table, dict]:
+def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple[pa.Table, pa.Table, dict]:
     s, bm = params["scoring"], params["base_model"]
-    model, tokenizer = load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
-    res = score_rows(
-        model, tokenizer, rows, system_prompt=s["system_prompt"], max_length=s["max_length"],
-        batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-        contrast_seed=s["contrast_seed"] if s["contrast"] else None, progress=Progress(label, "rows"),
-    )
-    ids = [r["row_id"] for r in rows]
-    scores = pa.table(
-        {
-            "row_id": ids,
-            "loss_cond": np.asarray(res["loss_cond"], dtype=np.float64),
-            "loss_prior": np.asarray(res["loss_prior"], dtype=np.float64),
-            "ifd": np.asarray(res["ifd"], dtype=np.float64),
-            "n_response_tokens": np.asarray(res["n_response_tokens"], dtype=np.int64),
-            "loss_swapped": np.asarray(res.get("loss_swapped", np.full(len(ids), np.nan)), dtype=np.float64),
-            "scorer_digest": [model_ref["digest"]] * len(ids),
-        },
+    cache = RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], s)
+    known = cache.lookup(r["row_id"] for r in rows)
+    todo = [r for r in rows if r["row_id"] not in known]
+    if todo:
+        model, tokenizer = load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
+        res = score_rows(
+            model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
+            batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
+            contrast_seed=s["contrast_seed"] if s["contrast"] else None, progress=Progress(label, "rows"),
+        )
+        res.setdefault("loss_swapped", np.full(len(todo), np.nan))
+        fresh = [{"row_id": r["row_id"], **{k: v[i].item() for k, v in res.items()}} for i, r in enumerate(todo)]
+        cache.add(fresh)
+        known.update({f["row_id"]: f for f in fresh})
+    records = [known[r["row_id"]] for r in rows]
+    scores = pa.Table.from_pylist(
+        [{**{k: rec[k] for k in SCORES.names if k in rec}, "scorer_digest": model_ref["digest"]} for rec in records],
         schema=SCORES,
     )
-    nan = [i for i, v in enumerate(res["ifd"]) if math.isnan(v)]
+    nan = [i for i, rec in enumerate(records) if math.isnan(rec["ifd"])]
     quarantine = pa.Table.from_pylist(
         [{"source": rows[i]["source"], "position": rows[i]["position"], "stage": "score", "reason": NAN_REASON,
           "row_id": rows[i]["row_id"], "raw": None} for i in nan],
         schema=QUARANTINE,
     )
-    return scores, quarantine, fit_report(scores, rows)
+    stats = {**fit_report(scores, rows), "rows_scored": len(todo), "rows_from_cache": len(rows) - len(todo)}
+    return scores, quarantine, stats
 
 
 def fit_report(scores: pa.Table, rows: list[dict]) -> dict:
@@ -94,7 +97,7 @@ def score_pool(project: str, pool: dict, model: dict, params: dict) -> dict:
     out = POOL.out(project, locals())
     if not out.exists():
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
-        _write(out, *_score(rows, model, params, "score pool"))
+        _write(out, *_score(project, rows, model, params, "score pool"))
     return Ref.of(out).to_dict()
 
 
@@ -107,6 +110,6 @@ def rescore_window(project: str, pool: dict, model: dict, state: dict, params: d
             .column("row_id").to_pylist()
         )
         rows = [r for r in pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist() if r["row_id"] in window]
-        scores, quarantine, stats = _score(rows, model, params, f"rescore round {round_index}")
+        scores, quarantine, stats = _score(project, rows, model, params, f"rescore round {round_index}")
         _write(out, scores, quarantine, {**stats, "round": round_index})
     return Ref.of(out).to_dict()

@@ -5,12 +5,14 @@ Adam's moments continue across rounds (IterIT does not reset them).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, write_json, write_parquet
 from curate.progress import Progress
+from curate.training.schedule import warmup_steps_for
 from curate.training.trainer import train_round
 from tasks.base_model import model_path
 from tasks.caching import Stage
@@ -37,25 +39,30 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
     if not out.exists():
         t = params["training"]
         rows = subset_rows(pool, selection)
+        # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
+        model_out = out.parent / f"{out.name}.model"
+        result = train_round(
+            model_path(checkpoint),
+            model_out,
+            rows,
+            system_prompt=params["scoring"]["system_prompt"],
+            max_length=t["max_length"],
+            batch_size=t["batch_size"],
+            grad_accum=t["grad_accum"],
+            lr=t["lr"],
+            weight_decay=t["weight_decay"],
+            warmup_steps=warmup_steps_for(total_steps, t["warmup_ratio"]),
+            total_steps=total_steps,
+            schedule=t["schedule"],
+            epochs=t["epochs_per_round"],
+            seed=params["project"]["seed"],
+            round_index=round_index,
+            save_every=t["save_every"],
+            progress=_progress(round_index),
+        )
         with atomic_path(out) as tmp:
-            result = train_round(
-                model_path(checkpoint),
-                tmp / "model",
-                rows,
-                system_prompt=params["scoring"]["system_prompt"],
-                max_length=t["max_length"],
-                batch_size=t["batch_size"],
-                grad_accum=t["grad_accum"],
-                lr=t["lr"],
-                weight_decay=t["weight_decay"],
-                warmup_steps=int(round(t["warmup_ratio"] * total_steps)),
-                total_steps=total_steps,
-                schedule=t["schedule"],
-                epochs=t["epochs_per_round"],
-                seed=params["project"]["seed"],
-                round_index=round_index,
-                progress=_progress(round_index),
-            )
+            tmp.mkdir()
+            os.rename(model_out, tmp / "model")
             write_parquet(result.log, tmp / "train_log.parquet")
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows)}, tmp / "stats.json")
     return Ref.of(out).to_dict()

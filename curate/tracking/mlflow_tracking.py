@@ -89,11 +89,14 @@ def record(**kwargs) -> dict[str, Any]:
 def _record(
     *, experiment: str, artifact_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
     metrics: dict[str, Any], artifacts: dict[str, Path], stages: dict[str, dict[str, Any]],
-    rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True,
+    rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True, progress=None,
 ) -> dict[str, Any]:
     """Returns the run ids and model URIs."""
     exp_id = experiment_id(experiment, artifact_root)
-    out: dict[str, Any] = {"experiment_id": exp_id, "rounds": []}
+    interrupted = mark_interrupted(exp_id)
+    if interrupted:
+        tags = {**tags, "curate.resumes": ",".join(interrupted)}
+    out: dict[str, Any] = {"experiment_id": exp_id, "rounds": [], "interrupted": interrupted}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**tags, TAG_KIND: "parent"}) as parent:
         out["parent_run_id"] = parent.info.run_id
         mlflow.log_params({k: str(v)[:6000] for k, v in _flat(params).items()})
@@ -106,9 +109,26 @@ def _record(
             with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent.info.run_id,
                                   tags={TAG_KIND: "stage", "curate.stage": name}):
                 mlflow.log_metrics(_numeric(stats))
-        for r in rounds:
+        for i, r in enumerate(rounds):
             out["rounds"].append(_record_round(exp_id, parent.info.run_id, r, artifacts.get("dvc"), log_models))
+            if progress is not None:
+                progress(i + 1, len(rounds))
     return out
+
+
+def mark_interrupted(exp_id: str) -> list[str]:
+    """Mark runs left RUNNING by a killed process as KILLED. Only called under the project lock,
+    so no live writer can own them. Returns the ids of the parent runs so marked."""
+    client = MlflowClient()
+    parents = []
+    for run in client.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        client.set_terminated(run.info.run_id, status="KILLED")
+        if run.data.tags.get(TAG_KIND) == "parent":
+            parents.append(run.info.run_id)
+    for parent_id in parents:  # rounds it finished before dying are not lineage of any checkpoint run
+        for child in client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000):
+            client.set_terminated(child.info.run_id, status="KILLED")
+    return parents
 
 
 def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | None, log_model: bool) -> dict[str, Any]:
@@ -156,9 +176,10 @@ def run_info(run_id: str) -> dict[str, Any]:
 
 
 def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:
-    """The round runs under a parent run, by round index."""
+    """The finished round runs under a parent run, by round index."""
     runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TAG_KIND}` = 'round'",
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TAG_KIND}` = 'round' "
+                                       f"and attributes.status = 'FINISHED'",
         max_results=1000,
     )
     out = [{"run_id": r.info.run_id, "round": int(r.data.tags[TAG_ROUND]), "model_uri": r.data.tags.get(TAG_MODEL_URI),
@@ -167,13 +188,14 @@ def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:
 
 
 def all_runs(kind: str) -> list[dict[str, Any]]:
-    """Every run of a kind (parent | round | stage) in every experiment, newest first."""
+    """Every finished run of a kind (parent | round | stage) in every experiment, newest first
+    (runs of killed processes are left out: a resumed run records their rounds again)."""
     client = MlflowClient()
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if not exp_ids:
         return []
-    runs = client.search_runs(exp_ids, filter_string=f"tags.`{TAG_KIND}` = '{kind}'", max_results=5000,
-                              order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'FINISHED'",
+                              max_results=5000, order_by=["attributes.start_time DESC"])
     return [{"run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "tags": dict(r.data.tags),
              "start_time": r.info.start_time} for r in runs]
 

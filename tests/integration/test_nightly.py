@@ -1,0 +1,35 @@
+"""Two nights: night 2 adds 5% new rows (plus a copy of a night-1 row); round-0 scoring scores only the new rows."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_second_night_scores_only_new_rows(make_project):
+    project = make_project()
+    project.curate("demo-data", "--size", "300")
+    project.curate("run")
+    night1 = json.loads((project.root / "data" / "score" / "stats.json").read_text())
+    assert night1["rows_from_cache"] == 0 and night1["rows_scored"] > 250
+
+    first = json.loads((project.root / "data" / "raw" / "pool.jsonl").read_text().splitlines()[0])
+    new = [{"instruction": f"Spell the code word number {i} backwards.", "input": "", "output": f"{i} rebmun drow edoc"}
+           for i in range(15)]
+    (project.root / "data" / "raw" / "night2.jsonl").write_text("\n".join(json.dumps(r) for r in new + [first]) + "\n")
+    out = project.curate("run").stdout
+    night2 = json.loads((project.root / "data" / "score" / "stats.json").read_text())
+    assert night2["rows_scored"] == 15, night2
+    assert night2["rows_from_cache"] == night1["rows_scored"]
+    # the copy and its night-1 original collapse to one kept row. Dedup is not incremental yet: with
+    # keep=first, "first" is file order (night2.jsonl sorts before pool.jsonl), not the night it arrived.
+    kept = pq.read_table(project.root / "data" / "dedup" / "rows.parquet").to_pylist()
+    removed = pq.read_table(project.root / "data" / "dedup" / "removed.parquet").to_pylist()
+    copy_id = [r["row_id"] for r in kept + removed if r["source"] == "night2.jsonl" and r["position"] == 15]
+    assert len(copy_id) == 1
+    assert sum(r["row_id"] == copy_id[0] for r in kept) == 1
+    assert [r["reason"] for r in removed if r["row_id"] == copy_id[0]] == ["exact"]
+    assert "status clean" in out  # data.dvc now tracks the new raw version

@@ -1,0 +1,75 @@
+"""Kill a real `curate run` with SIGKILL at three points, resume, and get what an uninterrupted run gets."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from curate.artifacts import digest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RESUME_PARAMS = {"training": {"save_every": 1}}
+KILL_POINTS = [
+    r"^\[score pool\]",  # during scoring
+    r"^\[train round 1: steps\] 1/",  # mid-training in a later round (after its first in-round checkpoint)
+    r"^\[record\] 1/2",  # while recording (round 0 logged, round 1 not yet)
+]
+
+
+def _kill_when(project, pattern: str) -> None:
+    proc = subprocess.Popen([str(Path(project.env["PATH"].split(os.pathsep)[0]) / "curate"), "run"], cwd=project.root,
+                            env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(pattern, line):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"run ended before {pattern!r}:\n{''.join(seen[-30:])}"
+
+
+def _outcome(project) -> dict[str, str]:
+    rounds = project.root / "data" / "rounds"
+    out = {}
+    for r in sorted(rounds.iterdir()):
+        out[f"{r.name}/weights"] = digest(r / "train" / "model" / "model.safetensors")
+        out[f"{r.name}/subset"] = digest(r / "select" / "selection.parquet")
+    return out
+
+
+def test_sigkill_at_three_points_then_resume_gives_identical_results(make_project):
+    reference = make_project("reference")
+    reference.set_params(RESUME_PARAMS)
+    reference.curate("demo-data", "--size", "300")
+    reference.curate("run")
+
+    killed = make_project("killed")
+    killed.set_params(RESUME_PARAMS)
+    killed.curate("demo-data", "--size", "300")
+    for pattern in KILL_POINTS:
+        _kill_when(killed, pattern)
+    resumed = killed.curate("run").stdout
+    assert "status clean" in resumed
+
+    assert _outcome(killed) == _outcome(reference)
+    assert not list((killed.root / ".curate" / "store").rglob(".tmp-*")), "half-written artifacts left behind"
+    assert not list((killed.root / ".curate" / "store").rglob(".inprogress-*")), "in-round checkpoint not cleaned up"
+
+    client = MlflowClient(tracking_uri=killed.tracking_uri)
+    exp = client.get_experiment_by_name("curate")
+    parents = client.search_runs([exp.experiment_id], "tags.`curate.kind` = 'parent'")
+    finished = [r for r in parents if r.info.status == "FINISHED"]
+    assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in parents]
+    killed_runs = [r.info.run_id for r in parents if r.info.status == "KILLED"]
+    assert killed_runs and set(finished[0].data.tags["curate.resumes"].split(",")) == set(killed_runs)
+    rounds = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{finished[0].info.run_id}'"
+                                                     " and tags.`curate.kind` = 'round'")
+    assert sorted(int(r.data.tags["curate.round"]) for r in rounds) == [0, 1]  # no round counted twice
