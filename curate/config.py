@@ -107,10 +107,6 @@ class SelectionParams(_P):
     mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
 
-    @property
-    def gate_on(self) -> bool:
-        return self.mismatch_gate == "on" or (self.mismatch_gate == "auto" and self.mode == "clean")
-
 
 class TrainingParams(_P):
     lr: float = Field(1e-3, gt=0)

@@ -10,7 +10,8 @@ from curate.models.loading import load_causal_lm
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/loading.py"))
+STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/loading.py",
+                                  "curate/scoring/ifd.py"))
 
 
 def heldout_sets(eval_dir: Path, max_rows: int) -> dict[str, list[dict]]:

@@ -11,12 +11,11 @@ from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parq
 from curate.schema import SELECTION
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.config import SelectionParams
-from curate.selection.rounds import Selected, eligibility, select_round
+from curate.selection.rounds import Selected, eligibility, mismatch_gate_on, select_round
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-STAGE = Stage("select", code=("curate/selection",))
+STAGE = Stage("select", code=("curate/selection", "curate/scoring/misalignment.py"))
 
 
 def eos_string(model: dict) -> str:
@@ -56,8 +55,8 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         eos = eos_string(model) if s["append_eos"] else ""
         responses = [r["response"] + eos for r in rows]
         scores, margin = current_scores(row_ids, base_scores, previous, window_scores)
-        sp = SelectionParams.model_validate(s)
-        eligible, why_not = eligibility(scores, margin, sp.ifd_max, sp.gate_on, sp.mismatch_margin)
+        gate = mismatch_gate_on(s["mismatch_gate"], s["mode"])
+        eligible, why_not = eligibility(scores, margin, s["ifd_max"], gate, s["mismatch_margin"])
         k = selection_budget(len(rows), s["ratio"])
         prev_state = pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None
         order = window = prev_sel = None

@@ -17,7 +17,7 @@ from curate.training.trainer import train_round
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-STAGE = Stage("train", code=("curate/training", "curate/models/chat.py"))
+STAGE = Stage("train", code=("curate/training", "curate/models/chat.py", "curate/scoring/ifd.py"))
 
 
 def subset_rows(pool: dict, selection: dict) -> list[dict]:

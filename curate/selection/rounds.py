@@ -48,6 +48,11 @@ class RoundSelection:
     next_window: list[int] = field(default_factory=list)
 
 
+def mismatch_gate_on(gate: str, mode: str) -> bool:
+    """The misalignment gate is a non-reference option: `auto` turns it on in clean mode only."""
+    return gate == "on" or (gate == "auto" and mode == "clean")
+
+
 def eligibility(ifd: Sequence[float], margin: Sequence[float], ifd_max: float = ELIGIBLE_BELOW,
                 gate: bool = False, margin_min: float = 0.3) -> tuple[np.ndarray, list[str | None]]:
     """Who may be selected, and why not: IFD >= ifd_max (the reference's bound is 1), or, with the

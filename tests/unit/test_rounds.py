@@ -82,3 +82,10 @@ def test_eligibility_reasons():
     assert "ifd" in why[1] and "mismatch" in why[2] and "mismatch" in why[3] and why[0] is None
     ok, _ = eligibility([0.5, 0.9], [0.0, 0.0], gate=False)
     assert ok.tolist() == [True, True]
+
+
+def test_mismatch_gate_auto_is_on_in_clean_mode_only():
+    from curate.selection.rounds import mismatch_gate_on
+
+    assert mismatch_gate_on("auto", "clean") and not mismatch_gate_on("auto", "faithful")
+    assert mismatch_gate_on("on", "faithful") and not mismatch_gate_on("off", "clean")
