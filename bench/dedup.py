@@ -139,17 +139,19 @@ def main() -> None:
         theirs += minhashes
         bulk_wall, bulk_cpu = bulk_wall + wall, bulk_cpu + cpu
     signatures = np.concatenate(signature_parts)
-    ours_rate, ours_wall_rate = N_DOCS / ours_cpu, N_DOCS / ours_wall
-    print(f"ours: {N_DOCS} docs in {ours_cpu:.2f} s CPU ({ours_wall:.2f} s wall) = {ours_rate:,.0f} docs/s")
-    theirs_rate, bulk_rate = DATASKETCH_PREFIX / (shingle_cpu + bulk_cpu), DATASKETCH_PREFIX / bulk_cpu
-    theirs_wall_rate = DATASKETCH_PREFIX / (shingle_wall + bulk_wall)
+    # Wall-clock throughput is what a user waits for: ours uses every core (threads over batches),
+    # datasketch runs in one Python thread. CPU-time rates are kept in the record too.
+    ours_rate, ours_cpu_rate = N_DOCS / ours_wall, N_DOCS / ours_cpu
+    print(f"ours: {N_DOCS} docs in {ours_wall:.2f} s wall ({ours_cpu:.2f} s CPU) = {ours_rate:,.0f} docs/s, {hasher.threads} threads")
+    theirs_rate, bulk_rate = DATASKETCH_PREFIX / (shingle_wall + bulk_wall), DATASKETCH_PREFIX / bulk_wall
+    theirs_cpu_rate = DATASKETCH_PREFIX / (shingle_cpu + bulk_cpu)
     print(
         f"datasketch: {DATASKETCH_PREFIX} docs, shingling {shingle_cpu:.2f} s + MinHash.bulk {bulk_cpu:.2f} s CPU "
-        f"= {theirs_rate:,.0f} docs/s (bulk alone {bulk_rate:,.0f} docs/s; wall {theirs_wall_rate:,.0f})",
+        f"= {theirs_rate:,.0f} docs/s (bulk alone {bulk_rate:,.0f} docs/s; CPU time {theirs_cpu_rate:,.0f})",
         flush=True,
     )
     ratio = ours_rate / theirs_rate
-    print(f"signature speedup: {ratio:.1f}x CPU time, {ours_wall_rate / theirs_wall_rate:.1f}x wall", flush=True)
+    print(f"signature speedup: {ratio:.1f}x wall, {ours_cpu_rate / theirs_cpu_rate:.1f}x CPU time", flush=True)
 
     sample = docs[:SAMPLE]
     t0 = time.perf_counter()
@@ -212,11 +214,12 @@ def main() -> None:
                 "datasketch_shingling_wall": round(shingle_wall, 3),
                 "datasketch_bulk_wall": round(bulk_wall, 3),
             },
-            "wall_docs_per_s": {"ours": round(ours_wall_rate, 1), "datasketch": round(theirs_wall_rate, 1)},
-            "wall_ratio": round(ours_wall_rate / theirs_wall_rate, 2),
+            "cpu_docs_per_s": {"ours": round(ours_cpu_rate, 1), "datasketch": round(theirs_cpu_rate, 1)},
+            "cpu_ratio": round(ours_cpu_rate / theirs_cpu_rate, 2),
+            "threads": hasher.threads,
             "note": (
-                f"docs/s from process CPU time (both single-threaded; other processes shared the 2 cores, "
-                f"so wall time is in wall_docs_per_s); ours on all {N_DOCS} docs (~200 Zipf words each, "
+                f"docs/s from wall time (ours: {hasher.threads} threads over document batches; datasketch: one "
+                f"Python thread; CPU-time rates in cpu_docs_per_s); ours on all {N_DOCS} docs (~200 Zipf words each, "
                 f"{NEAR_DUP_RATE:.0%} near-duplicates), text in -> signatures out; datasketch on the first "
                 f"{DATASKETCH_PREFIX} docs, Python shingling + MinHash.bulk, both timed in {SLICES} alternating "
                 f"slices (bulk alone "

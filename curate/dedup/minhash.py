@@ -25,6 +25,8 @@ How the signatures are computed, all vectorised with numpy over a batch of docum
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -108,10 +110,11 @@ class MinHasher:
     Two signatures are comparable only when made by hashers with the same `params`.
     """
 
-    def __init__(self, num_perm: int = 128, ngram: int = 3, seed: int = 1):
+    def __init__(self, num_perm: int = 128, ngram: int = 3, seed: int = 1, threads: int | None = None):
         if num_perm < 1 or ngram < 1:
             raise ValueError("num_perm and ngram must be >= 1")
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
+        self.threads = threads or os.cpu_count() or 1  # signatures do not depend on it
         coefficients = np.frombuffer(
             b"".join(hashlib.blake2b(f"minhash:{seed}:{k}".encode(), digest_size=8).digest() for k in range(num_perm)),
             dtype="<u4",
@@ -127,10 +130,20 @@ class MinHasher:
         """MinHash signatures, shape (len(texts), num_perm), dtype uint32; a null text counts as ""."""
         texts = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.large_string())
         out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
-        for start in range(0, len(texts), _DOCS_PER_BATCH):
+
+        def one_batch(start: int) -> None:
             batch = texts[start : start + _DOCS_PER_BATCH]
             shingles, doc_starts = self.shingle_hashes(batch)
             out[start : start + len(batch)] = self._min_over_documents(shingles, doc_starts).T
+
+        starts = range(0, len(texts), _DOCS_PER_BATCH)
+        workers = min(self.threads, len(starts))
+        if workers <= 1:
+            for start in starts:
+                one_batch(start)
+        else:  # numpy and Arrow kernels release the GIL: batches run in parallel on separate slices
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one_batch, starts))
         return out
 
     def shingle_hashes(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
