@@ -68,7 +68,41 @@ def row(row_id: str) -> dict[str, Any]:
     return {"kind": "row", "row_id": row_id, "trained": trained, "removed": removed}
 
 
+def verify(run_ref: str | None = None) -> dict[str, Any]:
+    """Re-hash every artifact a run references and compare with the digests recorded in MLflow."""
+    from curate.artifacts import digest
+
+    if run_ref is None:
+        parents = mt.all_runs("parent")
+        if not parents:
+            raise SystemExit("error: no finished curate run is recorded in MLflow")
+        run_ref = parents[0]["run_id"]
+    tags = mt.run_info(mt.resolve_run(run_ref))["tags"]
+    if tags.get(mt.TAG_KIND) == "round":
+        tags = mt.run_info(tags["mlflow.parentRunId"])["tags"]
+    checks = []
+    for key, recorded in sorted(tags.items()):
+        if not key.startswith("curate.digest."):
+            continue
+        name = key[len("curate.digest."):]
+        path = Path(tags.get(f"curate.path.{name}", ""))
+        if not path.exists():
+            checks.append({"artifact": name, "path": str(path), "status": "missing", "recorded": recorded, "actual": None})
+            continue
+        actual = digest(path)
+        checks.append({"artifact": name, "path": str(path), "status": "ok" if actual == recorded else "MISMATCH",
+                       "recorded": recorded, "actual": actual})
+    bad = [c for c in checks if c["status"] != "ok"]
+    return {"kind": "verify", "run_id": run_ref, "checked": len(checks), "problems": bad, "checks": checks}
+
+
 def render(result: dict[str, Any]) -> str:
+    if result["kind"] == "verify":
+        lines = [f"verified {result['checked']} artifacts of run {result['run_id']}: "
+                 f"{'all match' if not result['problems'] else str(len(result['problems'])) + ' problem(s)'}"]
+        for c in result["checks"]:
+            lines.append(f"  {c['status']:>8}  {c['artifact']:<18} {c['path']}")
+        return "\n".join(lines)
     if result["kind"] == "checkpoint":
         lines = [f"checkpoint {result['ref']}: round {result['round']} of parent run {result['parent_run_id']}",
                  f"{result['distinct_rows']} distinct rows trained it ({len(result['rows'])} row-rounds)", "",

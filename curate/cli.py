@@ -6,6 +6,7 @@
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
+    curate audit verify [RUN]        re-hash every artifact a run references; exit 1 on any mismatch
 
 The environment (offline, telemetry off, state under .curate/) is set before anything heavy is
 imported; Prefect, MLflow and DVC are imported lazily by the commands that need them.
@@ -96,12 +97,17 @@ def cmd_stage(args) -> int:
 def cmd_audit(args) -> int:
     from curate import audit
 
+    if args.ref is None and args.what != "verify":
+        print(f"error: `curate audit {args.what}` needs a reference (see curate audit --help)", file=sys.stderr)
+        return 2
     if args.what == "checkpoint":
         result = audit.checkpoint(args.ref)
+    elif args.what == "verify":
+        result = audit.verify(args.ref)
     else:
         result = audit.row(args.ref)
     print(json.dumps(result, indent=2, default=str) if args.json else audit.render(result))
-    return 0
+    return 1 if result.get("problems") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default=DEFAULT_PARAMS)
     s.set_defaults(fn=cmd_stage)
 
-    a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row")
-    a.add_argument("what", choices=["checkpoint", "row"])
-    a.add_argument("ref", help="checkpoint: MLflow round run id or models:/m-... URI; row: a row_id")
+    a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row; verify artifacts")
+    a.add_argument("what", choices=["checkpoint", "row", "verify"])
+    a.add_argument("ref", nargs="?", help="checkpoint: MLflow round run id or models:/m-... URI; row: a row_id; "
+                                          "verify: a run id (default: the latest run)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(fn=cmd_audit)
     return ap

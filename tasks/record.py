@@ -55,7 +55,9 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         artifacts["dvc"] = Path(dvc_lock["path"])
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
             "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file}
-    tags.update({f"curate.digest.{k}": v["digest"] for k, v in refs.items() if v})
+    artifact_refs = {**refs, **{f"round{i}.{part}": ref for i, r in enumerate(rounds) for part, ref in r.items() if ref}}
+    tags.update({f"curate.digest.{k}": v["digest"] for k, v in artifact_refs.items() if v})
+    tags.update({f"curate.path.{k}": v["path"] for k, v in artifact_refs.items() if v})
     if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
         tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(

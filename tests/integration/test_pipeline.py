@@ -125,6 +125,17 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
         assert "Completed" in states[rerun], (rerun, states)
     assert "up to date" in project.dvc("status").stdout
 
+    # audit verify: every artifact of the latest run re-hashes to its recorded digest; corrupt one and
+    # exactly that one is reported
+    clean = json.loads(project.curate("audit", "verify", "--json").stdout)
+    assert clean["checked"] >= 10 and clean["problems"] == []
+    score = next(c for c in clean["checks"] if c["artifact"] == "score")
+    with open(f"{score['path']}/stats.json", "a") as f:
+        f.write(" ")
+    broken = project.curate("audit", "verify", "--json", check=False)
+    assert broken.returncode == 1
+    assert [p["artifact"] for p in json.loads(broken.stdout)["problems"]] == ["score"]
+
 
 def test_unsupported_format_fails_before_any_work(make_project):
     project = make_project()
