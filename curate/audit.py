@@ -96,7 +96,38 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
     return {"kind": "verify", "run_id": run_ref, "checked": len(checks), "problems": bad, "checks": checks}
 
 
+def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) -> dict[str, Any]:
+    """Write the rows that trained the checkpoint of `round_index` (default: the last) of a run."""
+    from curate.export import read_pool, training_records, write_export
+
+    parent = run_ref or (mt.all_runs("parent") or [{}])[0].get("run_id")
+    if not parent:
+        raise SystemExit("error: no finished curate run is recorded in MLflow")
+    info = mt.run_info(mt.resolve_run(parent))
+    if info["tags"].get(mt.TAG_KIND) == "round":
+        info = mt.run_info(info["tags"]["mlflow.parentRunId"])
+    rounds = mt.round_runs(info["run_id"], info["experiment_id"])
+    upto = rounds[-1]["round"] if round_index is None else round_index
+    chosen = [r for r in rounds if r["round"] <= upto]
+    if not chosen or chosen[-1]["round"] != upto:
+        raise SystemExit(f"error: run {info['run_id']} has no round {upto}")
+    pool = Path(info["tags"].get("curate.path.semdedup", ""))
+    if not (pool / "rows.parquet").exists():
+        raise SystemExit(f"error: the pool artifact {pool} is gone; restore it (`dvc pull`) or re-run `curate run`")
+    with tempfile.TemporaryDirectory() as tmp:
+        selections = [_parquet(r["run_id"], mt.SUBSET_ARTIFACT, Path(tmp)) for r in chosen]
+    # the system prompt the rounds trained with, so the exported messages are what the model saw
+    records = training_records(selections, read_pool(pool / "rows.parquet"), info["params"].get("scoring.system_prompt"))
+    manifest = {"parent_run_id": info["run_id"], "round": upto, "model_uri": chosen[-1]["model_uri"],
+                "pool_digest": info["tags"].get("curate.digest.semdedup"),
+                "subset_digests": {f"round-{r['round']}": mt.run_info(r["run_id"])["tags"].get("curate.subset_digest") for r in chosen}}
+    return {"kind": "export", "out": str(out), **write_export(records, out, fmt, manifest)}
+
+
 def render(result: dict[str, Any]) -> str:
+    if result["kind"] == "export":
+        return (f"wrote {result['rows']} training records (rounds 0..{result['round']} of run {result['parent_run_id']}) "
+                f"to {result['out']}/{result['file']} (sha256 {result['digest'][:16]}…), manifest.json beside it")
     if result["kind"] == "verify":
         lines = [f"verified {result['checked']} artifacts of run {result['run_id']}: "
                  f"{'all match' if not result['problems'] else str(len(result['problems'])) + ' problem(s)'}"]

@@ -7,6 +7,8 @@
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
     curate audit verify [RUN]        re-hash every artifact a run references; exit 1 on any mismatch
+    curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR]
+                                     the rows that trained a checkpoint, with a manifest of digests
 
 The environment (offline, telemetry off, state under .curate/) is set before anything heavy is
 imported; Prefect, MLflow and DVC are imported lazily by the commands that need them.
@@ -110,6 +112,14 @@ def cmd_audit(args) -> int:
     return 1 if result.get("problems") else 0
 
 
+def cmd_export(args) -> int:
+    from curate import audit
+
+    result = audit.export(args.run, args.round, args.format, Path(args.out).resolve())
+    print(json.dumps(result, indent=2, default=str) if args.json else audit.render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="curate", description="Model-aware curation of instruction-tuning data.")
     ap.add_argument("--project", default=".", help="project directory (default: current directory)")
@@ -142,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "verify: a run id (default: the latest run)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(fn=cmd_audit)
+    e = sub.add_parser("export", help="write the exact rows that trained a checkpoint, for other trainers")
+    e.add_argument("--run", default=None, help="MLflow parent (or round) run id (default: the latest run)")
+    e.add_argument("--round", type=int, default=None, help="checkpoint round (default: the last); rounds 0..N are written")
+    e.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
+    e.add_argument("--out", default="export", help="output directory")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_export)
     return ap
 
 

@@ -148,6 +148,11 @@ class Params(_P):
     def _check(self) -> "Params":
         if self.base_model.hidden_size % self.base_model.num_heads:
             raise ValueError("base_model.hidden_size must be divisible by base_model.num_heads")
+        for key, value in (("raw.dir", self.raw.dir), ("raw.eval_dir", self.raw.eval_dir),
+                           ("tracking.dvc_remote", self.tracking.dvc_remote)):
+            path = Path(value)
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"{key} must be a path inside the project (relative, no '..'), got {value!r}")
         return self
 
     def slice(self, *names: str) -> dict:

@@ -172,7 +172,8 @@ def resolve_run(ref: str) -> str:
 def run_info(run_id: str) -> dict[str, Any]:
     run = MlflowClient().get_run(run_id)
     return {"run_id": run_id, "experiment_id": run.info.experiment_id, "tags": dict(run.data.tags),
-            "status": run.info.status, "start_time": run.info.start_time, "name": run.info.run_name}
+            "params": dict(run.data.params), "status": run.info.status, "start_time": run.info.start_time,
+            "name": run.info.run_name}
 
 
 def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:

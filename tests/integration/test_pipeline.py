@@ -104,6 +104,15 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     row_audit = json.loads(project.curate("audit", "row", removed[0]["row_id"], "--json").stdout)
     assert any(r["stage"] == "dedup" for r in row_audit["removed"])
 
+    # export: the rows that trained the last checkpoint, in training order, with a manifest
+    exported = json.loads(project.curate("export", "--format", "jsonl", "--out", "exp", "--json").stdout)
+    lines = (project.root / "exp" / "train.jsonl").read_text().splitlines()
+    assert len(lines) == exported["rows"] == sum(t.num_rows for t in subsets)
+    first_record = json.loads(lines[0])
+    assert first_record["messages"][-1] == {"role": "assistant", "content": first_record["output"]}
+    from curate.artifacts import digest
+    assert exported["digest"] == digest(project.root / "exp" / "train.jsonl")
+
     # Prefect: a re-run with nothing changed executes no stage
     first_states = _states_by_stage(_task_states(prefect_api, _flow_run_id(project)))
     assert first_states.get("train") == {"Completed"}, first_states

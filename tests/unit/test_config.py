@@ -44,3 +44,12 @@ def test_llama3_8b_params_reproduce_the_paper_setup_without_downloading():
     t = p.training
     assert (t.lr, t.schedule, t.warmup_ratio, t.batch_size * t.grad_accum) == (2e-5, "cosine", 0.03, 32)
     assert p.scoring.precision == "bf16" and not p.base_model.trust_remote_code
+
+
+@pytest.mark.parametrize("section,key,value", [("raw", "dir", "../elsewhere"), ("raw", "eval_dir", "/etc"),
+                                               ("tracking", "dvc_remote", "data/../../x")])
+def test_paths_from_params_cannot_escape_the_project(tmp_path, section, key, value):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ParamsError, match="inside the project"):
+        load_params(f)
