@@ -96,6 +96,40 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
     return {"kind": "verify", "run_id": run_ref, "checked": len(checks), "problems": bad, "checks": checks}
 
 
+def _trained(parent_id: str, tmp: Path) -> dict[str, dict]:
+    """row_id -> its selection record in the latest round of a parent run that trained on it."""
+    info = mt.run_info(parent_id)
+    rows: dict[str, dict] = {}
+    for r in mt.round_runs(parent_id, info["experiment_id"]):
+        for sel in _parquet(r["run_id"], mt.SUBSET_ARTIFACT, tmp):
+            rows[sel["row_id"]] = sel
+    return rows
+
+
+def diff(run_a: str, run_b: str) -> dict[str, Any]:
+    """Rows that entered or left the training set between two runs, and why."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = _trained(run_a, Path(tmp)), _trained(run_b, Path(tmp))
+        removed_in_b = {}
+        for artifact, stage in PARENT_REMOVALS.items():
+            for rec in _parquet(run_b, artifact, Path(tmp)):
+                if rec.get("row_id"):
+                    removed_in_b[rec["row_id"]] = f"removed at {stage}: {rec['reason']}"
+    pool_path = Path(mt.run_info(run_b)["tags"].get("curate.path.semdedup", "")) / "rows.parquet"
+    pool = set(pq.read_table(pool_path, columns=["row_id"])["row_id"].to_pylist()) if pool_path.exists() else None
+
+    def why_left(row_id: str) -> str:
+        if row_id in removed_in_b:
+            return removed_in_b[row_id]
+        if pool is None:
+            return "not selected (run B's pool artifact is gone: cannot tell whether it was in the pool)"
+        return "in the pool but not selected" if row_id in pool else "not in the pool"
+
+    entered = [{"row_id": r, "round": b[r]["round"], "reason": b[r]["reason"]} for r in sorted(set(b) - set(a))]
+    left = [{"row_id": r, "reason": why_left(r)} for r in sorted(set(a) - set(b))]
+    return {"kind": "diff", "run_a": run_a, "run_b": run_b, "kept": len(set(a) & set(b)), "entered": entered, "left": left}
+
+
 def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) -> dict[str, Any]:
     """Write the rows that trained the checkpoint of `round_index` (default: the last) of a run."""
     from curate.export import read_pool, training_records, write_export
@@ -125,6 +159,12 @@ def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) ->
 
 
 def render(result: dict[str, Any]) -> str:
+    if result["kind"] == "diff":
+        lines = [f"{result['run_a']} -> {result['run_b']}: {result['kept']} rows trained both, "
+                 f"{len(result['entered'])} entered, {len(result['left'])} left"]
+        lines += [f"  + {e['row_id']} (round {e['round']}): {e['reason']}" for e in result["entered"]]
+        lines += [f"  - {x['row_id']}: {x['reason']}" for x in result["left"]]
+        return "\n".join(lines)
     if result["kind"] == "export":
         return (f"wrote {result['rows']} training records (rounds 0..{result['round']} of run {result['parent_run_id']}) "
                 f"to {result['out']}/{result['file']} (sha256 {result['digest'][:16]}…), manifest.json beside it")

@@ -7,6 +7,7 @@
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
     curate audit verify [RUN]        re-hash every artifact a run references; exit 1 on any mismatch
+    curate audit diff RUN_A RUN_B    rows that entered or left the training set between two runs, and why
     curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR]
                                      the rows that trained a checkpoint, with a manifest of digests
 
@@ -106,6 +107,11 @@ def cmd_audit(args) -> int:
         result = audit.checkpoint(args.ref)
     elif args.what == "verify":
         result = audit.verify(args.ref)
+    elif args.what == "diff":
+        if not args.other:
+            print("error: `curate audit diff RUN_A RUN_B` needs two parent run ids", file=sys.stderr)
+            return 2
+        result = audit.diff(args.ref, args.other)
     else:
         result = audit.row(args.ref)
     print(json.dumps(result, indent=2, default=str) if args.json else audit.render(result))
@@ -147,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_stage)
 
     a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row; verify artifacts")
-    a.add_argument("what", choices=["checkpoint", "row", "verify"])
+    a.add_argument("what", choices=["checkpoint", "row", "verify", "diff"])
     a.add_argument("ref", nargs="?", help="checkpoint: MLflow round run id or models:/m-... URI; row: a row_id; "
-                                          "verify: a run id (default: the latest run)")
+                                          "verify: a run id (default: the latest run); diff: run A")
+    a.add_argument("other", nargs="?", help="diff: run B")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(fn=cmd_audit)
     e = sub.add_parser("export", help="write the exact rows that trained a checkpoint, for other trainers")

@@ -134,6 +134,14 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
         assert "Completed" in states[rerun], (rerun, states)
     assert "up to date" in project.dvc("status").stdout
 
+    # audit diff: the lr change altered rounds >= 1 only through the re-scoring checkpoint; whatever
+    # changed is explained row by row
+    parents = MlflowClient().search_runs([exp.experiment_id], "tags.`curate.kind` = 'parent'",
+                                         order_by=["attributes.start_time ASC"])
+    d = json.loads(project.curate("audit", "diff", parents[0].info.run_id, parents[-1].info.run_id, "--json").stdout)
+    assert d["kept"] > 0 and all(x["reason"] for x in d["entered"] + d["left"])
+    assert all(x["reason"] == "in the pool but not selected" for x in d["left"])
+
     # audit verify: every artifact of the latest run re-hashes to its recorded digest; corrupt one and
     # exactly that one is reported
     clean = json.loads(project.curate("audit", "verify", "--json").stdout)
