@@ -129,6 +129,7 @@ class TrackingParams(_P):
     dvc_remote: str = ".curate/dvc-remote"  # local DVC remote, pushed to after every run
     push: bool = True
     log_models: bool = True
+    regression_threshold: float = Field(0.05, ge=0)  # flag a run whose final held-out loss is worse by more than this
 
 
 class Params(_P):

@@ -49,8 +49,16 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
             warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
                             f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate)")
-    lines += [f"  WARNING            {w}" for w in warnings]
     lineage, version = result.get("lineage") or {}, result.get("version") or {}
+    cmp = lineage.get("compare")
+    if cmp:
+        loss = f", held-out loss {cmp['heldout_loss_change']:+.3f}" if "heldout_loss_change" in cmp else ""
+        lines += ["", f"  vs previous run    {cmp['previous_run_id']}: rows in {cmp['rows_in_change']:+.0f}, pool "
+                      f"{cmp['pool_change']:+.0f}, trained-set overlap {cmp['trained_overlap']:.0%} "
+                      f"({cmp['entered']} entered, {cmp['left']} left){loss}"]
+        if cmp.get("regression"):
+            warnings.append(f"REGRESSION: {cmp['regression']}")
+    lines += [f"  WARNING            {w}" for w in warnings]
     last = (lineage.get("rounds") or [{}])[-1]
     lines += [
         "",

@@ -66,6 +66,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
         rounds=round_records, base_eval=_flat_eval(read_json(Path(refs["evaluate_base"]["path"]) / "metrics.json")),
         log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
+        regression_threshold=params["tracking"]["regression_threshold"],
     )
 
 

@@ -8,6 +8,7 @@ the subset Parquet and `dvc.lock` as artifacts, and the checkpoint as a logged m
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +91,13 @@ def _record(
     *, experiment: str, artifact_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
     metrics: dict[str, Any], artifacts: dict[str, Path], stages: dict[str, dict[str, Any]],
     rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True, progress=None,
+    regression_threshold: float = 0.05,
 ) -> dict[str, Any]:
-    """Returns the run ids and model URIs."""
+    """Returns the run ids, model URIs and the comparison with the previous run."""
     exp_id = experiment_id(experiment, artifact_root)
     interrupted = mark_interrupted(exp_id)
+    previous = MlflowClient().search_runs([exp_id], f"tags.`{TAG_KIND}` = 'parent' and attributes.status = 'FINISHED'",
+                                          max_results=1, order_by=["attributes.start_time DESC"])
     if interrupted:
         tags = {**tags, "curate.resumes": ",".join(interrupted)}
     out: dict[str, Any] = {"experiment_id": exp_id, "rounds": [], "interrupted": interrupted}
@@ -109,10 +113,46 @@ def _record(
             with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent.info.run_id,
                                   tags={TAG_KIND: "stage", "curate.stage": name}):
                 mlflow.log_metrics(_numeric(stats))
+        final = rounds[-1].eval_metrics.get("mean_loss") if rounds else None
+        if final is not None:
+            mlflow.log_metric("eval.final.mean_loss", final)
         for i, r in enumerate(rounds):
             out["rounds"].append(_record_round(exp_id, parent.info.run_id, r, artifacts.get("dvc"), log_models))
             if progress is not None:
                 progress(i + 1, len(rounds))
+        if previous:
+            out["compare"] = compare_with(previous[0], exp_id, metrics, rounds, final, regression_threshold)
+            mlflow.log_metrics({f"vs_previous.{k}": v for k, v in out["compare"].items() if isinstance(v, (int, float))})
+            mlflow.set_tag("curate.previous_run", previous[0].info.run_id)
+            if out["compare"].get("regression"):
+                mlflow.set_tag("curate.regression", out["compare"]["regression"])
+    return out
+
+
+def compare_with(prev, exp_id: str, metrics: dict[str, Any], rounds: list[RoundRecord], final: float | None,
+                 threshold: float) -> dict[str, Any]:
+    """Tonight vs the previous finished run: rows in, pool size, trained-set overlap, held-out loss."""
+    now_rows = {r for rd in rounds for r in pq.read_table(rd.selection_path, columns=["row_id"])["row_id"].to_pylist()}
+    before_rows: set[str] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rr in round_runs(prev.info.run_id, exp_id):
+            path = download(rr["run_id"], SUBSET_ARTIFACT, Path(tmp) / rr["run_id"])
+            if path:
+                before_rows |= set(pq.read_table(path, columns=["row_id"])["row_id"].to_pylist())
+    now, before = _numeric(metrics), prev.data.metrics
+    union = now_rows | before_rows
+    out: dict[str, Any] = {
+        "previous_run_id": prev.info.run_id,
+        "rows_in_change": now.get("ingest.rows_in", 0) - before.get("ingest.rows_in", 0),
+        "pool_change": now.get("semdedup.kept", 0) - before.get("semdedup.kept", 0),
+        "trained_overlap": len(now_rows & before_rows) / len(union) if union else 1.0,
+        "entered": len(now_rows - before_rows), "left": len(before_rows - now_rows),
+    }
+    if final is not None and "eval.final.mean_loss" in before:
+        out["heldout_loss_change"] = final - before["eval.final.mean_loss"]
+        if out["heldout_loss_change"] > threshold:
+            out["regression"] = (f"held-out mean loss {final:.4f} is {out['heldout_loss_change']:+.4f} worse than run "
+                                 f"{prev.info.run_id} (threshold {threshold})")
     return out
 
 

@@ -33,3 +33,4 @@ def test_second_night_scores_only_new_rows(make_project):
     assert sum(r["row_id"] == copy_id[0] for r in kept) == 1
     assert [r["reason"] for r in removed if r["row_id"] == copy_id[0]] == ["exact"]
     assert "status clean" in out  # data.dvc now tracks the new raw version
+    assert "vs previous run" in out and "rows in +16" in out, out  # tonight compared with last night
