@@ -152,6 +152,12 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def ref_json(ref: dict | None, name: str = "stats.json") -> dict:
+    """A JSON file inside an artifact directory given by its Ref dict; {} when absent."""
+    path = Path(ref["path"]) / name if ref else None
+    return read_json(path) if path and path.exists() else {}
+
+
 def link_tree(src: Path, dst: Path) -> None:
     """Place a copy of `src` (file or dir) at `dst` using hard links where possible.
 

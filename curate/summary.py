@@ -4,13 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from curate.artifacts import read_json
+from curate.artifacts import ref_json
 from curate.config import Params
-
-
-def _stats(ref: dict | None, name: str = "stats.json") -> dict:
-    path = Path(ref["path"]) / name if ref else None
-    return read_json(path) if path and path.exists() else {}
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -19,9 +14,9 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 def render_summary(project: Path, p: Params, result: dict) -> str:
     refs, rounds = result["refs"], result["rounds"]
-    ing, ded, sco = _stats(refs["ingest"]), _stats(refs["dedup"]), _stats(refs["score"])
-    sem = _stats(refs.get("semdedup"))
-    base_eval = _stats(refs["evaluate_base"], "metrics.json")
+    ing, ded, sco = ref_json(refs["ingest"]), ref_json(refs["dedup"]), ref_json(refs["score"])
+    sem = ref_json(refs.get("semdedup"))
+    base_eval = ref_json(refs["evaluate_base"], "metrics.json")
     nan_rows = sco.get("nan", 0)
     lines = [
         "",
@@ -41,7 +36,7 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
     base_loss = base_eval.get("mean_loss")
     warnings: list[str] = []
     for r, rd in enumerate(rounds):
-        sel, tr, ev = _stats(rd["select"]), _stats(rd["train"]), _stats(rd.get("evaluate"), "metrics.json")
+        sel, tr, ev = ref_json(rd["select"]), ref_json(rd["train"]), ref_json(rd.get("evaluate"), "metrics.json")
         loss = ev.get("mean_loss")
         delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
         lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "

@@ -6,10 +6,9 @@ function (`task.fn`) under `dvc repro`. Both write the same content-keyed store 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable
 
-from curate.artifacts import read_json
+from curate.artifacts import ref_json
 from curate.config import Params
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
@@ -32,7 +31,7 @@ def planned_steps(p: Params, pool_rows: int) -> int:
 
 def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict) -> list[dict]:
     """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train."""
-    total = planned_steps(p, read_json(Path(pool["path"]) / "stats.json")["kept"])
+    total = planned_steps(p, ref_json(pool)["kept"])
     checkpoint, previous, rounds = base, None, []
     for r in range(p.selection.rounds):
         window = None

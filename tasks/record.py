@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from curate.artifacts import read_json
+from curate.artifacts import ref_json
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
@@ -16,11 +16,6 @@ STAGE = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
 def git_commit(project: str) -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
-
-
-def _stats(ref: dict | None) -> dict:
-    path = Path(ref["path"]) / "stats.json" if ref else None
-    return read_json(path) if path and path.exists() else {}
 
 
 @STAGE.task()
@@ -40,10 +35,10 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             checkpoint_dir=train_dir / "model",
             checkpoint_digest=r["train"]["digest"],
             train_log_path=train_dir / "train_log.parquet",
-            eval_metrics=_flat_eval(read_json(Path(r["evaluate"]["path"]) / "metrics.json")),
-            stats={**_stats(r["select"]), **{f"train.{k}": v for k, v in _stats(r["train"]).items()}},
+            eval_metrics=_flat_eval(ref_json(r["evaluate"], "metrics.json")),
+            stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))
-    stages = {name: _stats(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "score")}
+    stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "score")}
     artifacts = {
         "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
@@ -64,7 +59,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
         run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
-        rounds=round_records, base_eval=_flat_eval(read_json(Path(refs["evaluate_base"]["path"]) / "metrics.json")),
+        rounds=round_records, base_eval=_flat_eval(ref_json(refs["evaluate_base"], "metrics.json")),
         log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
         regression_threshold=params["tracking"]["regression_threshold"],
     )

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parquet
+from curate.artifacts import Ref, atomic_path, ref_json, write_json, write_parquet
 from curate.dedup.semantic import semantic_duplicates
 from curate.schema import REMOVED
 from tasks.caching import Stage
@@ -40,7 +40,7 @@ def semdedup(project: str, rows: dict, embeddings: dict, params: dict) -> dict:
                   "reason": "semantic", "duplicate_of": ids[res.kept_index[i]], "similarity": float(res.similarity[i])}
                  for i in drop], schema=REMOVED)
             table = table.filter(pa.array(res.kept_index == idx))
-        upstream = read_json(Path(rows["path"]) / "stats.json")
+        upstream = ref_json(rows)
         with atomic_path(out) as tmp:
             write_parquet(table, tmp / "rows.parquet")
             write_parquet(removed, tmp / "removed.parquet")
