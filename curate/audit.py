@@ -37,12 +37,9 @@ def checkpoint(ref: str) -> dict[str, Any]:
         parent_id, upto = run_id, None
     else:
         raise SystemExit(f"error: {ref} is not a curate round run or checkpoint (run kind {kind!r})")
-    rounds = [r for r in mt.round_runs(parent_id, info["experiment_id"]) if upto is None or r["round"] <= upto]
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in rounds:
-            rows += _parquet(r["run_id"], mt.SUBSET_ARTIFACT, Path(tmp))
-    last = rounds[-1] if rounds else {}
+    subsets = mt.round_subsets(parent_id, info["experiment_id"], upto)
+    rows = [s for _, subset in subsets for s in subset]
+    last = subsets[-1][0] if subsets else {}
     return {"kind": "checkpoint", "ref": ref, "run_id": last.get("run_id", run_id), "parent_run_id": parent_id,
             "round": last.get("round"), "model_uri": last.get("model_uri"),
             "distinct_rows": len({r["row_id"] for r in rows}), "rows": rows}
@@ -72,14 +69,8 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
     """Re-hash every artifact a run references and compare with the digests recorded in MLflow."""
     from curate.artifacts import digest
 
-    if run_ref is None:
-        parents = mt.all_runs("parent")
-        if not parents:
-            raise SystemExit("error: no finished curate run is recorded in MLflow")
-        run_ref = parents[0]["run_id"]
-    tags = mt.run_info(mt.resolve_run(run_ref))["tags"]
-    if tags.get(mt.TAG_KIND) == "round":
-        tags = mt.run_info(tags["mlflow.parentRunId"])["tags"]
+    info = mt.parent_info(run_ref)
+    tags = info["tags"]
     checks = []
     for key, recorded in sorted(tags.items()):
         if not key.startswith("curate.digest."):
@@ -93,24 +84,20 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
         checks.append({"artifact": name, "path": str(path), "status": "ok" if actual == recorded else "MISMATCH",
                        "recorded": recorded, "actual": actual})
     bad = [c for c in checks if c["status"] != "ok"]
-    return {"kind": "verify", "run_id": run_ref, "checked": len(checks), "problems": bad, "checks": checks}
+    return {"kind": "verify", "run_id": info["run_id"], "checked": len(checks), "problems": bad, "checks": checks}
 
 
-def _trained(parent_id: str, tmp: Path) -> dict[str, dict]:
+def _trained(parent_id: str) -> dict[str, dict]:
     """row_id -> its selection record in the latest round of a parent run that trained on it."""
-    info = mt.run_info(parent_id)
-    rows: dict[str, dict] = {}
-    for r in mt.round_runs(parent_id, info["experiment_id"]):
-        for sel in _parquet(r["run_id"], mt.SUBSET_ARTIFACT, tmp):
-            rows[sel["row_id"]] = sel
-    return rows
+    subsets = mt.round_subsets(parent_id, mt.run_info(parent_id)["experiment_id"])
+    return {s["row_id"]: s for _, subset in subsets for s in subset}
 
 
 def diff(run_a: str, run_b: str) -> dict[str, Any]:
     """Rows that entered or left the training set between two runs, and why."""
+    a, b = _trained(run_a), _trained(run_b)
+    removed_in_b = {}
     with tempfile.TemporaryDirectory() as tmp:
-        a, b = _trained(run_a, Path(tmp)), _trained(run_b, Path(tmp))
-        removed_in_b = {}
         for artifact, stage in PARENT_REMOVALS.items():
             for rec in _parquet(run_b, artifact, Path(tmp)):
                 if rec.get("row_id"):
@@ -134,27 +121,20 @@ def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) ->
     """Write the rows that trained the checkpoint of `round_index` (default: the last) of a run."""
     from curate.export import read_pool, training_records, write_export
 
-    parent = run_ref or (mt.all_runs("parent") or [{}])[0].get("run_id")
-    if not parent:
-        raise SystemExit("error: no finished curate run is recorded in MLflow")
-    info = mt.run_info(mt.resolve_run(parent))
-    if info["tags"].get(mt.TAG_KIND) == "round":
-        info = mt.run_info(info["tags"]["mlflow.parentRunId"])
-    rounds = mt.round_runs(info["run_id"], info["experiment_id"])
-    upto = rounds[-1]["round"] if round_index is None else round_index
-    chosen = [r for r in rounds if r["round"] <= upto]
-    if not chosen or chosen[-1]["round"] != upto:
-        raise SystemExit(f"error: run {info['run_id']} has no round {upto}")
+    info = mt.parent_info(run_ref)
+    subsets = mt.round_subsets(info["run_id"], info["experiment_id"], round_index)
+    upto = subsets[-1][0]["round"] if subsets else round_index
+    if not subsets or (round_index is not None and upto != round_index):
+        raise SystemExit(f"error: run {info['run_id']} has no round {round_index}")
+    chosen, selections = [rr for rr, _ in subsets], [subset for _, subset in subsets]
     pool = Path(info["tags"].get("curate.path.semdedup", ""))
     if not (pool / "rows.parquet").exists():
         raise SystemExit(f"error: the pool artifact {pool} is gone; restore it (`dvc pull`) or re-run `curate run`")
-    with tempfile.TemporaryDirectory() as tmp:
-        selections = [_parquet(r["run_id"], mt.SUBSET_ARTIFACT, Path(tmp)) for r in chosen]
     # the system prompt the rounds trained with, so the exported messages are what the model saw
     records = training_records(selections, read_pool(pool / "rows.parquet"), info["params"].get("scoring.system_prompt"))
     manifest = {"parent_run_id": info["run_id"], "round": upto, "model_uri": chosen[-1]["model_uri"],
                 "pool_digest": info["tags"].get("curate.digest.semdedup"),
-                "subset_digests": {f"round-{r['round']}": mt.run_info(r["run_id"])["tags"].get("curate.subset_digest") for r in chosen}}
+                "subset_digests": {f"round-{r['round']}": r["subset_digest"] for r in chosen}}
     return {"kind": "export", "out": str(out), **write_export(records, out, fmt, manifest)}
 
 

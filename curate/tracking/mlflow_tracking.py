@@ -133,12 +133,7 @@ def compare_with(prev, exp_id: str, metrics: dict[str, Any], rounds: list[RoundR
                  threshold: float) -> dict[str, Any]:
     """Tonight vs the previous finished run: rows in, pool size, trained-set overlap, held-out loss."""
     now_rows = {r for rd in rounds for r in pq.read_table(rd.selection_path, columns=["row_id"])["row_id"].to_pylist()}
-    before_rows: set[str] = set()
-    with tempfile.TemporaryDirectory() as tmp:
-        for rr in round_runs(prev.info.run_id, exp_id):
-            path = download(rr["run_id"], SUBSET_ARTIFACT, Path(tmp) / rr["run_id"])
-            if path:
-                before_rows |= set(pq.read_table(path, columns=["row_id"])["row_id"].to_pylist())
+    before_rows = {s["row_id"] for _, subset in round_subsets(prev.info.run_id, exp_id) for s in subset}
     now, before = _numeric(metrics), prev.data.metrics
     union = now_rows | before_rows
     out: dict[str, Any] = {
@@ -224,8 +219,31 @@ def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:
         max_results=1000,
     )
     out = [{"run_id": r.info.run_id, "round": int(r.data.tags[TAG_ROUND]), "model_uri": r.data.tags.get(TAG_MODEL_URI),
-            "parent_run_id": parent_run_id} for r in runs]
+            "subset_digest": r.data.tags.get("curate.subset_digest"), "parent_run_id": parent_run_id} for r in runs]
     return sorted(out, key=lambda x: x["round"])
+
+
+def round_subsets(parent_run_id: str, experiment_id: str, upto: int | None = None) -> list[tuple[dict, list[dict]]]:
+    """(round run, its selection records) for every finished round of a parent run (up to `upto`), by round."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rr in round_runs(parent_run_id, experiment_id):
+            if upto is not None and rr["round"] > upto:
+                continue
+            path = download(rr["run_id"], SUBSET_ARTIFACT, Path(tmp) / rr["run_id"])
+            out.append((rr, pq.read_table(path).to_pylist() if path else []))
+    return out
+
+
+def parent_info(ref: str | None) -> dict[str, Any]:
+    """The parent run of a run id / round run / `models:/` URI; the latest finished one when `ref` is None."""
+    if ref is None:
+        parents = all_runs("parent")
+        if not parents:
+            raise SystemExit("error: no finished curate run is recorded in MLflow")
+        ref = parents[0]["run_id"]
+    info = run_info(resolve_run(ref))
+    return run_info(info["tags"]["mlflow.parentRunId"]) if info["tags"].get(TAG_KIND) == "round" else info
 
 
 def all_runs(kind: str) -> list[dict[str, Any]]:
