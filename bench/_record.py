@@ -1,7 +1,8 @@
 """Write benchmark results as JSON, atomically, after checking every entry has the required fields.
 
-    from _record import record, utc_now
+    from _record import record, update, utc_now
     record("bench/results/x.json", {"benchmark": "x", ..., "date": utc_now()})
+    update("bench/results/x.json", [...], keys=("metric", "policy"))  # replace only the entries re-measured
 """
 from __future__ import annotations
 
@@ -58,3 +59,12 @@ def record(path: str | Path, entries: dict | list[dict]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def update(path: str | Path, entries: list[dict], keys: tuple[str, ...] = ("metric",)) -> Path:
+    """Replace the entries of `path` that share `keys` with one of `entries`, keep the others, write."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.exists() else []
+    old = old if isinstance(old, list) else [old]
+    fresh = {tuple(e.get(k) for k in keys) for e in entries}
+    return record(path, [e for e in old if tuple(e.get(k) for k in keys) not in fresh] + entries)

@@ -40,9 +40,14 @@ def checkpoint(ref: str) -> dict[str, Any]:
     subsets = mt.round_subsets(parent_id, info["experiment_id"], upto)
     rows = [s for _, subset in subsets for s in subset]
     last = subsets[-1][0] if subsets else {}
-    return {"kind": "checkpoint", "ref": ref, "run_id": last.get("run_id", run_id), "parent_run_id": parent_id,
-            "round": last.get("round"), "model_uri": last.get("model_uri"),
-            "distinct_rows": len({r["row_id"] for r in rows}), "rows": rows}
+    weighted = [r for r in rows if "total_weight" in r]
+    out = {"kind": "checkpoint", "ref": ref, "run_id": last.get("run_id", run_id), "parent_run_id": parent_id,
+           "round": last.get("round"), "model_uri": last.get("model_uri"),
+           "distinct_rows": len({r["row_id"] for r in rows}), "rows": rows}
+    if weighted:  # online weights recorded: which selected rows actually contributed, with what total weight
+        out["contributing_rows"] = len({r["row_id"] for r in weighted if r["total_weight"] > 0})
+        out["total_weight"] = sum(r["total_weight"] for r in weighted)
+    return out
 
 
 def row(row_id: str) -> dict[str, Any]:
@@ -156,12 +161,17 @@ def render(result: dict[str, Any]) -> str:
         return "\n".join(lines)
     if result["kind"] == "checkpoint":
         lines = [f"checkpoint {result['ref']}: round {result['round']} of parent run {result['parent_run_id']}",
-                 f"{result['distinct_rows']} distinct rows trained it ({len(result['rows'])} row-rounds)", "",
-                 f"{'round':>5} {'rank':>5} {'ifd':>7} {'diversity':>9}  row_id                            reason"]
+                 f"{result['distinct_rows']} distinct rows selected for it ({len(result['rows'])} row-rounds)"]
+        if "contributing_rows" in result:
+            lines.append(f"{result['contributing_rows']} of them contributed to a step (online policy), "
+                         f"total loss weight {result['total_weight']:.2f}")
+        lines += ["", f"{'round':>5} {'rank':>5} {'ifd':>7} {'diversity':>9} {'steps':>5} {'weight':>7}  row_id{' ' * 28}reason"]
         for r in result["rows"]:
             div = f"{r['diversity']:.3f}" if r.get("diversity") is not None else "-"
             ifd = f"{r['ifd']:.3f}" if r.get("ifd") is not None else "-"
-            lines.append(f"{r['round']:>5} {r['rank']:>5} {ifd:>7} {div:>9}  {r['row_id']}  {r['reason']}")
+            steps = str(r["steps"]) if "steps" in r else "-"
+            weight = f"{r['total_weight']:.3f}" if "total_weight" in r else "-"
+            lines.append(f"{r['round']:>5} {r['rank']:>5} {ifd:>7} {div:>9} {steps:>5} {weight:>7}  {r['row_id']}  {r['reason']}")
         return "\n".join(lines)
     lines = [f"row {result['row_id']}"]
     if result["trained"]:

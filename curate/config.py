@@ -108,6 +108,29 @@ class SelectionParams(_P):
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
 
 
+class OnlineParams(_P):
+    """Per-step online policy inside each round's training (issue 6; see the README's Online selection).
+
+    Every unconfirmed detail of Filter-then-Weight and ADAPT is a parameter here."""
+    policy: Literal["uniform", "adapt", "filter-then-weight", "greats", "random-in-batch"] = "uniform"
+    keep_ratio: float = Field(0.5, gt=0, le=1)  # selecting policies train on ceil(keep_ratio * N) of each N-row candidate batch
+    target_batch: int = Field(4, ge=1)  # anchor (held-out) rows drawn per step for the target gradient
+    loss: Literal["normalized", "raw"] = "normalized"  # normalized: sum w*ce / sum w*n; raw: sum w*ce / sum n (w sets the step size)
+    # Filter-then-Weight
+    precond_variant: Literal["A", "B"] = "A"  # frozen v: A = state as is, B = beta2*v for the coming step (reference TV7)
+    filter_factor: float = Field(1.0, ge=1)  # the filter keeps ceil(filter_factor * k) candidates before NNLS
+    lam: float = Field(1.0, gt=0)  # target scale lambda in ||D^1/2 (G w - lambda g_T)||^2
+    require_positive: bool = False  # filter only candidates aligned with the target (b_j > 0)
+    projection_dim: int = Field(0, ge=0)  # Rademacher projection of gradient features to p dims (0 = off)
+    # ADAPT
+    signal: Literal["embed", "bm25"] = "embed"
+    tau: float = Field(1.0, gt=0)
+    w_min: float = Field(0.0, ge=0)
+    w_max: float = Field(10.0, gt=0)
+    standardize: Literal["auto", "on", "off"] = "auto"  # scores -> (s - mean)/std before the gate; auto: on for bm25
+    refresh_every: int = Field(50, ge=1)  # re-encode the anchors with the current model every R steps
+
+
 class TrainingParams(_P):
     lr: float = Field(1e-3, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
@@ -118,10 +141,12 @@ class TrainingParams(_P):
     max_length: int = Field(256, gt=8)
     epochs_per_round: int = Field(1, ge=1)
     save_every: int = Field(10, ge=0)  # in-round checkpoint every N optimizer steps (0 = off); a killed round resumes there
+    online: OnlineParams = OnlineParams()
 
 
 class EvaluationParams(_P):
     max_rows_per_skill: int = Field(100, gt=0)
+    anchor_rows: int = Field(5, ge=0)  # the last N rows of every held-out set are online anchors/targets, never evaluated
     batch_tokens: int = Field(8192, gt=0)
 
 

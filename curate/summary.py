@@ -31,6 +31,10 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
     ]
     if sco.get("warning"):
         lines.append(f"  WARNING            {sco['warning']}")
+    online = p.training.online.policy
+    if online != "uniform":
+        lines.append(f"  online policy      {online}: every step trains on the rows it picks, with its loss weights "
+                     f"(per-row weights in online_weights.parquet)")
     lines += ["", "  round  selected  steps  train loss  held-out loss  vs base   exact match",
               f"  base   {'':8}  {'':5}  {'':10}  {_fmt(base_eval.get('mean_loss')):>13}  {'':7}  {_fmt(base_eval.get('mean_exact_match'), '.1%'):>11}"]
     base_loss = base_eval.get("mean_loss")
@@ -41,6 +45,9 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
         lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "
                      f"{_fmt(loss):>13}  {delta:>7}  {_fmt(ev.get('mean_exact_match'), '.1%'):>11}")
+        if online != "uniform" and "fraction_kept" in tr:
+            lines.append(f"  {'':5}  online: {tr.get('rows_trained', '-')} of {sel.get('selected', '-')} rows trained, "
+                         f"{tr['fraction_kept']:.0%} of step candidates kept, total weight {_fmt(tr.get('weight_sum'), '.1f')}")
         if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
             warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
                             f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate)")

@@ -11,12 +11,12 @@ from curate.artifacts import Ref
 from curate.config import load_params
 from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
 from tasks.base_model import base_model
-from tasks.dedup import dedup
+from tasks.dedup import dedup, previous_dedup, stage_params
 from tasks.embed import embed
 from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.score import score_pool
-from tasks.semdedup import semdedup
+from tasks.semdedup import previous_semdedup, semdedup
 
 
 def direct(task, **kwargs) -> dict:
@@ -36,11 +36,16 @@ def run_stage(project: str, name: str, params_file: str) -> None:
     if name == "ingest":
         publish(project, direct(ingest, project=project, raw=ws(p.raw.dir), params=p.slice("ingest")), LAYOUT[name])
     elif name == "dedup":
-        publish(project, direct(dedup, project=project, rows=ws(LAYOUT["ingest"]), params=p.slice("dedup")), LAYOUT[name])
+        rows = ws(LAYOUT["ingest"])
+        ref = direct(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p)),
+                     params=stage_params(p))
+        publish(project, ref, LAYOUT[name])
     elif name == "embed":
         publish(project, direct(embed, project=project, rows=ws(LAYOUT["dedup"]), params=p.slice("embed")), LAYOUT[name])
     elif name == "semdedup":
-        ref = direct(semdedup, project=project, rows=ws(LAYOUT["dedup"]), embeddings=ws(LAYOUT["embed"]), params=p.slice("dedup"))
+        rows, embeddings = ws(LAYOUT["dedup"]), ws(LAYOUT["embed"])
+        ref = direct(semdedup, project=project, rows=rows, embeddings=embeddings, params=p.slice("dedup"),
+                     previous=previous_semdedup(project, rows, embeddings, p.slice("dedup")))
         publish(project, ref, LAYOUT[name])
     elif name == "base_model":
         ref = direct(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
@@ -49,7 +54,8 @@ def run_stage(project: str, name: str, params_file: str) -> None:
         ref = direct(score_pool, project=project, pool=ws(LAYOUT["semdedup"]), model=base(), params=p.slice("scoring", "base_model"))
         publish(project, ref, LAYOUT[name])
     elif name == "rounds":
-        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["semdedup"]), ws(LAYOUT["score"]), base()))
+        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["semdedup"]), ws(LAYOUT["score"]), base(),
+                                          ws(p.raw.eval_dir)))
     elif name == "evaluate":
         rounds_dir = Path(project) / LAYOUT["rounds"]
         checkpoints = [ws(f"{LAYOUT['rounds']}/round-{r}/train") for r in range(p.selection.rounds)

@@ -16,7 +16,7 @@ from tasks.evaluate import evaluate
 from tasks.publish import LAYOUT, prune, publish
 from tasks.score import rescore_window
 from tasks.select import select
-from tasks.train import train
+from tasks.train import needs_anchors, train
 
 Call = Callable[..., dict]
 
@@ -29,9 +29,13 @@ def planned_steps(p: Params, pool_rows: int) -> int:
     return max(1, per_round * p.selection.rounds)
 
 
-def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict) -> list[dict]:
-    """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train."""
+def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict,
+               heldout: dict | None = None) -> list[dict]:
+    """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train.
+    `heldout` (the held-out sets' Ref) is where anchor-based online policies take their anchors."""
     total = planned_steps(p, ref_json(pool)["kept"])
+    anchors = ({"heldout": heldout, "anchor_rows": p.evaluation.anchor_rows}
+               if heldout is not None and needs_anchors(p.training.online.model_dump()) else {})
     checkpoint, previous, rounds = base, None, []
     for r in range(p.selection.rounds):
         window = None
@@ -41,7 +45,7 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
         previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
                         model=base, params=p.slice("selection", "project"), round_index=r)
         checkpoint = call(train, project=project, pool=pool, selection=previous, checkpoint=checkpoint,
-                          params=p.slice("training", "scoring", "project"), round_index=r, total_steps=total)
+                          params=p.slice("training", "scoring", "project"), round_index=r, total_steps=total, **anchors)
         rounds.append({"rescore": window, "select": previous, "train": checkpoint})
     return rounds
 

@@ -14,15 +14,22 @@ STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/mo
                                   "curate/scoring/ifd.py"))
 
 
-def heldout_sets(eval_dir: Path, max_rows: int) -> dict[str, list[dict]]:
-    """One set per file of the eval directory, named by the file's stem."""
-    rows = ingest_path(eval_dir).rows.to_pylist()
+def read_heldout(eval_dir: Path) -> dict[str, list[dict]]:
+    """Every held-out set of the eval directory (one per file, named by the file's stem), in file order."""
     sets: dict[str, list[dict]] = {}
-    for r in rows:
-        name = Path(r["source"]).name.split(".")[0]
-        if len(sets.setdefault(name, [])) < max_rows:
-            sets[name].append(r)
+    for r in ingest_path(eval_dir).rows.to_pylist():
+        sets.setdefault(Path(r["source"]).name.split(".")[0], []).append(r)
     return sets
+
+
+def heldout_sets(eval_dir: Path, max_rows: int, anchor_rows: int = 0) -> dict[str, list[dict]]:
+    """The evaluated rows: per set, the first `max_rows` of those that are not anchors (the last `anchor_rows`)."""
+    return {name: rows[: max(len(rows) - anchor_rows, 0)][:max_rows] for name, rows in read_heldout(eval_dir).items()}
+
+
+def anchor_set(eval_dir: Path, per_set: int) -> list[dict]:
+    """The online policies' anchor/target rows: the last `per_set` rows of every held-out set (never evaluated)."""
+    return [r for rows in read_heldout(eval_dir).values() for r in rows[len(rows) - min(per_set, len(rows)):]] if per_set else []
 
 
 @STAGE.task()
@@ -30,7 +37,7 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
     out = STAGE.out(project, locals())
     if not out.exists():
         e, bm = params["evaluation"], params["base_model"]
-        sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"])
+        sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"], e["anchor_rows"])
         lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
         metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
                                  max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"])

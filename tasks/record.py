@@ -35,6 +35,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             checkpoint_dir=train_dir / "model",
             checkpoint_digest=r["train"]["digest"],
             train_log_path=train_dir / "train_log.parquet",
+            lineage_path=train_dir / "online_weights.parquet",
             eval_metrics=_flat_eval(ref_json(r["evaluate"], "metrics.json")),
             stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))

@@ -1,7 +1,9 @@
 """Train stage: one round of supervised fine-tuning on the round's selected subset.
 
 The checkpoint carries the optimizer state and the global step, so the learning-rate schedule and
-Adam's moments continue across rounds (IterIT does not reset them).
+Adam's moments continue across rounds (IterIT does not reset them). With an online policy
+(`training.online.policy`), each step's rows and loss weights are chosen inside the round and every
+trained (row, step, weight) is written to `online_weights.parquet`.
 """
 from __future__ import annotations
 
@@ -13,11 +15,19 @@ import pyarrow.parquet as pq
 from curate.artifacts import Ref, atomic_path, write_json, write_parquet
 from curate.progress import Progress
 from curate.training.schedule import warmup_steps_for
+from curate.training.online import POLICY_CLASSES
 from curate.training.trainer import train_round
 from tasks.base_model import model_path
 from tasks.caching import Stage
+from tasks.evaluate import anchor_set
 
-STAGE = Stage("train", code=("curate/training", "curate/models/chat.py", "curate/scoring/ifd.py"))
+STAGE = Stage("train", code=("curate/training", "curate/selection", "curate/models/chat.py", "curate/scoring/ifd.py",
+                             "curate/ingest"))
+LINEAGE = "online_weights.parquet"
+
+
+def needs_anchors(online: dict) -> bool:
+    return POLICY_CLASSES[online["policy"]].needs_anchors
 
 
 def subset_rows(pool: dict, selection: dict) -> list[dict]:
@@ -34,11 +44,14 @@ def _progress(round_index: int):
 
 
 @STAGE.task()
-def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: dict, round_index: int, total_steps: int) -> dict:
+def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: dict, round_index: int, total_steps: int,
+          heldout: dict | None = None, anchor_rows: int = 0) -> dict:
+    """`heldout` and `anchor_rows` (evaluation.anchor_rows): where an anchor-based online policy takes its anchors."""
     out = STAGE.out(project, locals())
     if not out.exists():
         t = params["training"]
         rows = subset_rows(pool, selection)
+        anchors = anchor_set(Path(heldout["path"]), anchor_rows) if heldout and needs_anchors(t["online"]) else []
         # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
         model_out = out.parent / f"{out.name}.model"
         result = train_round(
@@ -59,10 +72,18 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             round_index=round_index,
             save_every=t["save_every"],
             progress=_progress(round_index),
+            online=t["online"],
+            anchors=anchors,
         )
         with atomic_path(out) as tmp:
             tmp.mkdir()
             os.rename(model_out, tmp / "model")
             write_parquet(result.log, tmp / "train_log.parquet")
-            write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows)}, tmp / "stats.json")
+            write_parquet(result.lineage, tmp / LINEAGE)
+            log = result.log.to_pylist()
+            write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows),
+                        "policy": t["online"]["policy"], "anchors": len(anchors),
+                        "rows_trained": len(set(result.lineage.column("row_id").to_pylist())),
+                        "fraction_kept": sum(x["kept"] for x in log) / max(sum(x["candidates"] for x in log), 1),
+                        "weight_sum": sum(x["weight_sum"] for x in log)}, tmp / "stats.json")
     return Ref.of(out).to_dict()

@@ -69,11 +69,12 @@ def _span_head_supported(model) -> bool:
 
 
 def per_token_span_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          span_starts: torch.Tensor, span_only_head: bool | None = None):
+                          span_starts: torch.Tensor, span_only_head: bool | None = None, return_hidden: bool = False):
     """Token CE of every span token in a right-padded batch.
 
     Token t of sequence b is in the span when span_starts[b] <= t < length[b] and t >= 1; it is
-    predicted from position t-1. Returns (losses float32 [n], sequence index [n]) in batch order.
+    predicted from position t-1. Returns (losses float32 [n], sequence index [n]) in batch order,
+    plus the last-layer hidden states [B, T, d] (after the final norm) with `return_hidden`.
     With span_only_head (default: when the architecture allows it) the LM head runs only at the
     n predicting positions instead of all B*T positions (on the demo pool with the default tiny
     model, vocab 2048: ~15% less time than full logits + masked CE).
@@ -88,9 +89,11 @@ def per_token_span_losses(model, input_ids: torch.Tensor, attention_mask: torch.
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = model.get_output_embeddings()(hidden[seq_idx, tok_idx - 1])
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[seq_idx, tok_idx - 1]
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=return_hidden)
+        logits = out.logits[seq_idx, tok_idx - 1]
+        hidden = out.hidden_states[-1] if return_hidden else None
     losses = F.cross_entropy(logits.float(), labels, reduction="none")
-    return losses, seq_idx
+    return (losses, seq_idx, hidden) if return_hidden else (losses, seq_idx)
 
 
 def length_buckets(lengths: Sequence[int], batch_tokens: int, min_fill: float = MIN_FILL) -> list[list[int]]:

@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 TAG_KIND = "curate.kind"  # parent | stage | round
 TAG_ROUND = "curate.round"
 SUBSET_ARTIFACT = "subset/selection.parquet"
+LINEAGE_ARTIFACT = "online/online_weights.parquet"  # (row_id, step, weight, score) of every trained row
+ONLINE_METRICS = ("kept", "weight_sum", "residual", "score_mean", "score_std")  # per-step train-log columns
 TAG_MODEL_URI = "curate.model_uri"
 
 
@@ -35,6 +37,7 @@ class RoundRecord:
     train_log_path: Path | None
     eval_metrics: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    lineage_path: Path | None = None  # the round's online weights (LINEAGE_ARTIFACT)
 
 
 def experiment_id(name: str, artifact_root: str) -> str:
@@ -109,6 +112,8 @@ def _record(
         for rel, path in artifacts.items():
             if Path(path).exists():
                 mlflow.log_artifact(str(path), artifact_path=rel)
+        if "dedup" in artifacts and (plot := Path(artifacts["dedup"]).with_name("cluster_sizes.png")).is_file():
+            mlflow.log_artifact(str(plot), artifact_path="dedup")  # the dedup stage's cluster-size histogram
         for name, stats in stages.items():
             with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent.info.run_id,
                                   tags={TAG_KIND: "stage", "curate.stage": name}):
@@ -178,6 +183,8 @@ def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | 
             client = MlflowClient()
             batch = [mlflow.entities.Metric("train_loss", float(x["loss"]), 0, int(x["step"])) for x in log]
             batch += [mlflow.entities.Metric("lr", float(x["lr"]), 0, int(x["step"])) for x in log]
+            batch += [mlflow.entities.Metric(f"online.{m}", float(x[m]), 0, int(x["step"]))
+                      for x in log for m in ONLINE_METRICS if x.get(m) is not None]
             for i in range(0, len(batch), 900):
                 client.log_batch(run.info.run_id, metrics=batch[i : i + 900])
         subset = pq.read_table(r.selection_path).to_pandas()
@@ -185,6 +192,8 @@ def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | 
                                           digest=r.selection_digest[:36])
         mlflow.log_input(dataset, context="training")
         mlflow.log_artifact(str(r.selection_path), artifact_path="subset")
+        if r.lineage_path and r.lineage_path.exists():
+            mlflow.log_artifact(str(r.lineage_path), artifact_path=LINEAGE_ARTIFACT.split("/")[0])
         if dvc_lock and Path(dvc_lock).exists():
             mlflow.log_artifact(str(dvc_lock), artifact_path="dvc")
         model_uri = _log_model(r.checkpoint_dir, f"round-{r.index}-model", r.checkpoint_digest) if log_model else None
@@ -224,14 +233,28 @@ def round_runs(parent_run_id: str, experiment_id: str) -> list[dict[str, Any]]:
 
 
 def round_subsets(parent_run_id: str, experiment_id: str, upto: int | None = None) -> list[tuple[dict, list[dict]]]:
-    """(round run, its selection records) for every finished round of a parent run (up to `upto`), by round."""
+    """(round run, its selection records) for every finished round of a parent run (up to `upto`), by round.
+
+    When the round recorded online weights, every record also says in how many optimizer steps the
+    row trained (`steps`) and with what total loss weight (`total_weight`); 0 and 0.0 for a selected
+    row that an online policy dropped in every step."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for rr in round_runs(parent_run_id, experiment_id):
             if upto is not None and rr["round"] > upto:
                 continue
             path = download(rr["run_id"], SUBSET_ARTIFACT, Path(tmp) / rr["run_id"])
-            out.append((rr, pq.read_table(path).to_pylist() if path else []))
+            records = pq.read_table(path).to_pylist() if path else []
+            weights = download(rr["run_id"], LINEAGE_ARTIFACT, Path(tmp) / rr["run_id"])
+            if weights:
+                steps: dict[str, int] = {}
+                total: dict[str, float] = {}
+                for w in pq.read_table(weights).to_pylist():
+                    steps[w["row_id"]] = steps.get(w["row_id"], 0) + 1
+                    total[w["row_id"]] = total.get(w["row_id"], 0.0) + w["weight"]
+                records = [{**r, "steps": steps.get(r["row_id"], 0), "total_weight": total.get(r["row_id"], 0.0)}
+                           for r in records]
+            out.append((rr, records))
     return out
 
 

@@ -13,6 +13,7 @@ attach moments to the wrong tensor.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 STATE_JSON = "state.json"
 _PARAMS_KEYS = ("params", "param_names")
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed that is a function of `parts` only (seed, round, epoch/step, ...)."""
+    blob = ":".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:

@@ -17,6 +17,9 @@
   HF Trainer does), gradient-norm clipping at 1.0, lr = `lr_at(global_step, ...)` set on every
   step. The schedule and the AdamW moments continue across rounds through `trainer_state/`.
 - Weights are loaded, trained and saved in float32 (CPU-first; a bf16 checkpoint is upcast).
+- Online policies (`online`, see `curate.training.online`): each step's rows (the candidate batch)
+  go through the policy, which picks the rows the step trains on and their loss weights; every
+  trained row's (row_id, step, weight, score) goes to the round's lineage table.
 - Every round starts from a torch RNG seeded by (seed, round): a round's result is a function of
   its inputs, not of the process history. Checkpoints inside a round (`save_every`) hold weights,
   optimizer, data order, position and RNG, so a killed round resumes to bit-identical weights.
@@ -33,16 +36,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curate.artifacts import atomic_path, digest, text_digest
 from curate.models.chat import Encoded, encode_conditional
+from curate.schema import user_text
 from curate.scoring.ifd import pad_batch, per_token_span_losses
+from curate.training.online import Policy, make_policy
 from curate.training.schedule import lr_at
 from curate.training.state import (
     TRAINER_STATE,
+    derived_seed,
     load_optimizer,
     read_state,
     rng_state,
@@ -64,6 +71,21 @@ LOG_SCHEMA = pa.schema(
         ("tokens", pa.int64()),  # non-padding tokens processed in the step
         ("response_tokens", pa.int64()),  # tokens the loss was taken on
         ("seconds", pa.float64()),
+        ("candidates", pa.int64()),  # rows the policy chose from
+        ("kept", pa.int64()),  # rows the step trained on
+        ("weight_sum", pa.float64()),  # sum of their loss weights
+        ("residual", pa.float64()),  # filter-then-weight: ||U_S w - lam u_T||^2 / ||lam u_T||^2 (else null)
+        ("score_mean", pa.float64()),  # the policy's per-row score over the candidates (else null)
+        ("score_std", pa.float64()),
+    ]
+)
+
+LINEAGE_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("step", pa.int64()),  # global optimizer step the row trained in
+        ("weight", pa.float64()),  # its loss weight in that step
+        ("score", pa.float64()),  # the policy's score of the row (null for uniform / random)
     ]
 )
 
@@ -76,6 +98,7 @@ class RoundResult:
     steps: int  # optimizer steps taken in this round
     final_loss: float  # loss of the round's last optimizer step (NaN when no step was taken)
     log: pa.Table  # LOG_SCHEMA, one row per optimizer step
+    lineage: pa.Table  # LINEAGE_SCHEMA, one row per (trained row, step)
     trained_rows: int
     skipped_rows: int  # rows with an empty response span (e.g. truncated away by max_length)
 
@@ -84,6 +107,8 @@ class RoundResult:
 class Example:
     encoded: Encoded  # token ids and the first response token
     weight: float
+    row_id: str = ""
+    text: str = ""  # prompt + response (BM25 signal)
 
     @property
     def n_response(self) -> int:
@@ -103,18 +128,40 @@ def build_examples(
         if enc.span_len == 0:
             skipped += 1
             continue
-        examples.append(Example(enc, 1.0 if row_weights is None else float(row_weights[i])))
+        examples.append(Example(enc, 1.0 if row_weights is None else float(row_weights[i]), row.get("row_id", ""),
+                                f"{user_text(row.get('instruction', ''), row.get('input', ''))}\n{row.get('response', '')}"))
     return examples, skipped
 
 
-def micro_batch_loss(
-    model, examples: Sequence[Example], pad_id: int, denom: float, device
-) -> tuple[torch.Tensor, int, int]:
-    """sum_i w_i * sum_t CE_it / denom over a right-padded micro-batch; also its token and span-token counts."""
+@dataclass
+class MicroBatch:
+    loss: torch.Tensor  # sum_i w_i * sum_t CE_it / denom
+    tokens: int  # non-padding tokens
+    response_tokens: int
+    weighted_tokens: float  # sum_i w_i * n_i
+    weights: list[float]  # w_i (static row weight x policy weight)
+    scores: list[float] | None  # the policy's scores when it weighted the rows in this forward
+
+
+def micro_batch_loss(model, examples: Sequence[Example], pad_id: int, denom: float, device,
+                     weights: Sequence[float] | None = None, policy: Policy | None = None,
+                     example_ids: Sequence[int] = ()) -> MicroBatch:
+    """The weighted span loss of a right-padded micro-batch. Row weights: each example's static weight,
+    times `weights` (the policy's step decision) or the policy's `reweight` of this forward's hidden states."""
     ids, mask, starts = pad_batch([e.encoded for e in examples], pad_id, device)
-    losses, seq_idx = per_token_span_losses(model, ids, mask, starts)
-    weights = torch.tensor([e.weight for e in examples], dtype=torch.float32, device=losses.device)
-    return (weights[seq_idx] * losses).sum() / denom, int(mask.sum()), int(losses.numel())
+    reweight = policy is not None and policy.reweights
+    out = per_token_span_losses(model, ids, mask, starts, return_hidden=reweight)
+    losses, seq_idx = out[0], out[1]
+    w = torch.tensor([e.weight for e in examples], dtype=torch.float32, device=losses.device)
+    scores = None
+    if reweight:
+        gate, gate_scores = policy.reweight(out[2], mask, example_ids)
+        w, scores = w * gate.to(w), gate_scores.tolist()
+    elif weights is not None:
+        w = w * torch.tensor(list(weights), dtype=torch.float32, device=losses.device)
+    n = torch.bincount(seq_idx, minlength=len(examples)).to(w)
+    return MicroBatch((w[seq_idx] * losses).sum() / denom, int(mask.sum()), int(losses.numel()),
+                      float((w * n).sum()), w.tolist(), scores)
 
 
 def steps_per_round(n_rows: int, batch_size: int, grad_accum: int, epochs: int = 1) -> int:
@@ -123,13 +170,8 @@ def steps_per_round(n_rows: int, batch_size: int, grad_accum: int, epochs: int =
     return epochs * math.ceil(micro_batches / grad_accum)
 
 
-def _derived_seed(*parts: int) -> int:
-    blob = ":".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
-
-
 def epoch_order(n: int, seed: int, round_index: int, epoch: int) -> list[int]:
-    generator = torch.Generator().manual_seed(_derived_seed(seed, round_index, epoch))
+    generator = torch.Generator().manual_seed(derived_seed(seed, round_index, epoch))
     return torch.randperm(n, generator=generator).tolist()
 
 
@@ -168,10 +210,10 @@ def inprogress_dir(out_dir: Path) -> Path:
 
 
 def _fingerprint(checkpoint_in: Path, examples: list[Example], hyper: dict[str, Any]) -> str:
-    """What an in-round checkpoint must match to be resumed: input weights, examples, hyper-parameters."""
+    """What an in-round checkpoint must match to be resumed: input weights, examples (and anchors), hyper-parameters."""
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.encoded.input_ids, e.encoded.span_start, e.weight]).encode())
+        h.update(json.dumps([e.encoded.input_ids, e.encoded.span_start, e.weight, e.row_id]).encode())
     return text_digest(digest(checkpoint_in), h.hexdigest(), hyper)
 
 
@@ -209,6 +251,8 @@ def train_round(
     save_every: int = 0,
     progress: Progress | None = None,
     row_weights: Sequence[float] | None = None,
+    online: dict[str, Any] | None = None,
+    anchors: Sequence[dict] = (),
     device: str | None = None,
 ) -> RoundResult:
     """Train one round from `checkpoint_in` on `rows` and write the checkpoint to `out_dir`.
@@ -217,18 +261,23 @@ def train_round(
     schedule position is the global step stored in `checkpoint_in/trainer_state` (0 for a bare
     model). With `save_every > 0` an in-round checkpoint is written every `save_every` steps to
     `out_dir.parent/.inprogress-<name>/`; calling again with the same arguments resumes from it.
+    `online` is the `training.online` parameter section (None: uniform); `anchors` are the rows the
+    anchor-based policies (adapt, greats, filter-then-weight) take their target from.
     """
     checkpoint_in, out_dir = Path(checkpoint_in), Path(out_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = AutoTokenizer.from_pretrained(checkpoint_in)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples, skipped = build_examples(tokenizer, rows, system_prompt, max_length, row_weights)
+    anchor_examples, _ = build_examples(tokenizer, anchors, system_prompt, max_length)
+    policy_cfg = dict(online or {"policy": "uniform"})
     prev_state = read_state(checkpoint_in)
     global_start = int(prev_state["global_step"]) if prev_state else 0
     hyper = dict(
         system_prompt=system_prompt, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule,
-        epochs=epochs, seed=seed, round_index=round_index,
+        epochs=epochs, seed=seed, round_index=round_index, online=policy_cfg,
+        anchors=[[a.encoded.input_ids, a.encoded.span_start] for a in anchor_examples],
     )
     partial = inprogress_dir(out_dir)
     fingerprint = _fingerprint(checkpoint_in, examples, hyper) if save_every > 0 else None
@@ -239,20 +288,23 @@ def train_round(
         shutil.rmtree(partial)
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), _deterministic():
-        torch.manual_seed(_derived_seed(seed, round_index))
+        torch.manual_seed(derived_seed(seed, round_index))
         model = _load_model(partial if resume else checkpoint_in, dev)
         model.train()
         optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, weight_decay=weight_decay)
+        policy = make_policy(policy_cfg, seed=seed, round_index=round_index, pad_id=pad_id, device=dev,
+                             anchors=anchor_examples, texts=[e.text for e in examples])
         if resume:
             load_optimizer(optimizer, partial / TRAINER_STATE)
             orders = resume["orders"]
-            start, log_rows = int(resume["step_in_round"]), list(resume["log"])
+            start, log_rows, lineage_rows = int(resume["step_in_round"]), list(resume["log"]), list(resume["lineage"])
+            policy.load_state(resume["policy"])
             set_rng_state(resume["rng"])
         else:
             if prev_state is not None:
                 load_optimizer(optimizer, checkpoint_in / TRAINER_STATE)
             orders = [epoch_order(len(examples), seed, round_index, e) for e in range(epochs)]
-            start, log_rows = 0, []
+            start, log_rows, lineage_rows = 0, [], []
         plan = _plan(orders, batch_size, grad_accum)
         params = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -265,6 +317,8 @@ def train_round(
                 "completed": completed,
                 "orders": None if completed else orders,
                 "log": [] if completed else log_rows,
+                "lineage": [] if completed else lineage_rows,
+                "policy": {} if completed else policy.state(),
                 "rng": rng_state(),
                 "fingerprint": fingerprint,
                 "seed": seed,
@@ -277,26 +331,54 @@ def train_round(
         for k in range(start, len(plan)):
             t0 = time.perf_counter()
             epoch, micro_batches = plan[k]
+            step = global_start + k + 1
             step_lr = lr_at(global_start + k, total_steps, warmup_steps, lr, schedule)
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
-            step_examples = [examples[i] for mb in micro_batches for i in mb]
-            denom = sum(e.weight * e.n_response for e in step_examples) or 1.0
+            candidate_ids = [i for mb in micro_batches for i in mb]
+            policy.start_step(model, k)
+            decision = policy.choose(model, optimizer, [examples[i] for i in candidate_ids], candidate_ids, step, step_lr)
+            chosen = [candidate_ids[j] for j in decision.indices]
+            # the chosen rows keep the step's micro-batch size; each micro-batch's loss is over sum_i n_i of the step
+            groups = [list(range(j, min(j + batch_size, len(chosen)))) for j in range(0, len(chosen), batch_size)]
+            denom = float(sum(examples[i].n_response for i in chosen)) or 1.0
             optimizer.zero_grad(set_to_none=True)
-            step_loss, tokens, response_tokens = 0.0, 0, 0
-            for mb in micro_batches:
-                loss, n_tokens, n_response = micro_batch_loss(model, [examples[i] for i in mb], pad_id, denom, dev)
-                loss.backward()
-                step_loss += loss.item()
-                tokens += n_tokens
-                response_tokens += n_response
-            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-            optimizer.step()
+            step_loss, tokens, response_tokens, weighted = 0.0, 0, 0, 0.0
+            kept_weights, kept_scores = [], []
+            for group in groups:
+                mb = micro_batch_loss(model, [examples[chosen[j]] for j in group], pad_id, denom, dev,
+                                      weights=None if decision.weights is None else [decision.weights[j] for j in group],
+                                      policy=policy, example_ids=[chosen[j] for j in group])
+                mb.loss.backward()
+                step_loss += mb.loss.item()
+                tokens += mb.tokens
+                response_tokens += mb.response_tokens
+                weighted += mb.weighted_tokens
+                kept_weights += mb.weights
+                kept_scores += mb.scores if mb.scores is not None else (
+                    [decision.scores[j] for j in group] if decision.scores is not None else [None] * len(group))
+            if chosen:
+                if policy_cfg.get("loss", "normalized") == "normalized" and weighted not in (0.0, denom):
+                    # sum w*CE / sum n  ->  sum w*CE / sum w*n (a weighted token mean)
+                    scale = denom / weighted
+                    for prm in params:
+                        if prm.grad is not None:
+                            prm.grad.mul_(scale)
+                    step_loss *= scale
+                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                optimizer.step()
             seconds = time.perf_counter() - t0
+            scored = [x for x in kept_scores if x is not None]
             log_rows.append(
-                dict(step=global_start + k + 1, round=round_index, epoch=epoch, loss=step_loss, lr=step_lr,
-                     tokens=tokens, response_tokens=response_tokens, seconds=seconds)
+                dict(step=step, round=round_index, epoch=epoch, loss=step_loss, lr=step_lr,
+                     tokens=tokens, response_tokens=response_tokens, seconds=seconds,
+                     candidates=len(candidate_ids), kept=len(chosen), weight_sum=float(sum(kept_weights)),
+                     residual=decision.metrics.get("residual"),
+                     score_mean=decision.metrics.get("score_mean", float(np.mean(scored)) if scored else None),
+                     score_std=decision.metrics.get("score_std", float(np.std(scored)) if scored else None))
             )
+            lineage_rows += [dict(row_id=examples[i].row_id, step=step, weight=w, score=sc)
+                             for i, w, sc in zip(chosen, kept_weights, kept_scores)]
             if save_every > 0 and (k + 1) % save_every == 0 and k + 1 < len(plan):
                 _save_checkpoint(partial, model, optimizer, state(k + 1, completed=False))
             if progress is not None:
@@ -306,5 +388,6 @@ def train_round(
     if partial.exists():
         shutil.rmtree(partial)
     log = pa.Table.from_pylist(log_rows, schema=LOG_SCHEMA)
+    lineage = pa.Table.from_pylist(lineage_rows, schema=LINEAGE_SCHEMA)
     final_loss = log_rows[-1]["loss"] if log_rows else float("nan")
-    return RoundResult(out_dir, len(plan), final_loss, log, len(examples), skipped)
+    return RoundResult(out_dir, len(plan), final_loss, log, lineage, len(examples), skipped)

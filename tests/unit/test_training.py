@@ -125,11 +125,17 @@ def test_micro_batch_loss_is_the_weighted_span_cross_entropy(base):
     model = AutoModelForCausalLM.from_pretrained(base)
     rows = [ROWS[0], {**ROWS[1], "response": ROWS[1]["response"] + " Yes, the sum."}]  # unequal lengths: padding
     examples, _ = build_examples(tok, rows, SYSTEM, 64, row_weights=[0.25, 3.0])
-    loss, tokens, n_response = micro_batch_loss(model, examples, tok.pad_token_id, denom=7.0, device="cpu")
+    mb = micro_batch_loss(model, examples, tok.pad_token_id, denom=7.0, device="cpu")
     expected = sum(e.weight * hf_span_loss_sum(model, e) for e in examples) / 7.0
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-    assert n_response == sum(e.n_response for e in examples)
-    assert tokens == sum(len(e.encoded.input_ids) for e in examples)
+    assert float(mb.loss) == pytest.approx(float(expected), rel=1e-5)
+    assert mb.response_tokens == sum(e.n_response for e in examples)
+    assert mb.tokens == sum(len(e.encoded.input_ids) for e in examples)
+    assert mb.weighted_tokens == pytest.approx(sum(e.weight * e.n_response for e in examples))
+    # step weights multiply the static row weights
+    stepped = micro_batch_loss(model, examples, tok.pad_token_id, denom=7.0, device="cpu", weights=[2.0, 0.5])
+    assert stepped.weights == pytest.approx([0.5, 1.5])
+    expected = (0.5 * hf_span_loss_sum(model, examples[0]) + 1.5 * hf_span_loss_sum(model, examples[1])) / 7.0
+    assert float(stepped.loss) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_round_reduces_training_loss_and_writes_a_checkpoint(base, tmp_path):

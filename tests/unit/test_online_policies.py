@@ -1,0 +1,146 @@
+"""Online policies inside the round trainer: each trains, records lineage, keeps its budget, resumes bit-identically."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from curate.config import OnlineParams
+from curate.training import train_round
+from curate.training.online import make_policy, selection_modules
+from test_training import ROWS, SYSTEM, Killed, kwargs, make_base, weights
+
+ANCHORS = [
+    {"instruction": f"Add {a} and {b}.", "input": "", "response": f"The sum is {a + b}.", "system": "", "context": []}
+    for a, b in ((4, 1), (2, 5), (6, 0))
+]
+TRAIN_ROWS = [{**r, "row_id": f"r{i}"} for i, r in enumerate(ROWS)]
+
+
+def online(policy: str, **over) -> dict:
+    return OnlineParams(policy=policy, **over).model_dump()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_base(tmp_path_factory.mktemp("online-base") / "model")
+
+
+def run(base, out, policy: str, progress=None, **over):
+    kw = kwargs(epochs=1, batch_size=4, grad_accum=1, save_every=1)
+    return train_round(base, out, TRAIN_ROWS, online=online(policy, **over), anchors=ANCHORS, progress=progress, **kw)
+
+
+def test_uniform_policy_is_plain_training(base, tmp_path):
+    kw = kwargs(epochs=1, batch_size=4, grad_accum=1)
+    plain = train_round(base, tmp_path / "plain", TRAIN_ROWS, **kw)
+    uniform = train_round(base, tmp_path / "uniform", TRAIN_ROWS, online=online("uniform"), **kw)
+    w_a, w_b = weights(tmp_path / "plain"), weights(tmp_path / "uniform")
+    assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
+    assert uniform.lineage.num_rows == len(TRAIN_ROWS)  # every row once, weight 1
+    assert set(uniform.lineage.column("weight").to_pylist()) == {1.0}
+    assert sorted(uniform.lineage.column("row_id").to_pylist()) == sorted(r["row_id"] for r in TRAIN_ROWS)
+
+
+@pytest.mark.parametrize("policy", ["random-in-batch", "greats", "filter-then-weight"])
+def test_selecting_policies_train_on_at_most_the_budget(base, tmp_path, policy):
+    result = run(base, tmp_path / policy, policy, keep_ratio=0.5)
+    log = result.log.to_pylist()
+    assert [x["candidates"] for x in log] == [4, 4, 1]  # 9 rows in batches of 4
+    for x in log:
+        k = math.ceil(0.5 * x["candidates"])
+        if policy == "filter-then-weight":
+            assert 0 <= x["kept"] <= k  # NNLS may zero some of the filter's picks
+            assert x["residual"] is not None and x["residual"] >= 0
+        else:
+            assert x["kept"] == k
+    lineage = result.lineage.to_pylist()
+    assert len(lineage) == sum(x["kept"] for x in log)
+    assert all(w["weight"] > 0 for w in lineage)
+    per_step = {}
+    for w in lineage:
+        per_step.setdefault(w["step"], []).append(w["weight"])
+    assert {s: len(v) for s, v in per_step.items()} == {x["step"]: x["kept"] for x in log if x["kept"]}
+
+
+def linear_grad(model, tok, row) -> torch.Tensor:
+    """Plain autograd gradient of one row's token-mean span loss w.r.t. the selection layers' weights."""
+    from curate.scoring.ifd import pad_batch, per_token_span_losses
+    from curate.training.trainer import build_examples
+
+    (example,), _ = build_examples(tok, [row], SYSTEM, 64)
+    ids, mask, starts = pad_batch([example.encoded], tok.pad_token_id, "cpu")
+    losses, _ = per_token_span_losses(model, ids, mask, starts, span_only_head=False)
+    linears = [m.weight for m in selection_modules(model).values()]
+    return torch.cat([g.flatten() for g in torch.autograd.grad(losses.mean(), linears)])
+
+
+def test_greats_first_pick_has_the_largest_gradient_alignment(base, tmp_path):
+    # one step over 4 candidates, keep 1: GREATS's pick is argmax_i <g_i, g_anchor>, checked against
+    # per-row autograd gradients (independent of the hooks)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = TRAIN_ROWS[:4]
+    kw = kwargs(epochs=1, batch_size=4, grad_accum=1)
+    result = train_round(base, tmp_path / "g", rows, online=online("greats", keep_ratio=0.25, target_batch=1),
+                         anchors=ANCHORS[:1], **kw)
+    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    assert "lm_head" not in selection_modules(model) and "model.layers.0.self_attn.q_proj" in selection_modules(model)
+    target = linear_grad(model, tok, ANCHORS[0])
+    alignment = [float(linear_grad(model, tok, r) @ target) for r in rows]
+    expected = rows[max(range(4), key=alignment.__getitem__)]["row_id"]
+    assert result.lineage.column("row_id").to_pylist() == [expected]
+    assert result.lineage.column("score")[0].as_py() == pytest.approx(max(alignment), rel=1e-4)
+
+
+def test_adapt_weights_every_row_within_bounds(base, tmp_path):
+    result = run(base, tmp_path / "adapt", "adapt", w_min=0.1, w_max=0.9, refresh_every=2)
+    lineage = result.lineage.to_pylist()
+    assert len(lineage) == len(TRAIN_ROWS)  # ADAPT never filters
+    ws = [w["weight"] for w in lineage]
+    assert all(0.1 <= w <= 0.9 for w in ws)
+    assert len(set(round(w, 6) for w in ws)) > 1  # the weights differ between rows
+    assert all(-1.0001 <= w["score"] <= 1.0001 for w in lineage)  # cosines
+    log = result.log.to_pylist()
+    assert sum(x["weight_sum"] for x in log) == pytest.approx(sum(ws))
+
+
+def test_adapt_bm25_signal(base, tmp_path):
+    result = run(base, tmp_path / "bm25", "adapt", signal="bm25")
+    scores = result.lineage.column("score").to_pylist()
+    assert len(scores) == len(TRAIN_ROWS)
+    assert abs(sum(scores) / len(scores)) < 0.5  # standardised over the pool (auto)
+
+
+def test_raw_loss_lets_the_weights_set_the_step(base, tmp_path):
+    normalized = run(base, tmp_path / "n", "adapt")
+    raw = run(base, tmp_path / "r", "adapt", loss="raw")
+    first_n, first_r = normalized.log.column("loss")[0].as_py(), raw.log.column("loss")[0].as_py()
+    ratio = raw.log.column("weight_sum")[0].as_py() / 4  # raw = normalized * (sum w n / sum n) ~ mean weight
+    assert first_r < first_n and first_r == pytest.approx(first_n * ratio, rel=0.2)
+
+
+@pytest.mark.parametrize("policy", ["adapt", "filter-then-weight"])
+def test_killed_online_round_resumes_bit_identically(tmp_path, policy):
+    base = make_base(tmp_path / "base")
+    over = {"refresh_every": 2} if policy == "adapt" else {}
+    full = run(base, tmp_path / "full" / "r0", policy, **over)
+
+    def kill_after_step_2(step, *a):
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(base, tmp_path / "run" / "r0", policy, progress=kill_after_step_2, **over)
+    resumed = run(base, tmp_path / "run" / "r0", policy, **over)
+    w_full, w_res = weights(tmp_path / "full" / "r0"), weights(tmp_path / "run" / "r0")
+    assert all(torch.equal(w_full[n], w_res[n]) for n in w_full)
+    assert resumed.lineage.to_pylist() == full.lineage.to_pylist()
+
+
+def test_anchor_policies_refuse_to_run_without_anchors():
+    with pytest.raises(ValueError, match="anchor"):
+        make_policy(online("filter-then-weight"), seed=0, round_index=0, pad_id=0, device="cpu", anchors=[])
+    with pytest.raises(ValueError, match="policy must be one of"):
+        make_policy({"policy": "best"}, seed=0, round_index=0, pad_id=0, device="cpu")
