@@ -1,16 +1,18 @@
-"""Benchmark: MinHash signature throughput vs datasketch, and LSH recall/precision vs exact Jaccard.
+"""Benchmark: MinHash signature throughput vs datasketch, LSH recall/precision vs exact Jaccard, and the
+end-to-end near-duplicate pipeline vs the same pipeline built on datasketch.
 
-Corpus: 200,000 synthetic documents (fixed seed): 190,476 originals of 150-250 words drawn from a
-Zipf-distributed vocabulary, and after 5 % of them a near-duplicate copy with a fraction
-U(0, 0.08) of its words substituted (word-3-gram Jaccard to the original roughly 0.65-1).
+Corpus (fixed seed, generated with numpy in batches of BATCH_DOCS, so 1,000,000 documents take
+seconds and little memory; the first k documents are the same whatever the total): originals of
+150-250 words drawn from a Zipf-distributed vocabulary of 50,000 random words, and after 5 % of
+them a near-duplicate copy with a fraction U(0, 0.08) of its words substituted (word-3-gram
+Jaccard to the original roughly 0.65-1).
 
-1. Signatures (num_perm 128, word 3-grams): ours, `MinHasher.signatures` on all documents, text in
-   -> signatures out (tokenising, word and shingle hashing included). datasketch 2.0: Python word
-   3-gram shingling + `MinHash.bulk(num_perm=128)` (its default SHA-1 hashing), timed on a prefix
-   (it runs ~2-4k docs/s, 200k would take minutes), the two timed in alternating slices (ours 20k
-   docs, theirs 2k docs, ten times). Both single-threaded, in one process, on the same corpus;
-   docs/s are per second of process CPU time (the machine's 2 cores are shared with other work, which
-   makes wall time swing; wall-clock rates are recorded too).
+1. Signatures (num_perm 128, word 3-grams) on the first 200,000 documents as Python strings: ours,
+   `MinHasher.signatures`, text in -> signatures out (tokenising, word and shingle hashing
+   included). datasketch 2.0: Python word 3-gram shingling + `MinHash.bulk(num_perm=128)` (its
+   default SHA-1 hashing), timed on a prefix (it runs ~4k docs/s), the two timed in alternating
+   slices (ours 20k docs, theirs 2k docs, ten times), in one process. docs/s from wall time (ours
+   uses both cores); CPU-time rates are recorded too.
 2. LSH at threshold 0.8 on the first SAMPLE documents: the truth is every pair with exact word-3-gram
    Jaccard >= 0.8, found by an exact all-pairs similarity join (prefix filtering, Chaudhuri et al.
    2006 / Xiao et al. 2008: with shingles ordered rarest first, two sets with J >= t share one of
@@ -18,19 +20,31 @@ U(0, 0.08) of its words substituted (word-3-gram Jaccard to the original roughly
    collisions) and verified pairs (candidates whose signatures agree on >= 80 % of positions: what
    `dedup_rows` acts on), each with recall and precision against the truth; datasketch's
    `MinHashLSH(threshold=0.8)` candidates on the same sample are in the note for comparison.
+3. End to end, threshold 0.8: shingling + signatures + LSH candidates + clustering (connected
+   components of the pairs). Ours (`MinHasher` per batch, `LSHIndex`, `verify`, scipy components)
+   on E2E_DOCS documents, in a child process so that its peak RSS is its own (document generation
+   runs in the same process, is timed apart and not counted). datasketch: Python shingling,
+   `MinHash.bulk`, `MinHashLSH` (insertion session, then a query per document) and a Python
+   union-find, on E2E_BASELINE_DOCS documents, its time scaled linearly to E2E_DOCS (its costs are
+   per document; LSH buckets stay small on this corpus). Ours also runs on E2E_BASELINE_DOCS for the
+   same-size ratio.
 
 Run: .venv/bin/python bench/dedup.py
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from _record import record, utc_now  # noqa: E402
 from datasketch import MinHash, MinHashLSH  # noqa: E402
 
+from curate.dedup import _components  # noqa: E402
 from curate.dedup.lsh import LSHIndex, verify  # noqa: E402
 from curate.dedup.minhash import MinHasher  # noqa: E402
 
@@ -47,34 +62,53 @@ NUM_PERM, NGRAM, SEED = 128, 3, 0
 DATASKETCH_PREFIX = 20_000
 SLICES = 10  # ours and datasketch are timed in alternating slices
 SAMPLE, LSH_THRESHOLD = 20_000, 0.8
+BATCH_DOCS = 20_000
+E2E_DOCS, E2E_BASELINE_DOCS = 1_000_000, 100_000
 COMMAND = ".venv/bin/python bench/dedup.py"
+MAX_WORD_BYTES = 15  # + the space after it: 16 bytes per vocabulary slot
 
 
-def synthetic_corpus(rng: np.random.Generator) -> list[str]:
+def vocabulary(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """VOCAB distinct random words as a (VOCAB, 16) byte table (each word followed by a space), their
+    byte lengths + 1, and the Zipf cumulative distribution over them."""
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    vocab, seen = [], set()
-    while len(vocab) < VOCAB:
+    words, seen = [], set()
+    while len(words) < VOCAB:
         word = "".join(rng.choice(letters, size=int(rng.integers(2, 11))))
         if word not in seen:
             seen.add(word)
-            vocab.append(word)
+            words.append(word)
+    table = np.zeros((VOCAB, MAX_WORD_BYTES + 1), dtype=np.uint8)
+    for i, word in enumerate(words):
+        table[i, : len(word) + 1] = np.frombuffer(word.encode() + b" ", dtype=np.uint8)
     p = 1.0 / np.arange(1, VOCAB + 1) ** ZIPF_EXPONENT
-    p /= p.sum()
-    n_originals = round(N_DOCS / (1 + NEAR_DUP_RATE))
-    lengths = rng.integers(150, 251, size=n_originals)
-    words = rng.choice(VOCAB, size=int(lengths.sum()), p=p)
-    has_copy = rng.random(n_originals) < NEAR_DUP_RATE
-    docs: list[str] = []
-    for doc, copy in zip(np.split(words, np.cumsum(lengths)[:-1]), has_copy):
-        docs.append(" ".join(vocab[w] for w in doc.tolist()))
-        if copy and len(docs) < N_DOCS:
-            edited = doc.copy()
-            substituted = rng.random(len(doc)) < rng.uniform(0.0, 0.08)
-            edited[substituted] = rng.choice(VOCAB, size=int(substituted.sum()), p=p)
-            docs.append(" ".join(vocab[w] for w in edited.tolist()))
-    while len(docs) < N_DOCS:  # top up with originals (rounding)
-        docs.append(" ".join(vocab[w] for w in rng.choice(VOCAB, size=200, p=p).tolist()))
-    return docs[:N_DOCS]
+    return table, np.array([len(w) + 1 for w in words]), np.cumsum(p / p.sum())
+
+
+def corpus_batches(n_docs: int, seed: int = SEED):
+    """The corpus (see the module docstring) as pyarrow string arrays of BATCH_DOCS documents."""
+    table, slot_bytes, cdf = vocabulary(np.random.default_rng(seed))
+    in_slot = np.arange(MAX_WORD_BYTES + 1) < slot_bytes[:, None]  # the bytes of each slot that are the word + space
+    for index, start in enumerate(range(0, n_docs, BATCH_DOCS)):
+        rng = np.random.default_rng([seed, index])
+        size = min(BATCH_DOCS, n_docs - start)
+        n_originals = round(size / (1 + NEAR_DUP_RATE))
+        lengths = rng.integers(150, 251, size=n_originals)
+        words = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum()))), VOCAB - 1)
+        copies = np.zeros(n_originals, dtype=np.int64)
+        copies[rng.choice(n_originals, size - n_originals, replace=False)] = 1
+        source = np.repeat(np.arange(n_originals), 1 + copies)  # original i, then its copy if it has one
+        is_copy = np.r_[False, source[1:] == source[:-1]]
+        doc_lengths = lengths[source]
+        doc_starts = np.cumsum(doc_lengths) - doc_lengths
+        within = np.arange(int(doc_lengths.sum())) - np.repeat(doc_starts, doc_lengths)
+        tokens = words[np.repeat((np.cumsum(lengths) - lengths)[source], doc_lengths) + within]
+        rate = np.where(is_copy, rng.uniform(0.0, 0.08, size=len(source)), 0.0)
+        substituted = rng.random(len(tokens)) < np.repeat(rate, doc_lengths)
+        tokens[substituted] = np.minimum(np.searchsorted(cdf, rng.random(int(substituted.sum()))), VOCAB - 1)
+        data = table[tokens][in_slot[tokens]]  # every word followed by a space
+        offsets = np.concatenate(([0], np.cumsum(np.add.reduceat(slot_bytes[tokens], doc_starts))))
+        yield pa.LargeStringArray.from_buffers(len(source), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def timed(function, *args) -> tuple[tuple, float, float]:
@@ -116,9 +150,130 @@ def recall_precision(found: set, truth: set) -> tuple[float, float]:
     return hits / max(len(truth), 1), hits / max(len(found), 1)
 
 
+def end_to_end_ours(n_docs: int) -> dict:
+    """Our pipeline on the first n_docs documents (see the module docstring); generation timed apart."""
+    hasher = MinHasher(num_perm=NUM_PERM, ngram=NGRAM, seed=1)
+    batches, parts = corpus_batches(n_docs), []
+    generate_s = sign_s = 0.0
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        generate_s += time.perf_counter() - t0
+        if batch is None:
+            break
+        t0 = time.perf_counter()
+        parts.append(hasher.signatures(batch))
+        sign_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    signatures = np.concatenate(parts)
+    del parts
+    index = LSHIndex(LSH_THRESHOLD, NUM_PERM, hasher_params=hasher.params)
+    index.add(np.arange(n_docs), signatures)
+    left, right = index.candidate_pairs()
+    _, is_pair = verify(index.signatures, index.signatures, left, right, LSH_THRESHOLD)
+    sizes = np.bincount(_components(n_docs, left[is_pair], right[is_pair]))
+    lsh_s = time.perf_counter() - t0
+    return {"docs": n_docs, "seconds": sign_s + lsh_s, "signatures_s": sign_s, "lsh_and_clusters_s": lsh_s,
+            "generate_s": generate_s, "candidates": len(left), "verified_pairs": int(is_pair.sum()),
+            "clusters": int((sizes > 1).sum()), "rows_in_clusters": int(sizes[sizes > 1].sum()),
+            "threads": hasher.threads, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's RSS at fork, since
+    Linux keeps it across execve)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def end_to_end_datasketch(n_docs: int) -> dict:
+    """The same pipeline on datasketch (MinHash.bulk, MinHashLSH, a Python union-find)."""
+    docs = [text for batch in corpus_batches(n_docs) for text in batch.to_pylist()]
+    t0 = time.perf_counter()
+    minhashes = []
+    for lo in range(0, n_docs, 10_000):  # shingle lists of all documents at once would take gigabytes
+        minhashes += MinHash.bulk([python_shingles(t) for t in docs[lo : lo + 10_000]], num_perm=NUM_PERM)
+    sign_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lsh = MinHashLSH(threshold=LSH_THRESHOLD, num_perm=NUM_PERM)
+    with lsh.insertion_session() as session:
+        for i, m in enumerate(minhashes):
+            session.insert(i, m)
+    parent = list(range(n_docs))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    candidates = 0
+    for i, m in enumerate(minhashes):
+        for j in lsh.query(m):
+            if j != i:
+                candidates += 1
+                parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(n_docs)])
+    sizes = np.bincount(roots)
+    lsh_s = time.perf_counter() - t0
+    return {"docs": n_docs, "seconds": sign_s + lsh_s, "signatures_s": sign_s, "lsh_and_clusters_s": lsh_s,
+            "candidates": candidates // 2, "clusters": int((sizes > 1).sum()),
+            "rows_in_clusters": int(sizes[sizes > 1].sum())}
+
+
+def run_child(*args: str) -> dict:
+    """Run this script with `args` in a child process and return the JSON it prints last."""
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def end_to_end_entry(common: dict) -> dict:
+    load_before = os.getloadavg()
+    ours_small = run_child("--end-to-end-ours", str(E2E_BASELINE_DOCS))
+    print(f"end to end, ours on {E2E_BASELINE_DOCS}: {ours_small}", flush=True)
+    theirs = run_child("--end-to-end-datasketch", str(E2E_BASELINE_DOCS))
+    print(f"end to end, datasketch on {E2E_BASELINE_DOCS}: {theirs}", flush=True)
+    ours = run_child("--end-to-end-ours", str(E2E_DOCS))
+    print(f"end to end, ours on {E2E_DOCS}: {ours}", flush=True)
+    baseline_s = theirs["seconds"] * E2E_DOCS / E2E_BASELINE_DOCS
+    return {
+        "benchmark": "dedup",
+        "metric": "end-to-end near-dup vs datasketch pipeline",
+        "value": round(ours["seconds"], 2),
+        "unit": "seconds",
+        "baseline": f"datasketch 2.0 pipeline (Python shingling, MinHash.bulk, MinHashLSH, union-find), "
+                    f"measured on {E2E_BASELINE_DOCS} docs, scaled linearly to {E2E_DOCS}",
+        "baseline_value": round(baseline_s, 1),
+        "ratio": round(baseline_s / ours["seconds"], 2),
+        "n_docs": E2E_DOCS,
+        "threshold": LSH_THRESHOLD,
+        "num_perm": NUM_PERM,
+        "peak_rss_mb": ours["peak_rss_mb"],
+        "aims": {"seconds": 180, "peak_rss_mb": 4096},
+        "ours": ours,
+        "ours_at_baseline_size": ours_small,
+        "ratio_at_baseline_size": round(theirs["seconds"] / ours_small["seconds"], 2),
+        "datasketch_at_baseline_size": theirs,
+        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                "after": [round(x, 2) for x in os.getloadavg()]},
+        "note": (
+            "seconds = shingling + signatures + LSH candidates + clustering (document generation excluded, "
+            "timed in `ours.generate_s`); ours verifies candidates (signature agreement >= threshold) before "
+            "the components, datasketch clusters its raw candidates; each side in its own child process, "
+            "peak RSS is ours' child process (generation included); the machine's 2 cores are shared with "
+            "other work (load averages recorded)"
+        ),
+        **common,
+    }
+
+
 def main() -> None:
     t0 = time.perf_counter()
-    docs = synthetic_corpus(np.random.default_rng(SEED))
+    docs = [text for batch in corpus_batches(N_DOCS) for text in batch.to_pylist()]
     megabytes = sum(len(d) for d in docs) / 1e6
     print(f"corpus: {len(docs)} docs, {megabytes:.0f} MB, {time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -246,9 +401,17 @@ def main() -> None:
             "note": lsh_note,
             **common,
         })
-    entries[0]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    entries[0]["peak_rss_mb"] = peak_rss_mb()
+    entries[0]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    del docs, signatures, theirs, reference
+    entries.append(end_to_end_entry(common))
     record(ROOT / "bench/results/dedup.json", entries)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--end-to-end-ours":
+        print(json.dumps(end_to_end_ours(int(sys.argv[2]))))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--end-to-end-datasketch":
+        print(json.dumps(end_to_end_datasketch(int(sys.argv[2]))))
+    else:
+        main()

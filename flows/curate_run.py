@@ -15,13 +15,13 @@ from curate.artifacts import Ref
 from curate.config import load_params
 from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
 from tasks.base_model import base_model
-from tasks.dedup import dedup
+from tasks.dedup import dedup, previous_dedup, stage_params
 from tasks.embed import embed
 from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record
 from tasks.score import score_pool
-from tasks.semdedup import semdedup
+from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
 
 
@@ -40,12 +40,14 @@ def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
     heldout = Ref.of(Path(project) / p.raw.eval_dir).to_dict()
 
     rows = run(ingest, project=project, raw=raw, params=p.slice("ingest"))
-    deduped = run(dedup, project=project, rows=rows, params=p.slice("dedup"))
+    deduped = run(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p)),
+                  params=stage_params(p))
     embeddings = run(embed, project=project, rows=deduped, params=p.slice("embed"))
-    pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"))
+    pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"),
+               previous=previous_semdedup(project, deduped, embeddings, p.slice("dedup")))
     base = run(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
     scores = run(score_pool, project=project, pool=pool, model=base, params=p.slice("scoring", "base_model"))
-    rounds = run_rounds(run, project, p, pool, scores, base)
+    rounds = run_rounds(run, project, p, pool, scores, base, heldout)
     evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
     for rd, ev in zip(rounds, evaluations[1:]):
         rd["evaluate"] = ev

@@ -1,11 +1,13 @@
-"""Deduplication of the normalised pool (design §1, step 2): exact, then near-duplicate.
+"""Deduplication of the normalised pool (design §1, step 2): exact, then near-duplicate, incremental
+across runs.
 
-    result = dedup_rows(rows)          # rows: a `curate.schema.ROWS` table
-    result.kept, result.removed, result.stats
+    result = dedup_rows(rows)                       # rows: a `curate.schema.ROWS` table
+    result.kept, result.removed, result.stats, result.index
+    result = dedup_rows(rows, previous=Previous(index, removed))   # tonight against the rows kept before
 
 1. Every row's dedup text (`normalize.dedup_text`: context turns, instruction, input, response;
    NFKC, optional case folding, whitespace collapsed).
-2. Exact: rows with identical dedup texts form a group (`exact.py`).
+2. Exact: rows with identical dedup texts (equal `exact.text_digest`) form a group (`exact.py`).
 3. Near: one row per exact group gets a MinHash signature (`minhash.py`); banded LSH proposes
    candidate pairs, pairs whose signatures agree on at least `threshold` of their positions are
    edges, and the connected components of the edges are the clusters (`lsh.py`). Components are
@@ -16,10 +18,22 @@
    `exact` (similarity 1.0) when its dedup text equals the kept row's, else `near` with the
    estimated Jaccard similarity of the two signatures (for a row joined transitively it can be
    below `threshold`).
+
+Incremental (`previous` given, see `incremental.py`): the rows kept before are graph nodes with their
+stored digests and signatures, never re-examined; only the new rows are hashed, signed and queried
+against them (and LSH-paired among themselves). A cluster that holds an old kept row keeps it (the
+earliest indexed one when a new row bridges several: the others stay kept too) and removes its new
+rows; a cluster of new rows only keeps one by the keep policy. The result's `index` holds the kept
+rows (old first, then new, in pool order) for the next run. Without `previous` every row is new,
+which is the full pass.
+
+Streaming: `dedup_batches` reads the text columns as record batches and keeps only per-row
+fingerprints (a 16-byte digest, a signature per distinct new text), never the pool's texts.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -27,20 +41,28 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curate.dedup.exact import KeepPolicy, choose_kept, exact_groups
-from curate.dedup.lsh import LSHIndex, verify
-from curate.dedup.minhash import MinHasher, estimated_jaccard
+from curate.dedup.exact import KeepPolicy, choose_kept, text_digests
+from curate.dedup.incremental import ID_COLUMNS, TEXT_COLUMNS, Previous, split_pool
+from curate.dedup.index import DIGEST_TYPE, DedupIndex, DedupSettings
+from curate.dedup.lsh import verify
+from curate.dedup.minhash import estimated_jaccard
 from curate.dedup.normalize import dedup_texts
 from curate.schema import REMOVED
 
-__all__ = ["DedupResult", "dedup_rows"]
+__all__ = ["DedupResult", "DedupSettings", "Previous", "dedup_batches", "dedup_rows",
+           "ID_COLUMNS", "TEXT_COLUMNS"]
+
+BATCH_ROWS = 65_536
 
 
 @dataclass
 class DedupResult:
-    kept: pa.Table  # the input rows that stay, same schema, input order
     removed: pa.Table  # curate.schema.REMOVED, one row per removed input row, input order
+    keep: np.ndarray  # bool per input row
+    index: DedupIndex  # the kept rows, for the next run
     stats: dict = field(default_factory=dict)
+    cluster_sizes: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # rows per cluster of >= 2
+    kept: pa.Table | None = None  # the input rows that stay, same schema, input order (`dedup_rows` only)
 
 
 def dedup_rows(
@@ -54,65 +76,168 @@ def dedup_rows(
     ngram: int = 3,
     threshold: float = 0.7,
     seed: int = 1,
+    previous: Previous | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> DedupResult:
     """Remove exact and near duplicates from a `curate.schema.ROWS` table (see the module docstring)."""
-    n = rows.num_rows
-    texts = dedup_texts(rows, casefold=casefold)
-    lengths = pc.fill_null(pc.utf8_length(rows["response"]), 0).to_numpy()
-    groups = exact_groups(texts) if exact else np.arange(n)
-    group_kept = choose_kept(groups, keep=keep, lengths=lengths)
-    representatives = np.flatnonzero(group_kept == np.arange(n))  # one row per exact group
-    signature_row = np.searchsorted(representatives, group_kept)  # every row's group's signature
+    settings = DedupSettings(exact, casefold, keep, near, num_perm, ngram, threshold, seed)
+    result = dedup_batches(rows.select(ID_COLUMNS), rows.select(TEXT_COLUMNS).to_batches(batch_rows), settings, previous)
+    result.kept = rows.filter(pa.array(result.keep))
+    return result
 
-    stats: dict = {"rows_in": n}
-    clusters = group_kept
-    signatures = np.empty((0, num_perm), dtype=np.uint32)
-    if near and len(representatives) > 1:
-        hasher = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed)
-        signatures = hasher.signatures([texts[i] for i in representatives])
-        index = LSHIndex(threshold, num_perm, hasher_params=hasher.params)
-        index.add(representatives, signatures)
-        left, right = index.candidate_pairs()
-        _, is_edge = verify(signatures, signatures, left, right, threshold)
-        clusters = _components(len(representatives), left[is_edge], right[is_edge])[signature_row]
-        stats |= {
-            "lsh_bands": index.bands,
-            "lsh_rows": index.rows,
-            "candidate_pairs": len(left),
-            "verified_pairs": int(is_edge.sum()),
-        }
-    kept_of = choose_kept(clusters, keep=keep, lengths=lengths)
 
-    is_removed = kept_of != np.arange(n)
-    removed = np.flatnonzero(is_removed)
-    is_exact = groups[removed] == groups[kept_of[removed]]  # never with exact=False: groups are the rows
-    similarity = np.ones(len(removed))
-    near_removed = removed[~is_exact]
-    similarity[~is_exact] = estimated_jaccard(
-        signatures[signature_row[near_removed]], signatures[signature_row[kept_of[near_removed]]]
-    )
+def dedup_batches(
+    ids: pa.Table, batches: Iterable[pa.RecordBatch], settings: DedupSettings, previous: Previous | None = None
+) -> DedupResult:
+    """Dedup of a pool given as its ids (row_id, source, position) and its text columns as record
+    batches (`TEXT_COLUMNS`, same rows, same order); see the module docstring."""
+    n = ids.num_rows
+    row_ids = ids["row_id"].combine_chunks()
+    sources = ids["source"].combine_chunks()
+    positions = ids["position"].to_numpy().astype(np.int64)
+    mode = "full" if previous is None else "incremental"
+    if previous is None:
+        previous = Previous(DedupIndex.empty(settings), REMOVED.empty_table())
+    split = split_pool(row_ids, sources, positions, previous)
+    if not (settings.exact or settings.near):  # nothing is a duplicate, not even a copy
+        split.new[split.copy_rows] = True
+        split.copy_rows = split.copy_of = np.empty(0, dtype=np.int64)
+    old = split.index
+    n_old = len(old)
 
-    row_ids = rows["row_id"].combine_chunks()
-    removed_table = pa.table(
+    # Fingerprints of the new rows: node = exact group (old kept rows are nodes 0..n_old-1).
+    node = np.full(n, -1, dtype=np.int64)
+    node[split.old_rows] = np.arange(n_old)
+    lengths = np.zeros(n, dtype=np.int64)
+    node_of_digest = dict(zip(old.digests.to_pylist(), range(n_old))) if settings.exact else {}
+    new_digests: list[bytes] = []
+    signature_parts = []
+    hasher = settings.hasher() if settings.near else None
+    offset = 0
+    for batch in batches:
+        size = batch.num_rows
+        lengths[offset : offset + size] = pc.fill_null(pc.utf8_length(batch.column("response")), 0).to_numpy()
+        local = np.flatnonzero(split.new[offset : offset + size])
+        if len(local):
+            texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
+            first_texts = []
+            for row, text, digest in zip(local + offset, texts, text_digests(texts)):
+                group = node_of_digest.get(digest) if settings.exact else None
+                if group is None:
+                    group = n_old + len(new_digests)
+                    new_digests.append(digest)
+                    first_texts.append(text)
+                    if settings.exact:
+                        node_of_digest[digest] = group
+                node[row] = group
+            if hasher is not None and first_texts:
+                signature_parts.append(hasher.signatures(first_texts))
+        offset += size
+    if offset != n:
+        raise ValueError(f"the batches hold {offset} rows, the ids {n}")
+    m = len(new_digests)
+    new_signatures = np.concatenate(signature_parts) if signature_parts else np.empty((0, settings.width), np.uint32)
+
+    stats: dict = {"rows_in": n, "mode": mode, "previous_kept": n_old, "copies_of_kept": len(split.copy_rows),
+                   "carried_removed": len(split.carried_rows),
+                   "new_rows": int(split.new.sum()), "rows_signed": len(new_signatures), "rows_queried": 0}
+    components = np.arange(n_old + m)
+    if settings.near and m:
+        lsh = settings.lsh()
+        lsh.add(np.arange(m), new_signatures)
+        left, right = lsh.candidate_pairs()
+        _, is_edge = verify(new_signatures, new_signatures, left, right, settings.threshold)
+        edges_left, edges_right = [n_old + left[is_edge]], [n_old + right[is_edge]]
+        candidates, verified = len(left), int(is_edge.sum())
+        if n_old:
+            queries, hits = old.lsh().query(new_signatures)
+            _, is_edge = verify(new_signatures, old.signatures, queries, hits, settings.threshold)
+            edges_left.append(n_old + queries[is_edge])
+            edges_right.append(hits[is_edge])
+            candidates, verified = candidates + len(queries), verified + int(is_edge.sum())
+            stats["rows_queried"] = m
+        components = _components(n_old + m, np.concatenate(edges_left), np.concatenate(edges_right))
+        stats |= {"lsh_bands": lsh.bands, "lsh_rows": lsh.rows, "candidate_pairs": candidates,
+                  "verified_pairs": verified}
+
+    # Kept row of every new row: the earliest old kept row of its cluster, else the keep policy.
+    kept_of = np.arange(n)
+    earliest_old = np.full(n_old + m, n_old)
+    np.minimum.at(earliest_old, components[:n_old], np.arange(n_old))
+    new_rows = np.flatnonzero(split.new)
+    cluster = components[node[new_rows]]
+    anchor = earliest_old[cluster]
+    anchored = anchor < n_old
+    kept_of[new_rows[anchored]] = split.old_rows[anchor[anchored]]
+    free = new_rows[~anchored]
+    kept_of[free] = free[choose_kept(cluster[~anchored], keep=settings.keep, lengths=lengths[free])]
+
+    examined = new_rows[kept_of[new_rows] != new_rows]
+    is_exact = node[examined] == node[kept_of[examined]]  # never with exact off: every row is its own node
+    similarity = np.ones(len(examined))
+    near_removed = examined[~is_exact]
+    if len(near_removed):
+        similarity[~is_exact] = estimated_jaccard(
+            _signatures_of(node[near_removed], old.signatures, new_signatures),
+            _signatures_of(node[kept_of[near_removed]], old.signatures, new_signatures),
+        )
+    # copies of old kept rows: the same content, similarity 1 ("near" when exact dedup is off, as a full pass says)
+    kept_of[split.copy_rows] = split.copy_of
+    removed = np.concatenate((examined, split.copy_rows))
+    is_exact = np.concatenate((is_exact, np.full(len(split.copy_rows), settings.exact)))
+    similarity = np.concatenate((similarity, np.ones(len(split.copy_rows))))
+    new_removed = pa.table(
         {
-            "row_id": row_ids.take(removed),
-            "source": rows["source"].combine_chunks().take(removed),
-            "position": rows["position"].combine_chunks().take(removed),
+            "row_id": row_ids.take(pa.array(removed, pa.int64())),
+            "source": sources.take(pa.array(removed, pa.int64())),
+            "position": pa.array(positions[removed], pa.int64()),
             "reason": pa.array(np.where(is_exact, "exact", "near").tolist(), pa.string()),
-            "duplicate_of": row_ids.take(kept_of[removed]),
+            "duplicate_of": row_ids.take(pa.array(kept_of[removed], pa.int64())),
             "similarity": pa.array(similarity, pa.float64()),
         },
         schema=REMOVED,
     )
-    cluster_sizes = np.bincount(kept_of, minlength=n)
+    removed_table, removed_rows = _in_pool_order(new_removed, removed, split.carried, split.carried_rows)
+    keep = np.ones(n, dtype=bool)
+    keep[removed_rows] = False
+
+    kept_new = new_rows[kept_of[new_rows] == new_rows]
+    kept_nodes = node[kept_new] - n_old
+    index = old.extend(DedupIndex.of(
+        settings,
+        ids.take(pa.array(kept_new, pa.int64())),
+        pa.array([new_digests[i] for i in kept_nodes], DIGEST_TYPE),
+        new_signatures[kept_nodes] if settings.near else np.empty((len(kept_new), 0), np.uint32),
+    ))
+
+    reasons = removed_table["reason"].to_numpy(zero_copy_only=False)
+    cluster_sizes = pc.value_counts(removed_table["duplicate_of"]).field("counts").to_numpy() + 1
     stats |= {
-        "kept": n - len(removed),
-        "removed_exact": int(is_exact.sum()),
-        "removed_near": int((~is_exact).sum()),
-        "clusters": int((cluster_sizes > 1).sum()),
-        "largest_cluster": int(cluster_sizes.max(initial=0)),
+        "kept": n - len(removed_rows),
+        "removed_exact": int((reasons == "exact").sum()),
+        "removed_near": int((reasons == "near").sum()),
+        "removed_new": len(examined),
+        "clusters": len(cluster_sizes),
+        "largest_cluster": int(cluster_sizes.max(initial=1 if n else 0)),
     }
-    return DedupResult(kept=rows.filter(pa.array(~is_removed)), removed=removed_table, stats=stats)
+    return DedupResult(removed=removed_table, keep=keep, index=index, stats=stats,
+                       cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
+
+
+def _signatures_of(nodes: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Signature of each node: nodes below len(old) are old kept rows, the others new exact groups."""
+    is_old = nodes < len(old)
+    out = np.empty((len(nodes), old.shape[1]), dtype=np.uint32)
+    out[is_old] = old[nodes[is_old]]
+    out[~is_old] = new[nodes[~is_old] - len(old)]
+    return out
+
+
+def _in_pool_order(a: pa.Table, a_rows: np.ndarray, b: pa.Table, b_rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """Two removal tables merged by pool row, and the merged pool rows."""
+    rows = np.concatenate((a_rows, b_rows))
+    order = np.argsort(rows, kind="stable")
+    return pa.concat_tables([a, b]).take(pa.array(order, pa.int64())), rows[order]
 
 
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -18,17 +18,14 @@ on at least a fraction t of positions (the MinHash estimate of their Jaccard sim
 
 `LSHIndex` holds ids, signatures and bucket keys, so the same object serves a one-off batch
 (`candidate_pairs` inside the index) and an incremental run (`query` new signatures against the
-rows kept before, `add` the new keepers, `save` / `load` as a NumPy `.npz`, no pickle).
+rows kept before; `index.py` persists the signatures and bucket keys between runs).
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from curate.artifacts import atomic_path
 from curate.dedup.minhash import estimated_jaccard, fmix64
 
 MAX_ALL_PAIRS_BUCKET = 256  # a bucket with more members pairs them with its first member only
@@ -106,15 +103,18 @@ class LSHIndex:
             fmix64(keys)
         return keys
 
-    def add(self, ids, signatures: np.ndarray) -> None:
+    def add(self, ids, signatures: np.ndarray, keys: np.ndarray | None = None) -> None:
+        """Add rows; `keys` are their `band_keys` when already known (a loaded index), else computed."""
         signatures = np.asarray(signatures, dtype=np.uint32)
         if signatures.ndim != 2 or signatures.shape[1] != self.num_perm or len(signatures) != len(ids):
             raise ValueError(f"need one signature of {self.num_perm} values per id")
+        if keys is not None and np.shape(keys) != (len(signatures), self.bands):
+            raise ValueError(f"need {self.bands} band keys per signature, got shape {np.shape(keys)}")
         ids = np.asarray(ids)
         ids = ids.astype(str) if ids.dtype == object else ids  # .npz without pickle
         self.ids = np.concatenate((self.ids, ids)) if len(self) else ids
         self.signatures = np.concatenate((self.signatures, signatures))
-        self._keys = np.concatenate((self._keys, self.band_keys(signatures)))
+        self._keys = np.concatenate((self._keys, self.band_keys(signatures) if keys is None else keys))
         self._sorted_keys = None
 
     def candidate_pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -148,30 +148,6 @@ class LSHIndex:
             codes.append(queries * n + order[slots])
         codes = np.unique(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
         return codes // max(n, 1), codes % max(n, 1)
-
-    def save(self, path: Path | str) -> None:
-        """Write the index as a NumPy `.npz` (atomic; readable without pickle)."""
-        meta = {
-            "threshold": self.threshold,
-            "num_perm": self.num_perm,
-            "false_negative_weight": self.false_negative_weight,
-            "hasher_params": self.hasher_params,
-        }
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, ids=self.ids, signatures=self.signatures, meta=np.array(json.dumps(meta)))
-
-    @classmethod
-    def load(cls, path: Path | str) -> "LSHIndex":
-        with np.load(path, allow_pickle=False) as saved:
-            meta = json.loads(str(saved["meta"]))
-            index = cls(
-                meta["threshold"],
-                meta["num_perm"],
-                false_negative_weight=meta["false_negative_weight"],
-                hasher_params=meta["hasher_params"],
-            )
-            index.add(saved["ids"], saved["signatures"])
-        return index
 
 
 def _bucket_pairs(keys: np.ndarray) -> np.ndarray:

@@ -28,6 +28,12 @@ The embeddings are L2-normalised, shape (n, d), so a dot product is the cosine s
    every other row points at it, with its cosine similarity to it (for a row joined transitively it
    can be `<= 1 - epsilon`).
 
+Incremental (`kept_before` given: the rows kept on an earlier run): two rows kept before are never
+compared (each cluster's block rows are its new rows only), and a component holding rows kept before
+keeps the lowest-index one of them (all of them stay kept) whatever the keep policy; its new rows are
+removed as its duplicates. The clusters themselves are re-fitted on all rows: they only decide which
+rows are compared.
+
 The paper's Algorithm 1 orders a cluster by distance to its centroid and removes every row that has
 a more-similar-than-threshold row earlier in that order; here the duplicate sets are components and
 the kept row follows the same keep policy as the exact and near stages.
@@ -80,11 +86,14 @@ def semantic_duplicates(
     seed: int = 0,
     max_iter: int = 20,
     probes: int = 1,
+    kept_before: np.ndarray | None = None,
 ) -> SemanticResult:
     """SemDeDup of L2-normalised embeddings (see the module docstring): rows within a k-means cluster
     whose cosine similarity exceeds `1 - epsilon` are duplicates; one row per component is kept.
 
     `probes` > 1 also compares every row with the rows of its `probes - 1` next-nearest clusters.
+    `kept_before` (bool per row) marks rows kept on an earlier run: never removed, never compared
+    with one another.
     """
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
     if vectors.ndim != 2:
@@ -100,6 +109,8 @@ def semantic_duplicates(
         raise ValueError(f"need one length per row: {len(lengths)} lengths for {n} rows")
     if keep == "longest" and lengths is None:
         raise ValueError('keep="longest" needs the lengths')
+    if kept_before is not None and len(kept_before) != n:
+        raise ValueError(f"need one kept_before flag per row: {len(kept_before)} flags for {n} rows")
     if n and np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > _UNIT_NORM_TOLERANCE:
         raise ValueError("embeddings must be L2-normalised")
     if n == 0:
@@ -115,11 +126,16 @@ def semantic_duplicates(
         _nearest_clusters(vectors, centroids, probes)[:, 1:] if probes > 1 else np.empty((n, 0), dtype=np.int64)
     )
     visitors = _grouped(next_nearest.ravel(), np.repeat(np.arange(n), next_nearest.shape[1]), k)
+    old = np.zeros(n, dtype=bool) if kept_before is None else np.asarray(kept_before, dtype=bool)
     left, right = [], []  # star edges node -> root of every within-cluster component
     for cluster_members, cluster_visitors in zip(members, visitors):
         if len(cluster_members) + len(cluster_visitors) > 1:
+            # new rows first (stable): only they are block rows
+            cluster_members = cluster_members[np.argsort(old[cluster_members], kind="stable")]
+            cluster_visitors = cluster_visitors[np.argsort(old[cluster_visitors], kind="stable")]
             nodes = np.r_[cluster_members, cluster_visitors]
-            roots = _cluster_components(vectors[cluster_members], vectors[cluster_visitors], threshold)
+            roots = _cluster_components(vectors[cluster_members], vectors[cluster_visitors], threshold,
+                                        int((~old[cluster_members]).sum()), int((~old[cluster_visitors]).sum()))
             joined = roots != np.arange(len(nodes))
             left.append(nodes[joined])
             right.append(nodes[roots[joined]])
@@ -128,7 +144,7 @@ def semantic_duplicates(
         coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n)), directed=False
     )[1]
 
-    kept_index = choose_kept(components, keep=keep, lengths=lengths)
+    kept_index = choose_kept(components, keep=keep, lengths=lengths, anchors=None if kept_before is None else old)
     similarity = np.ones(n, dtype=np.float32)
     removed = np.flatnonzero(kept_index != np.arange(n))
     similarity[removed] = np.einsum("ij,ij->i", vectors[removed], vectors[kept_index[removed]])
@@ -156,24 +172,29 @@ def _nearest_clusters(vectors: np.ndarray, centroids: np.ndarray, probes: int) -
     return nearest
 
 
-def _cluster_components(members: np.ndarray, visitors: np.ndarray, threshold: np.float32) -> np.ndarray:
+def _cluster_components(
+    members: np.ndarray, visitors: np.ndarray, threshold: np.float32, new_members: int, new_visitors: int
+) -> np.ndarray:
     """Components of one cluster: nodes 0..m-1 are its member vectors, m..m+v-1 its visitors; edges are
-    the member-member and visitor-member pairs with similarity > threshold. Returns each node's root,
-    the lowest node of its component. Similarities are computed in blocks of `_BLOCK_ENTRIES`."""
+    the member-member and visitor-member pairs with similarity > threshold, except pairs of two old
+    rows (the first `new_members` members and `new_visitors` visitors are new, the others old: kept
+    before). Returns each node's root, the lowest node of its component. Similarities are computed in
+    blocks of `_BLOCK_ENTRIES`."""
     m = len(members)
     roots = np.arange(m + len(visitors))
     rows_per_block = max(1, _BLOCK_ENTRIES // max(m, 1))
-    for lo in range(0, m, rows_per_block):
-        block = members[lo : lo + rows_per_block] @ members[lo:].T  # against members lo..m-1
+    for lo in range(0, new_members, rows_per_block):
+        block = members[lo : min(lo + rows_per_block, new_members)] @ members[lo:].T  # against members lo..m-1
         left, right = np.nonzero(block > threshold)
         upper = right > left
         if upper.any():
             roots = _merge(roots, left[upper] + lo, right[upper] + lo)
-    for lo in range(0, len(visitors) if m else 0, rows_per_block):
-        block = visitors[lo : lo + rows_per_block] @ members.T
-        left, right = np.nonzero(block > threshold)
-        if len(left):
-            roots = _merge(roots, left + m + lo, right)
+    for first, last, against in ((0, new_visitors, m), (new_visitors, len(visitors), new_members)):
+        for lo in range(first, last if against else first, rows_per_block):  # old visitors: new members only
+            block = visitors[lo : min(lo + rows_per_block, last)] @ members[:against].T
+            left, right = np.nonzero(block > threshold)
+            if len(left):
+                roots = _merge(roots, left + m + lo, right)
     return roots
 
 
