@@ -56,18 +56,22 @@ def nnls_kernel(K: np.ndarray, c: np.ndarray) -> np.ndarray:
     return w
 
 
-def filter_then_weight_features(features, target_feature, k: int, lr: float, *, lam: float = 1.0,
-                                candidates: int | None = None, require_positive: bool = False,
-                                self_term: bool = False) -> tuple[list[int], np.ndarray]:
+def filter_then_weight_features(features, target_feature, k: int, lr: float, **options) -> tuple[list[int], np.ndarray]:
     """Filter-then-Weight on preconditioned (optionally projected) features u_i = D^½ g_i and
     u_T = D^½ g_T: K = UUᵀ, b = U u_T. Returns the filter's picks in pick order and their raw NNLS
     weights in the same order (zeros included); the filter keeps `candidates` (default k) rows."""
     U, u = _array(features), _array(target_feature)
     if U.ndim != 2 or u.shape != (U.shape[1],):
         raise ValueError(f"features must be N×P and the target P, got {U.shape} and {u.shape}")
+    return filter_then_weight_kernel(U @ U.T, U @ u, k, lr, **options)
+
+
+def filter_then_weight_kernel(K, b, k: int, lr: float, *, lam: float = 1.0, candidates: int | None = None,
+                              require_positive: bool = False, self_term: bool = False) -> tuple[list[int], np.ndarray]:
+    """Filter-then-Weight from the kernel K (N×N) and the alignments b (N) alone."""
+    K, b = _array(K), _array(b)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    K, b = U @ U.T, U @ u
     selected = greedy_filter(b, K, min(candidates or k, len(b)), lr, require_positive=require_positive, self_term=self_term)
     idx = np.array(selected, dtype=int)
     weights = nnls_kernel(K[np.ix_(idx, idx)], lam * b[idx])

@@ -115,14 +115,28 @@ class _GradientPolicy(Policy):
         return [self.anchors[i] for i in perm[:n]]
 
     def _factors(self, model, examples: Sequence) -> dict:
+        """(X, Δ) of every selection layer for the examples' per-sample token-mean losses."""
         from curate.training.per_sample_grads import LinearGradCapture
 
         ids, mask, starts = pad_batch([e.encoded for e in examples], self.pad_id, self.device)
-        with LinearGradCapture(model, selection_modules(model)) as capture:
-            losses, seq_idx = per_token_span_losses(model, ids, mask, starts, span_only_head=False)
-            _sequence_means(losses, seq_idx, len(examples)).sum().backward()
-        model.zero_grad(set_to_none=True)
+        modules = selection_modules(model)
+        # the span-only head feeds the head a flat (tokens × d) input: fine unless the head is captured
+        head_captured = any(m is model.get_output_embeddings() for m in modules.values())
+        with LinearGradCapture(model, modules) as capture:
+            losses, seq_idx = per_token_span_losses(model, ids, mask, starts, span_only_head=False if head_captured else None)
+            capture.backward(_sequence_means(losses, seq_idx, len(examples)).sum())
         return capture.factors()
+
+    def _gram(self, model, candidates: Sequence, step: int, scale=None, projection=None) -> torch.Tensor:
+        """Gram matrix of the per-sample gradient features of candidates + the step's anchors, in that
+        order (scaled by `scale`, e.g. √D; through the random projection when one is given)."""
+        from curate.training.per_sample_grads import flat_features, gram
+
+        factors = self._factors(model, list(candidates) + self._targets(step))
+        if projection is None:
+            return gram(factors, scale).double()
+        features = flat_features(factors, scale=scale, projection=projection)
+        return (features @ features.T).double()
 
 
 def selection_modules(model) -> dict[str, torch.nn.Linear]:
@@ -135,24 +149,16 @@ def selection_modules(model) -> dict[str, torch.nn.Linear]:
             if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and m.weight is not tied}
 
 
-def _rows(factors: dict, rows: slice) -> dict:
-    return {name: tuple(t[rows] for t in parts) for name, parts in factors.items()}
-
-
 class Greats(_GradientPolicy):
     name = "greats"
 
     def choose(self, model, optimizer, candidates, example_ids, step, lr):
         from curate.selection.greats import greats_select
-        from curate.training.per_sample_grads import inner_products
 
         n = len(candidates)
-        factors = self._factors(model, list(candidates) + self._targets(step))
-        cand, target = _rows(factors, slice(0, n)), _rows(factors, slice(n, None))
-        tracin = inner_products(cand, target).mean(dim=1)
-        kernel = inner_products(cand, cand)
-        picks = greats_select(tracin.double().cpu().numpy(), kernel.double().cpu().numpy(),
-                              _keep_count(n, self.cfg["keep_ratio"]), lr)
+        G = self._gram(model, candidates, step)
+        tracin = G[:n, n:].mean(dim=1)
+        picks = greats_select(tracin.cpu().numpy(), G[:n, :n].cpu().numpy(), _keep_count(n, self.cfg["keep_ratio"]), lr)
         return Decision(sorted(picks), scores=[float(tracin[i]) for i in sorted(picks)],
                         metrics={"score_mean": float(tracin.mean()), "score_std": float(tracin.std()) if n > 1 else 0.0})
 
@@ -165,35 +171,35 @@ class FilterThenWeight(_GradientPolicy):
         self._projection = None
 
     def _scales(self, model, optimizer) -> dict[str, torch.Tensor]:
-        """sqrt(D) for the weight of every captured linear layer (D: linearised Adam, note §1.5)."""
+        """sqrt(D) for the weight of every selection layer (D: linearised Adam, note §1.5)."""
         from curate.training.adam_precond import adam_preconditioner
 
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        precond = {id(p): d for p, d in zip(params, adam_preconditioner(optimizer, params, variant=self.cfg["precond_variant"]))}
-        return {name: precond[id(m.weight)].sqrt() for name, m in model.named_modules()
-                if isinstance(m, torch.nn.Linear) and id(m.weight) in precond}
+        modules = selection_modules(model)
+        weights = [m.weight for m in modules.values()]
+        precond = adam_preconditioner(optimizer, weights, variant=self.cfg["precond_variant"])
+        return {name: d.sqrt() for name, d in zip(modules, precond)}
 
     def choose(self, model, optimizer, candidates, example_ids, step, lr):
-        from curate.selection.filter_weight import filter_then_weight_features, objective
-        from curate.training.per_sample_grads import RademacherProjection, flat_features
+        from curate.selection.filter_weight import filter_then_weight_kernel
+        from curate.training.per_sample_grads import RademacherProjection
 
         n = len(candidates)
-        factors = self._factors(model, list(candidates) + self._targets(step))
         scales = self._scales(model, optimizer)
-        factors = {name: parts for name, parts in factors.items() if name in scales}
         p = self.cfg["projection_dim"]
         if p and self._projection is None:
-            dim = sum(scales[name].numel() for name in factors)
+            dim = sum(s.numel() for s in scales.values())
             self._projection = RademacherProjection(dim, p, seed=self.seed)
-        features = flat_features(factors, scale=scales, projection=self._projection if p else None).double()
-        cand, target = features[:n], features[n:].mean(dim=0)
+        G = self._gram(model, candidates, step, scale=scales, projection=self._projection if p else None).cpu().numpy()
+        K, b = G[:n, :n], G[:n, n:].mean(axis=1)  # b_i = u_i · mean(u_targets)
         k = _keep_count(n, self.cfg["keep_ratio"])
-        selected, weights = filter_then_weight_features(
-            cand, target, k, lr, lam=self.cfg["lam"], candidates=min(n, math.ceil(self.cfg["filter_factor"] * k)),
+        lam = self.cfg["lam"]
+        selected, weights = filter_then_weight_kernel(
+            K, b, k, lr, lam=lam, candidates=min(n, math.ceil(self.cfg["filter_factor"] * k)),
             require_positive=self.cfg["require_positive"])
-        b = (cand @ target).cpu().numpy()
-        start = objective(cand, target, [], [], self.cfg["lam"])
-        residual = objective(cand, target, selected, weights, self.cfg["lam"]) / max(start, 1e-30)
+        # F(w)/F(0) = (wᵀK_SS w − 2λ b_Sᵀw + λ²‖u_T‖²) / λ²‖u_T‖²
+        start = lam**2 * float(G[n:, n:].mean())  # λ²‖mean(u_targets)‖²
+        idx = np.array(selected, dtype=int)
+        residual = (weights @ K[np.ix_(idx, idx)] @ weights - 2 * lam * b[idx] @ weights + start) / max(start, 1e-30)
         kept = [(i, float(w)) for i, w in zip(selected, weights) if w > 0]
         return Decision([i for i, _ in kept], weights=[w for _, w in kept], scores=[float(b[i]) for i, _ in kept],
                         metrics={"residual": residual, "score_mean": float(b.mean()), "score_std": float(b.std())})

@@ -31,11 +31,14 @@ class LinearGradCapture:
     """Record every captured linear layer's inputs and output gradients during one forward/backward.
 
         with LinearGradCapture(model) as cap:
-            per_sample_losses(model, batch).sum().backward()
+            per_sample_losses(model, batch).sum().backward()   # or: cap.backward(loss)
         factors = cap.factors()
 
-    `modules`: name -> nn.Linear; default: every nn.Linear whose weight requires grad. Positions with
-    zero loss (padding) get Δ = 0 and contribute nothing. Each module may run once per forward.
+    `cap.backward(loss)` takes the gradients with respect to the captured layers' outputs only, so
+    autograd skips every weight-gradient GEMM (about a third of a backward pass); `.backward()` also
+    works but fills `.grad`. `modules`: name -> nn.Linear; default: every nn.Linear whose weight
+    requires grad. Positions with zero loss (padding) get Δ = 0 and contribute nothing. Each module
+    may run once per forward.
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Linear] | None = None):
@@ -44,6 +47,7 @@ class LinearGradCapture:
         self.modules = modules
         self._x: dict[str, torch.Tensor] = {}
         self._delta: dict[str, torch.Tensor] = {}
+        self._out: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
     def _forward_hook(self, name: str):
@@ -52,6 +56,7 @@ class LinearGradCapture:
                 raise RuntimeError(f"module {name} ran twice in one forward; LinearGradCapture needs one call per forward")
             self._x[name] = inputs[0].detach()
             if output.requires_grad:
+                self._out[name] = output
                 output.register_hook(lambda grad: self._delta.__setitem__(name, grad.detach()))
         return hook
 
@@ -63,6 +68,14 @@ class LinearGradCapture:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Output gradients of every captured layer for `loss`, without computing weight gradients."""
+        names = list(self._out)
+        for name, grad in zip(names, torch.autograd.grad(loss, [self._out[n] for n in names], allow_unused=True)):
+            if grad is not None:
+                self._delta[name] = grad.detach()
+        self._out.clear()
 
     def factors(self) -> Factors:
         """(X, Δ) per module that saw both a forward and a backward, as B×T×d tensors (2-D inputs get T = 1)."""
@@ -152,6 +165,18 @@ def _scaled_grads(factors: Factors, scale: dict[str, torch.Tensor] | None) -> It
         if scale is not None:
             grads = grads * scale[name].to(grads)
         yield grads.flatten(1)
+
+
+def gram(factors: Factors, scale: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """B×B matrix of ⟨s⊙g_i, s⊙g_j⟩ over all samples, accumulated module by module (no N×P
+    concatenation): the kernel and the alignments of Filter-then-Weight and GREATS in one product."""
+    total = None
+    for grads in _scaled_grads(factors, scale):
+        part = grads @ grads.T
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no captured module: nothing to take inner products of")
+    return total
 
 
 def flat_features(factors: Factors, scale: dict[str, torch.Tensor] | None = None,

@@ -139,6 +139,13 @@ def test_hook_gradients_equal_torch_func_per_sample_gradients():
     for route in ("ghost", "materialize", "auto"):
         torch.testing.assert_close(inner_products(cap.factors(), cap.factors(), route=route), flat @ flat.T, rtol=1e-6, atol=1e-10)
     torch.testing.assert_close(flat_features(cap.factors()), flat)
+    # capture.backward: the same factors from gradients w.r.t. the layer outputs only, no weight gradients
+    model.zero_grad(set_to_none=True)
+    with LinearGradCapture(model) as cap2:
+        cap2.backward(per_sample_losses(model, ids, mask).sum())
+    for name in ("fc1", "fc2"):
+        torch.testing.assert_close(materialized_grads(cap2.factors())[name], hooks[name])
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_scaled_features_and_projection():
