@@ -25,6 +25,8 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"  quarantined        {ing.get('quarantined', '-')} at ingest, {nan_rows} at scoring (NaN score)",
         f"  removed by dedup   {ded.get('removed_exact', 0)} exact, {ded.get('removed_near', 0)} near-duplicate, "
         f"{sem.get('removed_semantic', 0)} semantic{'' if sem.get('enabled') else ' (off)'}",
+        f"  dedup mode         {ded.get('mode', '-')}: {ded.get('new_rows', '-')} new rows examined, "
+        f"{ded.get('previous_kept', 0)} kept on earlier nights{' (' + ded['reason'] + ')' if ded.get('reason') else ''}",
         f"  pool after dedup   {sem.get('kept', ded.get('kept', '-'))}",
         f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
         f"  scored             {sco.get('rows_scored', '-')} rows by the base model, {sco.get('rows_from_cache', 0)} from the row score cache",

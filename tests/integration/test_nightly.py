@@ -24,8 +24,8 @@ def test_second_night_scores_only_new_rows(make_project):
     night2 = json.loads((project.root / "data" / "score" / "stats.json").read_text())
     assert night2["rows_scored"] == 15, night2
     assert night2["rows_from_cache"] == night1["rows_scored"]
-    # the copy and its night-1 original collapse to one kept row. Dedup is not incremental yet: with
-    # keep=first, "first" is file order (night2.jsonl sorts before pool.jsonl), not the night it arrived.
+    # the copy and its night-1 original collapse to one kept row: the night-1 row (dedup is incremental,
+    # tests/integration/test_incremental_dedup.py checks the rest)
     kept = pq.read_table(project.root / "data" / "dedup" / "rows.parquet").to_pylist()
     removed = pq.read_table(project.root / "data" / "dedup" / "removed.parquet").to_pylist()
     copy_id = [r["row_id"] for r in kept + removed if r["source"] == "night2.jsonl" and r["position"] == 15]
