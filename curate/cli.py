@@ -3,6 +3,8 @@
     curate demo-data                 write the synthetic demo pool + held-out sets, track them in data.dvc
     curate run [--params FILE]       run the curation flow (Prefect) end to end and print a summary
     curate resume [--params FILE]    resume a failed/killed run (same as run: the caches make it a resume)
+    curate serve [--params FILE]     serve the nightly deployment (cron from params, never two runs at once)
+    curate server [--port N]         run a local Prefect server bound to 127.0.0.1
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
@@ -10,6 +12,9 @@
     curate audit diff RUN_A RUN_B    rows that entered or left the training set between two runs, and why
     curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR]
                                      the rows that trained a checkpoint, with a manifest of digests
+    curate compare [--compare FILE] [--params FILE] [--out DIR]
+                                     every strategy x seed on demo pool variants; report.md + PNGs + MLflow run
+    curate report [RUN] [--out DIR]  report page with plots for one curation run
 
 The environment (offline, telemetry off, state under .curate/) is set before anything heavy is
 imported; Prefect, MLflow and DVC are imported lazily by the commands that need them.
@@ -72,12 +77,6 @@ def cmd_run(args) -> int:
 
     try:
         with project_lock(state_dir(project)):
-            from curate.artifacts import remove_stale_temps
-
-            # leftovers of a killed writer (never read: every artifact is renamed into place whole)
-            for root in (state_dir(project) / "store", project / "data"):
-                if root.exists():
-                    remove_stale_temps(root)
             from curate.summary import render_summary
             from flows.curate_run import curate_run
 
@@ -85,8 +84,26 @@ def cmd_run(args) -> int:
     except ProjectLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except UnsupportedFormatError as e:  # a bad file in the incoming directory: nothing was moved
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
+        print(f"error: {failure_message(e, args.params)}", file=sys.stderr)
+        return 1
     print(render_summary(project, p, result))
     return 0
+
+
+def failure_message(error: BaseException, params: str) -> str:
+    """Name the stage that failed (the innermost frame in tasks/), the cause and the resume command."""
+    import traceback
+
+    stage = next((Path(f.filename).stem for f in reversed(traceback.extract_tb(error.__traceback__))
+                  if Path(f.filename).parent.name == "tasks" and Path(f.filename).stem != "caching"), None)
+    where = f"stage '{stage}' failed" if stage else "the run failed"
+    return (f"{where}: {type(error).__name__}: {error}\n"
+            f"Fix the cause, then resume with `curate resume --params {params}` "
+            f"(finished stages come from the cache; a killed round continues from its last in-round checkpoint).")
 
 
 def cmd_stage(args) -> int:
@@ -126,6 +143,51 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from curate.compare import compare
+    from curate.config import ParamsError
+
+    project = _project(args)
+    out = Path(args.out) if args.out else project / "compare"
+    command = "curate " + " ".join(sys.argv[1:]) if sys.argv[1:] else "curate compare"
+    try:
+        result = compare(project, project / args.compare, project / args.params if args.params else None,
+                         out.resolve(), command)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {result['page']}")
+    print(f"results: {result['page'].parent / 'results.json'}")
+    print(f"MLflow comparison run: {result['mlflow_run_id']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from curate.report.run_report import write_run_report
+
+    project = _project(args)
+    out = Path(args.out).resolve() if args.out else None
+    tasks = [t for t in (args.lm_eval or "").split(",") if t]
+    include = Path(args.lm_eval_include).resolve() if args.lm_eval_include else None
+    page = write_run_report(project, args.run, out, tasks, include, args.lm_eval_limit)
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from curate.serve import serve
+
+    serve(_project(args), args.params, args.cron)
+    return 0
+
+
+def cmd_server(args) -> int:
+    from curate.serve import server
+
+    server(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="curate", description="Model-aware curation of instruction-tuning data.")
     ap.add_argument("--project", default=".", help="project directory (default: current directory)")
@@ -147,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--params", default=DEFAULT_PARAMS, help="the params file of the run to resume")
     rs.set_defaults(fn=cmd_run)
 
+    sv = sub.add_parser("serve", help="serve the nightly deployment on the Prefect server of PREFECT_API_URL "
+                                      "(cron from params; never two runs at once)")
+    sv.add_argument("--params", default=DEFAULT_PARAMS)
+    sv.add_argument("--cron", default=None, help="override schedule.cron")
+    sv.set_defaults(fn=cmd_serve)
+    se = sub.add_parser("server", help="run a local Prefect server (state in .curate/prefect)")
+    se.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    se.add_argument("--port", type=int, default=4200)
+    se.set_defaults(fn=cmd_server)
+
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
     s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "base_model", "score", "rounds", "evaluate"])
     s.add_argument("--params", default=DEFAULT_PARAMS)
@@ -166,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="export", help="output directory")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_export)
+
+    c = sub.add_parser("compare", help="every strategy x seed on demo pool variants, with a report in pictures")
+    c.add_argument("--compare", default="params/compare.yaml", help="comparison spec (pools, strategies, seeds, budget)")
+    c.add_argument("--params", default=None, help="run parameters the strategies override (default: built-in defaults)")
+    c.add_argument("--out", default=None, help="report directory (default: ./compare)")
+    c.set_defaults(fn=cmd_compare)
+
+    rp = sub.add_parser("report", help="report page with plots for one curation run (its MLflow artifacts)")
+    rp.add_argument("run", nargs="?", default=None, help="MLflow parent run id (default: the latest run)")
+    rp.add_argument("--out", default=None, help="report directory (default: ./report/<run id>)")
+    rp.add_argument("--lm-eval", default=None, help="also evaluate every checkpoint with lm-eval on these tasks "
+                                                    "(comma-separated; needs requirements-lmeval.txt)")
+    rp.add_argument("--lm-eval-include", default=None, help="directory of local lm-eval task YAML files")
+    rp.add_argument("--lm-eval-limit", type=int, default=None, help="evaluate at most N examples per task")
+    rp.set_defaults(fn=cmd_report)
     return ap
 
 

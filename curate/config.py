@@ -23,6 +23,14 @@ class ProjectParams(_P):
 class RawParams(_P):
     dir: str = "data/raw"  # raw pool directory, tracked by data.dvc
     eval_dir: str = "data/raw/eval"  # held-out sets, one file per skill (optional)
+    incoming: str = "data/incoming"  # files dropped here join the raw pool at the start of the next run
+
+
+class ScheduleParams(_P):
+    """`curate serve`: the nightly deployment."""
+    cron: str = "0 2 * * *"  # every night at 02:00
+    timezone: str = "UTC"
+    overlap: Literal["cancel", "enqueue"] = "cancel"  # a run due while one is running: cancelled, or queued behind it
 
 
 class IngestParams(_P):
@@ -169,12 +177,13 @@ class Params(_P):
     training: TrainingParams = TrainingParams()
     evaluation: EvaluationParams = EvaluationParams()
     tracking: TrackingParams = TrackingParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")
     def _check(self) -> "Params":
         if self.base_model.hidden_size % self.base_model.num_heads:
             raise ValueError("base_model.hidden_size must be divisible by base_model.num_heads")
-        for key, value in (("raw.dir", self.raw.dir), ("raw.eval_dir", self.raw.eval_dir),
+        for key, value in (("raw.dir", self.raw.dir), ("raw.eval_dir", self.raw.eval_dir), ("raw.incoming", self.raw.incoming),
                            ("tracking.dvc_remote", self.tracking.dvc_remote)):
             path = Path(value)
             if path.is_absolute() or ".." in path.parts:

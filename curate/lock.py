@@ -1,7 +1,9 @@
 """One writer per project: `curate run` holds an exclusive lock on `.curate/run.lock`.
 
 The lock is an OS file lock (flock), so a killed process releases it at once: it can never go stale.
-A second run on the same project refuses with a message naming the holder.
+A second run on the same project refuses with a message naming the holder. The flow takes the lock
+itself (so a run started by a served deployment is covered too); inside `curate run`, which already
+holds it, that is a no-op.
 """
 from __future__ import annotations
 
@@ -18,9 +20,15 @@ class ProjectLocked(RuntimeError):
     pass
 
 
+_HELD: set[str] = set()  # locks this process holds: taking one again (the flow inside `curate run`) is a no-op
+
+
 @contextmanager
 def project_lock(state_dir: Path, command: str = "curate run") -> Iterator[None]:
     path = Path(state_dir) / "run.lock"
+    if str(path.resolve()) in _HELD:
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -34,6 +42,10 @@ def project_lock(state_dir: Path, command: str = "curate run") -> Iterator[None]
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode(), 0)
-        yield
+        _HELD.add(str(path.resolve()))
+        try:
+            yield
+        finally:
+            _HELD.discard(str(path.resolve()))
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from curate.artifacts import Ref
+from curate.artifacts import Ref, remove_stale_temps
 from curate.config import load_params
+from curate.env import state_dir
+from curate.incoming import take_incoming
+from curate.lock import project_lock
 from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
 from tasks.base_model import base_model
 from tasks.dedup import dedup, previous_dedup, stage_params
@@ -35,7 +38,21 @@ def run(task, **kwargs) -> dict:
 
 @flow(name="curate-run", persist_result=False)
 def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
+    """The whole run, under the project lock (one writer, also for runs started by `curate serve`)."""
     p = load_params(Path(project) / params_file)
+    with project_lock(state_dir(Path(project))):
+        # leftovers of a killed writer (never read: every artifact is renamed into place whole)
+        for root in (state_dir(Path(project)) / "store", Path(project) / "data"):
+            if root.exists():
+                remove_stale_temps(root)
+        arrived = take_incoming(Path(project) / p.raw.incoming, Path(project) / p.raw.dir)
+        if arrived:
+            get_run_logger().warning(f"incoming: {len(arrived)} new raw file(s) joined the pool: "
+                                     + ", ".join(a.name for a in arrived))
+        return {**_run(project, params_file, p), "incoming": [str(a) for a in arrived]}
+
+
+def _run(project: str, params_file: str, p) -> dict:
     raw = Ref.of(Path(project) / p.raw.dir).to_dict()
     heldout = Ref.of(Path(project) / p.raw.eval_dir).to_dict()
 

@@ -9,6 +9,7 @@ from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
 from tasks.caching import Stage
+from tasks.retry import RETRY
 
 STAGE = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
 
@@ -18,7 +19,7 @@ def git_commit(project: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
-@STAGE.task()
+@STAGE.task(**RETRY)  # MLflow's store briefly unreachable: retried with backoff
 def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock: dict | None,
            flow_run_id: str, params_file: str) -> dict:
     """`refs`: stage name -> Ref; `rounds`: per round {select, train, evaluate} Refs; `refs['evaluate_base']`."""

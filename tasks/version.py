@@ -5,9 +5,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from curate.versioning import dvc
+from tasks.retry import RETRY
 
 
-@task(name="version", cache_policy=NO_CACHE, persist_result=False)
+@task(name="version", cache_policy=NO_CACHE, persist_result=False, **RETRY)  # the DVC remote briefly unreachable
 def version(project: str, remote: str, push: bool) -> dict:
     dvc.ensure_repo(project, remote)
     changed = not dvc.is_clean(project)

@@ -1,0 +1,49 @@
+"""`curate serve` and `curate server`: the nightly deployment on a Prefect server.
+
+`serve` registers the flow `curate run` uses (flows/curate_run.py:curate_run) as the deployment
+`curate-run/nightly` with the cron of `schedule.cron` and a deployment concurrency limit of 1, and
+runs it in this process (Prefect's runner) until stopped. A run that comes due while another is
+running is cancelled (`schedule.overlap: cancel`, the default: the next night catches up, since every
+finished stage is cached) or queued behind it (`enqueue`). Inside the run, the project lock also
+keeps a manual `curate run` from writing at the same time.
+
+`server` runs a local Prefect server bound to 127.0.0.1 with its database under `.curate/prefect/`.
+Point `curate serve` (and the UI) at it, or at a remote server, with PREFECT_API_URL.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DEPLOYMENT = "nightly"
+
+
+def serve(project: Path, params_file: str, cron: str | None = None) -> None:
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    from curate.config import load_params
+    from flows.curate_run import curate_run
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit("error: PREFECT_API_URL is not set. Start a server (`curate server`) and export "
+                         "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at your Prefect server.")
+    p = load_params(project / params_file)
+    strategy = {"cancel": ConcurrencyLimitStrategy.CANCEL_NEW, "enqueue": ConcurrencyLimitStrategy.ENQUEUE}[p.schedule.overlap]
+    os.chdir(project)  # the runner starts each flow run from the deployment's entrypoint, relative to here
+    curate_run.serve(
+        name=DEPLOYMENT,
+        schedules=[Cron(cron or p.schedule.cron, timezone=p.schedule.timezone)],
+        parameters={"project": str(project), "params_file": params_file},
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
+        description="Nightly model-aware curation run (curate serve)",
+        tags=["curate"],
+        pause_on_shutdown=False,
+    )
+
+
+def server(host: str = "127.0.0.1", port: int = 4200) -> None:
+    """Replace this process with `prefect server start` (our environment: offline, telemetry off)."""
+    prefect = Path(sys.executable).parent / "prefect"
+    os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])

@@ -1,0 +1,104 @@
+"""`curate serve` on a real Prefect server: two overlapping runs of the nightly deployment, only one
+executes (issue 7); a transient failure in a service-facing stage is retried, a permanent one is not."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tasks.retry import RETRY
+
+BIN = Path(sys.executable).parent
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
+
+
+async def _wait_for_deployment(name: str, deadline: float):
+    async with get_client() as client:
+        while time.time() < deadline:
+            try:
+                return await client.read_deployment_by_name(name)
+            except Exception:  # noqa: BLE001 - not registered yet
+                await asyncio.sleep(1)
+    raise AssertionError(f"deployment {name} never appeared")
+
+
+async def _runs(ids) -> list:
+    async with get_client() as client:
+        return await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))))
+
+
+async def _task_runs(flow_run_id) -> list:
+    async with get_client() as client:
+        return await client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+
+
+def test_two_overlapping_nightly_runs_only_one_executes(make_project, prefect_api):
+    project = make_project()
+    project.curate("demo-data", "--size", "200")
+    project.set_params({"selection": {"rounds": 1}, "schedule": {"cron": "0 3 1 1 *", "overlap": "cancel"}})
+    serve_log = open(project.root / "serve.log", "w")
+    server = subprocess.Popen([str(BIN / "curate"), "serve"], cwd=project.root, env=project.env,
+                              stdout=serve_log, stderr=subprocess.STDOUT)
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            asyncio.run(_wait_for_deployment("curate-run/nightly", time.time() + 120))
+            first = run_deployment("curate-run/nightly", timeout=0)
+            second = run_deployment("curate-run/nightly", timeout=0)
+            deadline = time.time() + 900
+            while time.time() < deadline:
+                runs = asyncio.run(_runs([first.id, second.id]))
+                if len(runs) == 2 and all(r.state_type.value in TERMINAL for r in runs):
+                    break
+                time.sleep(3)
+            states = {r.id: r.state_type.value for r in runs}
+            assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], (states, (project.root / "serve.log").read_text()[-3000:])
+            cancelled = next(r for r in runs if r.state_type.value == "CANCELLED")
+            completed = next(r for r in runs if r.state_type.value == "COMPLETED")
+            assert asyncio.run(_task_runs(cancelled.id)) == []  # never started a stage
+            assert len(asyncio.run(_task_runs(completed.id))) >= 8
+            assert completed.parameters == {"project": str(project.root), "params_file": "params/default.yaml"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        serve_log.close()
+    assert (project.root / "data" / "rounds" / "round-0" / "train").is_dir()
+
+
+CALLS: dict[str, int] = {}
+
+
+@task(**{**RETRY, "retry_delay_seconds": 0})
+def flaky(kind: str) -> str:
+    CALLS[kind] = CALLS.get(kind, 0) + 1
+    if CALLS[kind] == 1:
+        raise ConnectionRefusedError(111, "MLflow briefly unreachable") if kind == "transient" else ValueError("bad params")
+    return "ok"
+
+
+@flow
+def retry_flow(kind: str) -> str:
+    return flaky(kind)
+
+
+def test_transient_failures_are_retried_permanent_ones_are_not(prefect_api):
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        assert retry_flow("transient") == "ok"
+        assert CALLS["transient"] == 2
+        with pytest.raises(ValueError, match="bad params"):
+            retry_flow("permanent")
+        assert CALLS["permanent"] == 1
