@@ -70,6 +70,16 @@ def row(row_id: str) -> dict[str, Any]:
     return {"kind": "row", "row_id": row_id, "trained": trained, "removed": removed}
 
 
+def artifact_path(tags: dict[str, str], name: str) -> Path:
+    """Where a run's artifact is: its store entry, or (when that is gone) its published workspace copy,
+    which `dvc pull` restores."""
+    store = Path(tags.get(f"curate.path.{name}", ""))
+    workspace = tags.get(f"curate.workspace.{name}")
+    if not store.exists() and workspace and tags.get("curate.project"):
+        return Path(tags["curate.project"]) / workspace
+    return store
+
+
 def verify(run_ref: str | None = None) -> dict[str, Any]:
     """Re-hash every artifact a run references and compare with the digests recorded in MLflow."""
     from curate.artifacts import digest
@@ -81,7 +91,7 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
         if not key.startswith("curate.digest."):
             continue
         name = key[len("curate.digest."):]
-        path = Path(tags.get(f"curate.path.{name}", ""))
+        path = artifact_path(tags, name)
         if not path.exists():
             checks.append({"artifact": name, "path": str(path), "status": "missing", "recorded": recorded, "actual": None})
             continue
@@ -132,7 +142,7 @@ def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) ->
     if not subsets or (round_index is not None and upto != round_index):
         raise SystemExit(f"error: run {info['run_id']} has no round {round_index}")
     chosen, selections = [rr for rr, _ in subsets], [subset for _, subset in subsets]
-    pool = Path(info["tags"].get("curate.path.semdedup", ""))
+    pool = artifact_path(info["tags"], "semdedup")
     if not (pool / "rows.parquet").exists():
         raise SystemExit(f"error: the pool artifact {pool} is gone; restore it (`dvc pull`) or re-run `curate run`")
     # the system prompt the rounds trained with, so the exported messages are what the model saw

@@ -9,6 +9,7 @@ from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
 from tasks.caching import Stage
+from tasks.publish import LAYOUT
 from tasks.retry import RETRY
 
 STAGE = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
@@ -55,6 +56,9 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     artifact_refs = {**refs, **{f"round{i}.{part}": ref for i, r in enumerate(rounds) for part, ref in r.items() if ref}}
     tags.update({f"curate.digest.{k}": v["digest"] for k, v in artifact_refs.items() if v})
     tags.update({f"curate.path.{k}": v["path"] for k, v in artifact_refs.items() if v})
+    # where `dvc pull` restores each artifact when the store entry is gone (audit verify / export fall back to it)
+    tags["curate.project"] = str(Path(project).resolve())
+    tags.update({f"curate.workspace.{k}": rel for k, rel in workspace_paths(artifact_refs).items()})
     if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
         tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(
@@ -65,6 +69,20 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
         regression_threshold=params["tracking"]["regression_threshold"],
     )
+
+
+def workspace_paths(refs: dict) -> dict[str, str]:
+    """Published (DVC-tracked) path of every recorded artifact, relative to the project."""
+    out = {}
+    for key in refs:
+        if key in LAYOUT:
+            out[key] = LAYOUT[key]
+        elif key == "evaluate_base":
+            out[key] = f"{LAYOUT['evaluate']}/base"
+        elif key.startswith("round") and "." in key:
+            r, part = key[len("round"):].split(".", 1)
+            out[key] = f"{LAYOUT['evaluate']}/round-{r}" if part == "evaluate" else f"{LAYOUT['rounds']}/round-{r}/{part}"
+    return out
 
 
 def _flat_eval(metrics: dict) -> dict:
