@@ -26,13 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _setup import ROOT  # noqa: E402  (offline env, repository root importable)
 
 POLICIES = ["uniform", "adapt", "filter-then-weight", "greats", "random-in-batch"]
 AIMS = {"adapt": 0.77, "filter-then-weight": 0.33}

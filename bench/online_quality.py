@@ -12,26 +12,20 @@ per skill, averaged over skills (the flow's `mean_loss`), exact match not comput
 metric `heldout loss after N steps`: value = mean over seeds, ratio = uniform's mean / the policy's
 (higher is better), with the std over seeds.
 
+A policy may carry parameter overrides: `adapt:standardize=on:tau=0.5` (training.online keys).
+
 Run: .venv/bin/python bench/online_quality.py [--policies uniform,adapt,filter-then-weight] [--seeds 3] [--steps 60]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _setup import ROOT  # noqa: E402  (offline env, repository root importable)
 
 BATCH, ANCHORS, SYSTEM = 16, 5, "You are a helpful assistant."
 RESULT = ROOT / "bench" / "results" / "online.json"
@@ -53,11 +47,18 @@ def base_model(path: Path) -> None:
                      seed=p.project.seed)
 
 
+def online_params(spec: str) -> dict:
+    """`policy[:key=value...]` -> the training.online section."""
+    from curate.config import OnlineParams
+
+    name, *overrides = spec.split(":")
+    return OnlineParams.model_validate({"policy": name, **dict(o.split("=", 1) for o in overrides)}).model_dump()
+
+
 def main() -> None:
     import torch
 
     from _record import update, utc_now
-    from curate.config import OnlineParams
     from curate.demo.pool import generate_eval_sets, generate_pool
     from curate.evaluation.heldout import evaluate_checkpoint
     from curate.training import train_round
@@ -92,7 +93,7 @@ def main() -> None:
                 train_round(base, out, stream, system_prompt=SYSTEM, max_length=256, batch_size=BATCH, grad_accum=1,
                             lr=1e-3, weight_decay=0.0, warmup_steps=max(1, round(0.03 * args.steps)),
                             total_steps=args.steps, schedule="cosine", seed=seed, round_index=0,
-                            online=OnlineParams(policy=policy).model_dump(), anchors=anchors)
+                            online=online_params(policy), anchors=anchors)
                 seconds[policy] += time.perf_counter() - t0
                 losses[policy].append(evaluate_checkpoint(out, evaluated, SYSTEM, 256, exact_match=False)["mean_loss"])
                 print(f"seed {seed} {policy:>20}: held-out loss {losses[policy][-1]:.4f}", flush=True)

@@ -22,20 +22,12 @@ Run: .venv/bin/python bench/scoring.py
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _setup import ROOT  # (offline env, repository root importable)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from _record import record, utc_now  # noqa: E402
 
