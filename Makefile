@@ -30,6 +30,9 @@ bench: setup
 	$(BIN)/python bench/greedy.py
 	$(BIN)/python bench/scoring.py
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/online.py
+	$(BIN)/python bench/online_quality.py
+	$(BIN)/python bench/quality.py
 
 clean-state:
 	rm -rf .curate data/ingest data/dedup data/embed data/score data/rounds data/eval data/models

@@ -2,7 +2,7 @@
 
     curate demo-data                 write the synthetic demo pool + held-out sets, track them in data.dvc
     curate run [--params FILE]       run the curation flow (Prefect) end to end and print a summary
-    curate resume [--params FILE]    resume a failed/killed run (same as run: the caches make it a resume)
+    curate resume [FLOW_RUN] [--params FILE]  resume a failed/killed run (same as run: the caches make it a resume)
     curate serve [--params FILE]     serve the nightly deployment (cron from params, never two runs at once)
     curate server [--port N]         run a local Prefect server bound to 127.0.0.1
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
@@ -92,6 +92,30 @@ def cmd_run(args) -> int:
         return 1
     print(render_summary(project, p, result))
     return 0
+
+
+def cmd_resume(args) -> int:
+    """`curate resume [FLOW_RUN_ID]`: the same run again; with an id, with that flow run's params file."""
+    if args.flow_run:
+        from prefect.client.orchestration import get_client
+
+        async def read():
+            async with get_client() as client:
+                return await client.read_flow_run(args.flow_run)
+
+        import asyncio
+
+        try:
+            run = asyncio.run(read())
+        except Exception as e:  # noqa: BLE001 - unknown id or unreachable server
+            print(f"error: cannot read flow run {args.flow_run} from Prefect ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        if run.parameters.get("project") and Path(run.parameters["project"]).resolve() != _project(args):
+            print(f"error: flow run {args.flow_run} belongs to project {run.parameters['project']}", file=sys.stderr)
+            return 2
+        args.params = run.parameters.get("params_file", args.params)
+        print(f"resuming flow run {args.flow_run} ({run.state_type.value}) with {args.params}")
+    return cmd_run(args)
 
 
 def failure_message(error: BaseException, params: str) -> str:
@@ -206,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="resume a failed or killed run: finished stages come from the cache, "
                                        "the interrupted round continues from its in-round checkpoint")
+    rs.add_argument("flow_run", nargs="?", help="Prefect flow-run id of the run to resume (its params file is used)")
     rs.add_argument("--params", default=DEFAULT_PARAMS, help="the params file of the run to resume")
-    rs.set_defaults(fn=cmd_run)
+    rs.set_defaults(fn=cmd_resume)
 
     sv = sub.add_parser("serve", help="serve the nightly deployment on the Prefect server of PREFECT_API_URL "
                                       "(cron from params; never two runs at once)")

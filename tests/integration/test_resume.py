@@ -1,6 +1,7 @@
 """Kill a real `curate run` with SIGKILL at three points, resume, and get what an uninterrupted run gets."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from curate.artifacts import digest
 
@@ -36,6 +40,11 @@ def _kill_when(project, pattern: str) -> None:
     assert proc.returncode == -signal.SIGKILL, f"run ended before {pattern!r}:\n{''.join(seen[-30:])}"
 
 
+async def _flow_runs() -> list:
+    async with get_client() as client:
+        return await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=50)
+
+
 def _outcome(project) -> dict[str, str]:
     rounds = project.root / "data" / "rounds"
     out = {}
@@ -56,7 +65,11 @@ def test_sigkill_at_three_points_then_resume_gives_identical_results(make_projec
     killed.curate("demo-data", "--size", "300")
     for pattern in KILL_POINTS:
         _kill_when(killed, pattern)
-    resumed = killed.curate("run").stdout
+    # resume by the killed flow run's id (its params file comes from Prefect)
+    with temporary_settings({PREFECT_API_URL: killed.env["PREFECT_API_URL"]}):
+        last = next(r for r in asyncio.run(_flow_runs()) if r.parameters.get("project") == str(killed.root))
+    resumed = killed.curate("resume", str(last.id)).stdout
+    assert f"resuming flow run {last.id}" in resumed
     assert "status clean" in resumed
 
     assert _outcome(killed) == _outcome(reference)
