@@ -9,7 +9,7 @@ QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" |
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lmeval.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps -e . $(QUIET_PIP)

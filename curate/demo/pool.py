@@ -87,6 +87,34 @@ def _fresh_items(part: str, n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
+def _mixed_items(part: str, n_clean: int, n_other: int, skill_mix: Mapping[str, float],
+                 rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """`n_clean` distinct clean rows split over skills by `skill_mix` (fractions), and `n_other`
+    distinct rows, skills mixed evenly, to derive the noise from; no key is used twice."""
+    unknown = set(skill_mix) - set(SKILLS)
+    if unknown:
+        raise ValueError(f"unknown skills in skill_mix {sorted(unknown)}; expected {list(SKILLS)}")
+    if any(f < 0 for f in skill_mix.values()) or not math.isclose(sum(skill_mix.values()), 1.0, abs_tol=1e-6):
+        raise ValueError(f"skill_mix fractions must be >= 0 and sum to 1, got {dict(skill_mix)}")
+    skills = list(SKILLS)
+    clean_counts = {s: math.floor(n_clean * skill_mix.get(s, 0.0)) for s in skills}
+    for s in sorted(skills, key=lambda s: -skill_mix.get(s, 0.0))[: n_clean - sum(clean_counts.values())]:
+        clean_counts[s] += 1
+    other_counts = allocate(n_other, {s: capacity(s, part) for s in skills})
+    clean: list[dict] = []
+    other: list[dict] = []
+    for skill in skills:
+        need, cap = clean_counts[skill] + other_counts[skill], capacity(skill, part)
+        if cap is not None and need > cap:
+            raise ValueError(f"skill_mix asks for {need} rows of {skill}, but the demo world holds only {cap}")
+        items = [_row(skill, SKILLS[skill].render(key, rng)) for key in sample_keys(skill, part, need, rng)]
+        clean += items[: clean_counts[skill]]
+        other += items[clean_counts[skill]:]
+    rng.shuffle(clean)
+    rng.shuffle(other)
+    return clean, other
+
+
 def _cross_skill_pairs(items: list[dict], k: int, rng: random.Random) -> tuple[list[tuple[dict, dict]], list[dict]]:
     """`k` (prompt row, response donor) pairs of different skills from `items`, and the unused items.
 
@@ -131,16 +159,24 @@ def _near_duplicates(clean: list[dict], n: int, rng: random.Random) -> list[tupl
     return out
 
 
-def generate_pool(size: int = 5000, seed: int = 0, noise: Mapping[str, float] | None = None) -> list[dict]:
-    """The demo pool: dicts with instruction, input, output, skill, truth (see module docstring)."""
+def generate_pool(size: int = 5000, seed: int = 0, noise: Mapping[str, float] | None = None,
+                  skill_mix: Mapping[str, float] | None = None) -> list[dict]:
+    """The demo pool: dicts with instruction, input, output, skill, truth (see module docstring).
+
+    `skill_mix` (skill -> fraction, summing to 1) sets the skill shares of the clean rows (e.g. one
+    easy skill most of the pool); the rows the noise is made from stay balanced. None = balanced.
+    """
     counts = noise_counts(size, noise)
     n_clean = size - sum(counts.values())
     if n_clean < 1:
         raise ValueError(f"size {size} leaves no clean rows")
     rng = random.Random(seed)
     n_fresh = n_clean + 2 * counts["shuffled"] + counts["garbage"] + counts["truncated"] + counts["empty"]
-    fresh = _fresh_items("pool", n_fresh, rng)
-    clean, rest = fresh[:n_clean], fresh[n_clean:]
+    if skill_mix is None:
+        fresh = _fresh_items("pool", n_fresh, rng)
+        clean, rest = fresh[:n_clean], fresh[n_clean:]
+    else:
+        clean, rest = _mixed_items("pool", n_clean, n_fresh - n_clean, skill_mix, rng)
 
     pairs, rest = _cross_skill_pairs(rest, counts["shuffled"], rng)
     noisy = [{**prompt, "output": donor["output"], "truth": "shuffled"} for prompt, donor in pairs]
@@ -263,10 +299,11 @@ def write_demo(
     noise: Mapping[str, float] | None = None,
     eval_per_skill: int = 100,
     eval_seed: int = 10_000,
+    skill_mix: Mapping[str, float] | None = None,
 ) -> dict:
     """Write `out_dir/pool.jsonl` and `out_dir/eval/<skill>.jsonl` atomically. Returns counts."""
     out_dir = Path(out_dir)
-    pool = generate_pool(size, seed, noise)
+    pool = generate_pool(size, seed, noise, skill_mix)
     eval_sets = generate_eval_sets(eval_per_skill, eval_seed)
     with atomic_path(out_dir / "pool.jsonl") as tmp:
         _write_jsonl(pool, tmp)

@@ -1,0 +1,28 @@
+"""Record a comparison in MLflow: one parent run (tag curate.kind = comparison) with the spec as
+parameters, each strategy's mean final held-out loss per pool as metrics, and the report directory
+(page, PNGs, results.json) as artifacts. MLflow is imported here only, when a comparison is logged."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dict[str, Any],
+                   summary: dict[str, Any], report_dir: Path) -> str:
+    import mlflow
+
+    from curate.tracking.mlflow_tracking import TAG_KIND, _flat, experiment_id
+
+    exp_id = experiment_id(experiment, artifact_root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={TAG_KIND: "comparison"}) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in _flat(spec).items()})
+        metrics = {}
+        for pool, strategies in summary.items():
+            for strategy, s in strategies.items():
+                for what in ("final_loss", "final_exact_match"):
+                    for stat in ("mean", "std"):
+                        if s[what][stat] is not None:
+                            metrics[f"{pool}.{strategy}.{what}.{stat}"] = float(s[what][stat])
+        mlflow.log_metrics({k.replace("+", "_"): v for k, v in metrics.items()})
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+        return run.info.run_id
