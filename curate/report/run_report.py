@@ -15,14 +15,19 @@ PATH_TAG = "curate.path."
 
 
 def _paths(tags: dict[str, str]) -> dict[str, dict]:
-    """Artifact name -> Ref-like dict {path} for every `curate.path.*` tag; fails fast if one is gone."""
+    """Artifact name -> Ref-like dict {path} for every `curate.path.*` tag (the store entry, or the
+    published copy `dvc pull` restores when the entry is gone); fails fast if one is missing."""
+    from curate.audit import artifact_path
+
     out = {}
-    for key, path in tags.items():
+    for key in tags:
         if key.startswith(PATH_TAG):
-            if not Path(path).exists():
-                raise SystemExit(f"error: the run's artifact {key[len(PATH_TAG):]} is missing at {path} "
-                                 f"(run `curate report` in the project that made the run; `curate audit verify` checks it)")
-            out[key[len(PATH_TAG):]] = {"path": path}
+            name = key[len(PATH_TAG):]
+            path = artifact_path(tags, name)
+            if not path.exists():
+                raise SystemExit(f"error: the run's artifact {name} is missing at {path} (run `curate report` in the "
+                                 f"project that made the run, after `dvc pull`; `curate audit verify` checks it)")
+            out[name] = {"path": str(path)}
     return out
 
 
