@@ -199,23 +199,31 @@ class ParamsError(ValueError):
     pass
 
 
-def load_params(path: Path | str | None) -> Params:
-    if path is None:
-        return Params()
+def read_yaml(path: Path | str, missing_hint: str) -> dict:
+    """The mapping a YAML file holds; ParamsError naming the file when it is missing or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"params file not found: {path} (pass --params params/default.yaml or another YAML file)")
+        raise ParamsError(f"{missing_hint}: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ParamsError(f"{path} must hold a mapping of sections (project, raw, ingest, ...)")
+        raise ParamsError(f"{path} must hold a mapping of sections")
+    return data
+
+
+def invalid(header: str, error: ValidationError) -> ParamsError:
+    """One line per offending key, by its dotted path."""
+    lines = [header] + [f"  {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in error.errors()]
+    return ParamsError("\n".join(lines))
+
+
+def load_params(path: Path | str | None) -> Params:
+    if path is None:
+        return Params()
+    data = read_yaml(path, "params file not found (pass --params params/default.yaml or another YAML file)")
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        lines = [f"{path}: invalid parameters"]
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {err['msg']}")
-        raise ParamsError("\n".join(lines)) from None
+        raise invalid(f"{path}: invalid parameters", e) from None

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curate.config import Params, ParamsError
+from curate.config import Params, ParamsError, invalid, read_yaml
 
 
 class _S(BaseModel):
@@ -78,23 +77,13 @@ def validated(data: dict, what: str) -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        lines = [f"compare spec, {what}: invalid parameters"]
-        lines += [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ParamsError("\n".join(lines)) from None
+        raise invalid(f"compare spec, {what}: invalid parameters", e) from None
 
 
 def load_spec(path: Path | str) -> CompareSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"comparison spec not found: {path} (see params/compare.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    data = read_yaml(path, "comparison spec not found (see params/compare.yaml)")
     try:
         spec = CompareSpec.model_validate(data)
     except ValidationError as e:
-        lines = [f"{path}: invalid comparison spec"]
-        lines += [f"  {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()]
-        raise ParamsError("\n".join(lines)) from None
+        raise invalid(f"{path}: invalid comparison spec", e) from None
     return spec.check()
