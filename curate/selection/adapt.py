@@ -39,8 +39,14 @@ def adapt_scores(hidden: torch.Tensor, mask: torch.Tensor, anchor_hidden: torch.
 
 def adapt_weights(scores: torch.Tensor, tau: float = 1.0, w_min: float = 0.0, w_max: float = 10.0,
                   standardize: bool = False, eps: float = 1e-8) -> torch.Tensor:
-    """w = clip(σ(s / max(τ, ε)), w_min, w_max), on (s − mean)/std when `standardize` (std ≥ ε)."""
-    s = torch.as_tensor(scores, dtype=torch.float64)
+    """w = clip(σ(s / max(τ, ε)), w_min, w_max), on (s − mean)/std when `standardize` (std clamped
+    to ≥ ε; a single score is left as is). Returns the scores' floating dtype (float32 otherwise),
+    on their device."""
+    if w_min > w_max:
+        raise ValueError(f"w_min must be <= w_max, got {w_min} > {w_max}")
+    s = torch.as_tensor(scores)
+    if not s.is_floating_point():
+        s = s.to(torch.get_default_dtype())
     if standardize and s.numel() > 1:
         s = (s - s.mean()) / s.std().clamp(min=eps)
     return torch.sigmoid(s / max(tau, eps)).clamp(w_min, w_max)

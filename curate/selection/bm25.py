@@ -3,7 +3,8 @@ note §2.3 step 2), s_i = mean over anchors v of BM25(query = v, document = x_i)
 
 Okapi BM25 over the training rows as the collection: idf_t = ln(1 + (N − n_t + 0.5)/(n_t + 0.5)),
 term weight idf_t · tf(k1 + 1)/(tf + k1(1 − b + b·len/avglen)); a query term counts as often as it
-occurs in the anchor. Lower-cased word tokens (`\\w+`). Sparse matrices: rows × anchors in one product.
+occurs in the anchor. Lower-cased word tokens (`\\w+`). BM25 is linear in the query's term counts, so
+the mean over anchors is BM25 against the anchors' mean term counts: one sparse product.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def _counts(texts: Sequence[str], vocab: dict[str, int], grow: bool) -> sparse.c
 
 def bm25_scores(documents: Sequence[str], anchors: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> np.ndarray:
     """Mean BM25 score of each document against the anchors (as queries); zeros when there are none."""
+    if k1 < 0 or not 0 <= b <= 1:
+        raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
     if not anchors or not documents:
         return np.zeros(len(documents))
     vocab: dict[str, int] = {}
@@ -47,5 +50,6 @@ def bm25_scores(documents: Sequence[str], anchors: Sequence[str], *, k1: float =
     sat = tf.copy()
     row_of = np.repeat(np.arange(n_docs), np.diff(tf.indptr))
     sat.data = tf.data * (k1 + 1) / (tf.data + norm[row_of])
-    scores = sat @ sparse.diags(idf) @ queries.T  # documents × anchors
-    return np.asarray(scores.mean(axis=1)).ravel()
+    # mean_v Σ_t q_vt·idf_t·sat_it = Σ_t sat_it·idf_t·mean_v q_vt: one sparse matrix-vector product
+    mean_query = np.asarray(queries.mean(axis=0)).ravel()
+    return sat @ (idf * mean_query)

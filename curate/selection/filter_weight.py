@@ -9,6 +9,8 @@ K_ij = g_iᵀ D g_j (redundancy kernel) and b_i = g_iᵀ D g_T (alignment).
 2. Weight (NNLS): w* = argmin_{w ≥ 0} F(S, w) on the filtered set (Lawson–Hanson,
    `scipy.optimize.nnls`, solved in the |S|×|S| kernel form so the gradient dimension never
    enters); if more than k weights are non-zero, keep the k largest and refit.
+3. Loss weights: rows with w = 0 are dropped; how the rest are scaled is unconfirmed [U], hence
+   `normalized_loss_weights(mode=...)`.
 """
 from __future__ import annotations
 
@@ -70,8 +72,14 @@ def filter_then_weight_kernel(K, b, k: int, lr: float, *, lam: float = 1.0, cand
                               require_positive: bool = False, self_term: bool = False) -> tuple[list[int], np.ndarray]:
     """Filter-then-Weight from the kernel K (N×N) and the alignments b (N) alone."""
     K, b = _array(K), _array(b)
+    if b.ndim != 1 or K.shape != (len(b), len(b)):
+        raise ValueError(f"K must be N×N and b N, got {K.shape} and {b.shape}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be >= 1 (or None for k), got {candidates}")
+    if lr < 0 or lam <= 0:
+        raise ValueError(f"lr must be >= 0 and lam > 0, got lr={lr}, lam={lam}")
     selected = greedy_filter(b, K, min(candidates or k, len(b)), lr, require_positive=require_positive, self_term=self_term)
     idx = np.array(selected, dtype=int)
     weights = nnls_kernel(K[np.ix_(idx, idx)], lam * b[idx])
@@ -86,7 +94,10 @@ def filter_then_weight_kernel(K, b, k: int, lr: float, *, lam: float = 1.0, cand
 def filter_then_weight(cand_grads, target_grad, precond, k: int, lr: float, **options) -> tuple[list[int], np.ndarray]:
     """Filter-then-Weight on raw gradients: `cand_grads` N×P, `target_grad` P, `precond` P (the
     diagonal D). Returns (selected in pick order, raw NNLS weights in the same order, zeros included)."""
-    root = np.sqrt(_array(precond))
+    precond = _array(precond)
+    if (precond < 0).any():
+        raise ValueError("the preconditioner diagonal must be non-negative")
+    root = np.sqrt(precond)
     return filter_then_weight_features(_array(cand_grads) * root, _array(target_grad) * root, k, lr, **options)
 
 
@@ -95,3 +106,25 @@ def objective(features, target_feature, selected: Sequence[int], weights, lam: f
     U, u = _array(features), _array(target_feature)
     residual = U[list(selected)].T @ _array(weights) - lam * u if len(selected) else -lam * u
     return float(residual @ residual)
+
+
+WEIGHT_MODES = ("mean", "sum", "k")
+
+
+def normalized_loss_weights(weights, mode: str = "mean", *, count: int | None = None) -> np.ndarray:
+    """Loss weights from raw NNLS weights (same order; zeros stay zero, i.e. dropped rows).
+
+    - "mean": scaled so the non-zero weights average 1 (the step keeps plain training's loss scale);
+    - "sum": the raw weights (λ sets the scale);
+    - "k": scaled so Σw = `count` (default: len(weights), the filtered rows, zeros included).
+    All-zero weights stay zero (nothing to train on this step)."""
+    w = _array(weights)
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"mode must be one of {WEIGHT_MODES}, got {mode!r}")
+    if (w < 0).any():
+        raise ValueError("NNLS weights must be non-negative")
+    total = w.sum()
+    if mode == "sum" or total == 0:
+        return w.copy()
+    target = np.count_nonzero(w) if mode == "mean" else (len(w) if count is None else count)
+    return w * (target / total)

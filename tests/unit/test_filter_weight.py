@@ -1,4 +1,4 @@
-"""Filter-then-Weight, GREATS, the Adam preconditioner (TV5, TV7), NNLS KKT conditions."""
+"""Filter-then-Weight: greedy filter against brute force, redundancy, NNLS KKT conditions, loss-weight modes."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,35 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.selection.filter_weight import filter_then_weight, filter_then_weight_features, greedy_filter, nnls_kernel, objective
-from curate.selection.greats import greats_select
-from curate.training.adam_precond import (
-    adam_preconditioner,
-    data_dependent_update,
-    exact_adam_step,
-    linearized_adam_step,
+from curate.selection.filter_weight import (
+    filter_then_weight,
+    filter_then_weight_features,
+    filter_then_weight_kernel,
+    greedy_filter,
+    nnls_kernel,
+    normalized_loss_weights,
+    objective,
 )
-
-# --- GREATS (TV5) -------------------------------------------------------------------------------
-
-CANDS = np.array([[1, 0, 0.5], [0.9, 0.1, 0.4], [0, 1, 0], [-0.5, 0.2, 0], [0.3, 0.3, 0.3]])
-VALS = np.array([[1, 0.5, 0], [0.8, 0.3, 0.2]])
-
-
-def test_tv5_greats_greedy():
-    tracin = (CANDS @ VALS.T).mean(axis=1)
-    np.testing.assert_allclose(tracin, [0.95, 0.89, 0.40, -0.37, 0.42])
-    kernel = CANDS @ CANDS.T
-    assert greats_select(tracin, kernel, 3, 0.5) == [0, 2, 1]
-    # the trace: after picking 0, sample 1 (second-best raw score) is delayed by its redundancy with 0
-    scores = 0.5 * tracin - 0.25 * kernel[0]
-    np.testing.assert_allclose(scores[1:], [0.17, 0.2, -0.06, 0.0975])
-
-
-def test_filter_with_identity_preconditioner_is_greats():
-    g_t = VALS.mean(axis=0)
-    selected, _ = filter_then_weight(CANDS, g_t, np.ones(3), k=3, lr=0.5)
-    assert selected == [0, 2, 1]
 
 
 def test_greedy_filter_matches_brute_force_marginal_gains():
@@ -114,34 +94,49 @@ def test_preconditioner_scales_features():
         filter_then_weight_features(g, np.ones(3), k=1, lr=0.1)
 
 
-# --- Adam (TV7) ---------------------------------------------------------------------------------
-
-TV7 = dict(lr=1e-3, step=3, beta1=0.9, beta2=0.999, eps=1e-8)
-M, V, G = (torch.tensor(x, dtype=torch.float64) for x in ([0.01, -0.02], [1e-4, 2e-4], [0.05, 0.01]))
-
-
-def test_tv7_adam_steps():
-    torch.testing.assert_close(exact_adam_step(M, V, G, **TV7), torch.tensor([-0.000279480935, 0.000242893929], dtype=torch.float64), rtol=1e-8, atol=0)
-    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="A", **TV7), torch.tensor([-0.000230975078, 0.000198322056], dtype=torch.float64), rtol=1e-8, atol=0)
-    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="B", **TV7), torch.tensor([-0.000282956334, 0.000242954706], dtype=torch.float64), rtol=1e-8, atol=0)
-    torch.testing.assert_close(data_dependent_update(G, V, variant="A", step=3, beta1=0.9, beta2=0.999, eps=1e-8),
-                               torch.tensor([0.082491099286, 0.011666003291], dtype=torch.float64), rtol=1e-8, atol=0)
+def test_greedy_self_term_and_positive_filter():
+    b = np.array([1.0, 0.9, -0.2])
+    K = np.diag([10.0, 0.1, 1.0])  # sample 0: best alignment but a large own norm
+    assert greedy_filter(b, K, 1, lr=0.5) == [0]
+    assert greedy_filter(b, K, 1, lr=0.5, self_term=True) == [1]  # 0.5 − 1.25 < 0.45 − 0.0125
+    assert greedy_filter(b, K, 3, lr=0.5, require_positive=True) == [0, 1]  # never a row with b <= 0
 
 
-def test_preconditioner_reads_torch_adam_state():
-    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = torch.optim.AdamW([p], lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    assert torch.equal(adam_preconditioner(opt, [p])[0], torch.ones(2))  # before the first step: identity
-    for g in ([0.3, -0.1], [0.2, 0.4]):
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        opt.step()
-    v = opt.state[p]["exp_avg_sq"]
-    torch.testing.assert_close(adam_preconditioner(opt, [p], variant="A")[0].double(), 1 / ((v / (1 - 0.999**2)).sqrt() + 1e-8))
-    torch.testing.assert_close(adam_preconditioner(opt, [p], variant="B")[0].double(), 1 / ((0.999 * v / (1 - 0.999**3)).sqrt() + 1e-8))
-    # the linearised step with the preconditioner equals the exact next step up to the dropped (1-β2)g² term
-    m, g = opt.state[p]["exp_avg"], torch.tensor([0.01, 0.02], dtype=torch.float64)
-    exact = exact_adam_step(m, v, g, lr=1e-3, step=3, beta1=0.9, beta2=0.999, eps=1e-8)
-    lin = linearized_adam_step(m, v, g, lr=1e-3, step=3, beta1=0.9, beta2=0.999, eps=1e-8, variant="B")
-    torch.testing.assert_close(lin, exact, rtol=1e-2, atol=0)
-    with pytest.raises(ValueError, match="not managed"):
-        adam_preconditioner(opt, [torch.nn.Parameter(torch.zeros(1))])
+def test_torch_inputs_and_kernel_form_agree():
+    rng = np.random.default_rng(11)
+    U, u = rng.normal(size=(6, 9)), rng.normal(size=9)
+    sel_np, w_np = filter_then_weight_features(U, u, k=3, lr=0.2, candidates=5)
+    sel_t, w_t = filter_then_weight_features(torch.tensor(U, dtype=torch.float32), torch.tensor(u, dtype=torch.float32), k=3, lr=0.2, candidates=5)
+    sel_k, w_k = filter_then_weight_kernel(U @ U.T, U @ u, k=3, lr=0.2, candidates=5)
+    assert sel_np == sel_t == sel_k and len(sel_np) == 5
+    np.testing.assert_allclose(w_t, w_np, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(w_k, w_np, atol=1e-10)
+    with pytest.raises(ValueError, match="k must be"):
+        filter_then_weight_kernel(U @ U.T, U @ u, k=0, lr=0.2)
+    with pytest.raises(ValueError, match="non-negative"):
+        filter_then_weight(U, u, -np.ones(9), k=1, lr=0.2)
+
+
+def test_normalized_loss_weights():
+    w = np.array([0.0, 0.5, 1.5, 0.0])
+    np.testing.assert_allclose(normalized_loss_weights(w), [0, 0.5, 1.5, 0])  # already mean 1 over kept rows
+    np.testing.assert_allclose(normalized_loss_weights(w * 3, "mean"), [0, 0.5, 1.5, 0])
+    np.testing.assert_allclose(normalized_loss_weights(w * 3, "sum"), w * 3)
+    np.testing.assert_allclose(normalized_loss_weights(w, "k"), [0, 1, 3, 0])  # Σw = 4 rows
+    np.testing.assert_allclose(normalized_loss_weights(w, "k", count=3), [0, 0.75, 2.25, 0])
+    assert normalized_loss_weights(np.zeros(3)).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="mode"):
+        normalized_loss_weights(w, "max")
+    with pytest.raises(ValueError, match="non-negative"):
+        normalized_loss_weights([-1.0, 2.0])
+
+
+def test_weights_equal_scipy_nnls_on_the_preconditioned_gradients():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(5)
+    G, g_t, D = rng.normal(size=(8, 20)), rng.normal(size=20), rng.uniform(0.1, 3.0, size=20)
+    selected, weights = filter_then_weight(G, g_t, D, k=5, lr=0.05, lam=2.0)
+    A = (np.sqrt(D) * G[selected]).T
+    np.testing.assert_allclose(weights, nnls(A, 2.0 * np.sqrt(D) * g_t)[0], atol=1e-9)
+    assert kkt_violation(G * np.sqrt(D), g_t * np.sqrt(D), 2.0, selected, weights) < 1e-8

@@ -114,10 +114,11 @@ def per_sample_losses(model, ids, mask):
     return (ce * m).sum(1) / m.sum(1)
 
 
-def test_hook_gradients_equal_torch_func_per_sample_gradients():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hook_gradients_equal_torch_func_per_sample_gradients(dtype):
     from torch.func import functional_call, grad, vmap
 
-    model = TinySeqModel().double()
+    model = TinySeqModel().to(dtype)
     ids = torch.tensor([[1, 4, 2, 9, 3], [5, 5, 7, 0, 0], [2, 8, 1, 6, 0]])
     mask = (torch.arange(5) < torch.tensor([[5], [3], [4]])).long()
     with LinearGradCapture(model) as cap:
@@ -133,11 +134,13 @@ def test_hook_gradients_equal_torch_func_per_sample_gradients():
     reference = vmap(grad(one), in_dims=(None, 0, 0))(params, ids, mask)
     for name in ("fc1", "fc2"):
         torch.testing.assert_close(hooks[name], reference[f"{name}.weight"], rtol=1e-5, atol=1e-12)
+    assert set(cap.bias_grads()) == {"fc1"}  # fc2 has no bias
+    torch.testing.assert_close(cap.bias_grads()["fc1"], reference["fc1.bias"], rtol=1e-5, atol=1e-12)
     torch.testing.assert_close(bias_grads(cap.factors())["fc1"], reference["fc1.bias"], rtol=1e-5, atol=1e-12)
     # the factorised inner products equal those of the torch.func gradients, both routes
     flat = torch.cat([reference[f"{n}.weight"].flatten(1) for n in ("fc1", "fc2")], dim=1)
     for route in ("ghost", "materialize", "auto"):
-        torch.testing.assert_close(inner_products(cap.factors(), cap.factors(), route=route), flat @ flat.T, rtol=1e-6, atol=1e-10)
+        torch.testing.assert_close(inner_products(cap.factors(), cap.factors(), route=route), flat @ flat.T, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(flat_features(cap.factors()), flat)
     # capture.backward: the same factors from gradients w.r.t. the layer outputs only, no weight gradients
     model.zero_grad(set_to_none=True)
@@ -172,3 +175,36 @@ def test_capture_refuses_a_module_called_twice():
     with pytest.raises(RuntimeError, match="twice"):
         with LinearGradCapture(model):
             lin(lin(torch.ones(1, 3)))
+
+
+def test_routes_agree_across_batches_of_different_lengths():
+    torch.manual_seed(3)
+    a = {"l1": (torch.randn(4, 6, 5, dtype=torch.float64), torch.randn(4, 6, 3, dtype=torch.float64)),
+         "l2": (torch.randn(4, 6, 2, dtype=torch.float64), torch.randn(4, 6, 7, dtype=torch.float64))}
+    b = {"l1": (torch.randn(3, 2, 5, dtype=torch.float64), torch.randn(3, 2, 3, dtype=torch.float64)),
+         "l2": (torch.randn(3, 2, 2, dtype=torch.float64), torch.randn(3, 2, 7, dtype=torch.float64))}
+    explicit = flat_features(a) @ flat_features(b).T
+    for route in ("ghost", "materialize", "auto"):
+        torch.testing.assert_close(inner_products(a, b, route=route), explicit)
+    torch.testing.assert_close(ghost_inner_products(a, b), explicit)
+    with pytest.raises(ValueError, match="same modules"):
+        inner_products(a, {"l1": b["l1"]})
+
+
+def test_projection_is_chunking_independent():
+    torch.manual_seed(2)
+    factors = {"l1": (torch.randn(3, 4, 5), torch.randn(3, 4, 6)), "l2": (torch.randn(3, 4, 7), torch.randn(3, 4, 2))}
+    dim = 5 * 6 + 7 * 2
+    proj = RademacherProjection(dim, 16, seed=9)
+    proj.block_rows = 7  # several blocks, and module boundaries (30) that fall inside one
+    whole = proj(flat_features(factors))
+    torch.testing.assert_close(flat_features(factors, projection=proj), whole, rtol=1e-5, atol=1e-5)
+    u = flat_features(factors)
+    torch.testing.assert_close(proj.project_slice(u[:, :13], 0) + proj.project_slice(u[:, 13:], 13), whole, rtol=1e-5, atol=1e-5)
+    fresh = RademacherProjection(dim, 16, seed=9)
+    fresh.block_rows = 7
+    assert torch.equal(fresh(u), whole)  # deterministic: a fresh instance draws the same R
+    R = fresh(torch.eye(dim))  # dim × p: the matrix itself, entries ±1/√p
+    assert set(R.abs().unique().tolist()) == {0.25}
+    with pytest.raises(ValueError, match="projection expects"):
+        flat_features(factors, projection=RademacherProjection(dim + 1, 16, seed=9))
