@@ -199,9 +199,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from curate.config import ParamsError
     from curate.serve import serve
 
-    serve(_project(args), args.params, args.cron)
+    try:
+        serve(_project(args), args.params, args.cron)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

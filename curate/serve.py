@@ -29,18 +29,38 @@ def serve(project: Path, params_file: str, cron: str | None = None) -> None:
     if not os.environ.get("PREFECT_API_URL"):
         raise SystemExit("error: PREFECT_API_URL is not set. Start a server (`curate server`) and export "
                          "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at your Prefect server.")
+    _check_server(os.environ["PREFECT_API_URL"])
     p = load_params(project / params_file)
     strategy = {"cancel": ConcurrencyLimitStrategy.CANCEL_NEW, "enqueue": ConcurrencyLimitStrategy.ENQUEUE}[p.schedule.overlap]
+    try:
+        schedule = Cron(cron or p.schedule.cron, timezone=p.schedule.timezone)
+    except ValueError as e:
+        raise SystemExit(f"error: schedule.cron/--cron or schedule.timezone is invalid: {e}") from None
     os.chdir(project)  # the runner starts each flow run from the deployment's entrypoint, relative to here
     curate_run.serve(
         name=DEPLOYMENT,
-        schedules=[Cron(cron or p.schedule.cron, timezone=p.schedule.timezone)],
+        schedules=[schedule],
         parameters={"project": str(project), "params_file": params_file},
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
         description="Nightly model-aware curation run (curate serve)",
         tags=["curate"],
         pause_on_shutdown=False,
     )
+
+
+def _check_server(url: str) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def healthcheck():
+        async with get_client() as client:
+            return await client.api_healthcheck()  # the error, or None when the server answers
+
+    error = asyncio.run(healthcheck())
+    if error is not None:
+        raise SystemExit(f"error: cannot reach the Prefect server at {url} ({type(error).__name__}: {error}). "
+                         "Start one with `curate server`, or fix PREFECT_API_URL.")
 
 
 def server(host: str = "127.0.0.1", port: int = 4200) -> None:
