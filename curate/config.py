@@ -31,6 +31,7 @@ class ScheduleParams(_P):
     cron: str = "0 2 * * *"  # every night at 02:00
     timezone: str = "UTC"
     overlap: Literal["cancel", "enqueue"] = "cancel"  # a run due while one is running: cancelled, or queued behind it
+    deployment: str = Field("nightly", pattern=r"^[A-Za-z0-9_.-]+$")  # curate-run/<name>; one name per project on a shared server
 
 
 class IngestParams(_P):

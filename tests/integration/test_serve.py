@@ -24,14 +24,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
 
 
-async def _wait_for_deployment(name: str, deadline: float):
+async def _wait_for_deployment(name: str, project: str, deadline: float):
+    """Until the deployment exists and serves `project` (the server is shared by the whole session)."""
     async with get_client() as client:
         while time.time() < deadline:
             try:
-                return await client.read_deployment_by_name(name)
+                deployment = await client.read_deployment_by_name(name)
+                if deployment.parameters.get("project") == project:
+                    return deployment
             except Exception:  # noqa: BLE001 - not registered yet
-                await asyncio.sleep(1)
-    raise AssertionError(f"deployment {name} never appeared")
+                pass
+            await asyncio.sleep(1)
+    raise AssertionError(f"deployment {name} never appeared for {project}")
 
 
 async def _runs(ids) -> list:
@@ -48,15 +52,17 @@ async def _task_runs(flow_run_id) -> list:
 def test_two_overlapping_nightly_runs_only_one_executes(make_project, prefect_api, overlap):
     project = make_project()
     project.curate("demo-data", "--size", "200")
-    project.set_params({"selection": {"rounds": 1}, "schedule": {"cron": "0 3 1 1 *", "overlap": overlap}})
+    name = f"curate-run/nightly-{overlap}"
+    project.set_params({"selection": {"rounds": 1},
+                        "schedule": {"cron": "0 3 1 1 *", "overlap": overlap, "deployment": f"nightly-{overlap}"}})
     serve_log = open(project.root / "serve.log", "w")
     server = subprocess.Popen([str(BIN / "curate"), "serve"], cwd=project.root, env=project.env,
                               stdout=serve_log, stderr=subprocess.STDOUT)
     try:
         with temporary_settings({PREFECT_API_URL: prefect_api}):
-            asyncio.run(_wait_for_deployment("curate-run/nightly", time.time() + 120))
-            first = run_deployment("curate-run/nightly", timeout=0)
-            second = run_deployment("curate-run/nightly", timeout=0)
+            asyncio.run(_wait_for_deployment(name, str(project.root), time.time() + 120))
+            first = run_deployment(name, timeout=0)
+            second = run_deployment(name, timeout=0)
             deadline = time.time() + 900
             while time.time() < deadline:
                 runs = asyncio.run(_runs([first.id, second.id]))
