@@ -11,7 +11,7 @@ from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parq
 from curate.schema import SELECTION
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import Selected, eligibility, mismatch_gate_on, select_round
+from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, select_round, trained_before
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
@@ -59,6 +59,12 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         eligible, why_not = eligibility(scores, margin, s["ifd_max"], gate, s["mismatch_margin"])
         k = selection_budget(len(rows), s["ratio"])
         prev_state = pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None
+        trained = dict(zip(prev_state["row_id"].to_pylist(), prev_state["trained_round"].to_pylist())) if prev_state else {}
+        trained_round = [trained.get(r) for r in row_ids]
+        if not s["revisit"] and s["strategy"] in RESCORING:
+            for p, reason in enumerate(trained_before(trained_round, round_index)):
+                if reason and eligible[p]:
+                    eligible[p], why_not[p] = False, reason
         order = window = prev_sel = None
         if prev_state is not None:
             pos = {r: i for i, r in enumerate(row_ids)}
@@ -68,8 +74,11 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
                         for d in pq.read_table(Path(previous["path"]) / "selection.parquet").to_pylist()]
         result = select_round(
             s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
-            params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible,
+            params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible, revisit=s["revisit"],
         )
+        for x in result.selected:
+            if trained_round[x.position] is None:
+                trained_round[x.position] = round_index
         selection = pa.Table.from_pylist(
             [{"row_id": row_ids[x.position], "round": round_index, "rank": x.rank, "ifd": x.ifd, "diversity": x.diversity,
               "score": x.score, "strategy": s["strategy"], "reason": x.reason} for x in result.selected],
@@ -83,6 +92,7 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             "eligible": [bool(eligible[p]) for p in result.order],
             "ineligible_reason": [why_not[p] for p in result.order],
             "in_next_window": [p in next_window for p in result.order],
+            "trained_round": pa.array([trained_round[p] for p in result.order], pa.int64()),  # first round it trained
         })
         with atomic_path(out) as tmp:
             write_parquet(selection, tmp / "selection.parquet")
@@ -90,5 +100,6 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             write_json({"round": round_index, "k": k, "selected": len(result.selected), "strategy": s["strategy"],
                         "mode": s["mode"], "next_window": len(next_window),
                         "eligible": int(eligible.sum()), "gated_mismatch": sum(1 for r in why_not if r and "mismatch" in r),
+                        "trained_before": sum(1 for r in why_not if r and r.startswith("trained in round")),
                         "ifd_ge_max": sum(1 for r in why_not if r and r.startswith("ifd"))}, tmp / "stats.json")
     return Ref.of(out).to_dict()

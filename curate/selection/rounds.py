@@ -15,6 +15,10 @@ reference carries its `order`. Strategies:
 Window for the next round: `faithful` takes the first update_ratio*K positions of the new order (the
 reference: picked + parked ineligible + next best); `clean` takes the first update_ratio*K eligible
 positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
+
+`revisit=False` (not in the reference; for iterit and ifd-only) makes every row trained in an earlier
+round ineligible (`trained_rounds`), and leaves this round's picks out of the next window: each round
+then trains on rows no earlier round trained, as a fresh random draw mostly does.
 """
 from __future__ import annotations
 
@@ -72,11 +76,18 @@ def finite_positions(scores: Sequence[float]) -> list[int]:
     return [p for p, s in enumerate(scores) if not math.isnan(float(s))]
 
 
-def _next_window(order: list[int], eligible: Sequence[bool], k: int, update_ratio: float, mode: str) -> list[int]:
+def _next_window(order: list[int], eligible: Sequence[bool], k: int, update_ratio: float, mode: str,
+                 exclude: set[int] = frozenset()) -> list[int]:
     size = rescore_window(len(order), k, update_ratio)
     if mode == "faithful":
-        return order[:size]
-    return [p for p in order if eligible[p]][:size]
+        return [p for p in order if p not in exclude][:size]
+    return [p for p in order if eligible[p] and p not in exclude][:size]
+
+
+def trained_before(trained_round: Sequence[int | None], round_index: int) -> list[str | None]:
+    """With `revisit` off: why each row trained in an earlier round is ineligible now (None = not trained)."""
+    return [None if r is None or r >= round_index else f"trained in round {r} (selection.revisit: false)"
+            for r in trained_round]
 
 
 def _ranked(strategy: str, order: list[int], window: list[int], scores, eligible, responses, k: int,
@@ -104,11 +115,12 @@ def select_round(
     strategy: Strategy, mode: Literal["clean", "faithful"], round_index: int, order: list[int] | None,
     scores: Sequence[float], responses: Sequence[str], k: int, update_ratio: float, decay: float,
     seed: int, window: list[int] | None = None, previous: list[Selected] | None = None,
-    eligible: Sequence[bool] | None = None,
+    eligible: Sequence[bool] | None = None, revisit: bool = True,
 ) -> RoundSelection:
     """Select round `round_index`. `order`/`window`/`previous` come from the previous round (None in round 0).
 
-    `eligible[p]` defaults to the reference's `scores[p] < 1`; callers pass it to add gates.
+    `eligible[p]` defaults to the reference's `scores[p] < 1`; callers pass it to add gates (and, with
+    `revisit` off, to exclude rows trained before: `trained_before`).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -141,5 +153,6 @@ def select_round(
     alive = set(order)
     current_window = order if window is None else [p for p in window if p in alive]
     new_order, sel = _ranked(rank_strategy, order, current_window, scores, eligible, responses, k, decay)
-    next_window = _next_window(new_order, eligible, k, update_ratio, mode) if strategy in RESCORING else []
+    exclude = set() if revisit else {x.position for x in sel}
+    next_window = _next_window(new_order, eligible, k, update_ratio, mode, exclude) if strategy in RESCORING else []
     return RoundSelection(new_order, sel, next_window)

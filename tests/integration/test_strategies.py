@@ -6,16 +6,16 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CASES = [("iterit", "faithful"), ("ifd-only", "clean"), ("static-ifd", "clean"), ("diversity-only", "clean"),
-         ("random", "clean"), ("full", "clean")]
+CASES = [("iterit", "faithful", True), ("ifd-only", "clean", True), ("static-ifd", "clean", True),
+         ("diversity-only", "clean", True), ("random", "clean", True), ("full", "clean", True), ("iterit", "clean", False)]
 
 
 def test_each_strategy_runs_from_params(make_project):
     project = make_project()
     project.curate("demo-data", "--size", "300")
     pool = None
-    for strategy, mode in CASES:
-        project.set_params({"selection": {"strategy": strategy, "mode": mode}})
+    for strategy, mode, revisit in CASES:
+        project.set_params({"selection": {"strategy": strategy, "mode": mode, "revisit": revisit}})
         out = project.curate("run").stdout
         assert f"strategy {strategy} ({mode})" in out, out
         pool = pool or pq.read_table(project.root / "data" / "semdedup" / "rows.parquet").num_rows
@@ -33,3 +33,8 @@ def test_each_strategy_runs_from_params(make_project):
             assert subsets[0] == subsets[1]  # selected once, reused
         if strategy == "random":
             assert subsets[0] != subsets[1]  # a fresh draw each round
+        if not revisit:  # no row trains twice; the state says why the round-0 rows were not eligible in round 1
+            assert not set(subsets[0]) & set(subsets[1])
+            state = pq.read_table(project.root / "data" / "rounds" / "round-1" / "select" / "state.parquet").to_pylist()
+            why = {s["row_id"]: s["ineligible_reason"] for s in state}
+            assert all(why[r] == "trained in round 0 (selection.revisit: false)" for r in subsets[0])

@@ -3,14 +3,14 @@ import math
 
 import pytest
 
-from curate.selection.rounds import STRATEGIES, select_round
+from curate.selection.rounds import STRATEGIES, select_round, trained_before
 
 RESP = [f"answer {w} about topic {i % 5} and word{i}" for i, w in enumerate("abcdefghijklmnopqrst")]
 SCORES = [0.5, 0.9, 1.2, 0.7, float("nan"), 0.95, 0.3, 1.0, 0.8, 0.6, 0.55, 0.85, 0.65, 0.75, 0.45, 0.99, 1.5, 0.2, 0.4, 0.88]
 
 
-def _sel(strategy, mode="clean", round_index=0, order=None, window=None, previous=None, scores=SCORES, k=3):
-    return select_round(strategy, mode, round_index, order, scores, RESP, k, 2, 0.1, 7, window=window, previous=previous)
+def _sel(strategy, mode="clean", round_index=0, order=None, window=None, previous=None, scores=SCORES, k=3, **kw):
+    return select_round(strategy, mode, round_index, order, scores, RESP, k, 2, 0.1, 7, window=window, previous=previous, **kw)
 
 
 def test_iterit_round0_picks_k_eligible_and_explains_them():
@@ -89,3 +89,17 @@ def test_mismatch_gate_auto_is_on_in_clean_mode_only():
 
     assert mismatch_gate_on("auto", "clean") and not mismatch_gate_on("auto", "faithful")
     assert mismatch_gate_on("on", "faithful") and not mismatch_gate_on("off", "clean")
+
+
+@pytest.mark.parametrize("mode", ["clean", "faithful"])
+def test_without_revisit_the_next_window_leaves_out_this_rounds_picks(mode):
+    again, fresh = _sel("iterit", mode), _sel("iterit", mode, revisit=False)
+    assert [s.position for s in fresh.selected] == [s.position for s in again.selected]
+    picked = {s.position for s in fresh.selected}
+    assert picked <= set(again.next_window)  # the reference re-scores its picks
+    assert not picked & set(fresh.next_window) and len(fresh.next_window) == len(again.next_window)
+
+
+def test_trained_before_names_the_round_and_ignores_this_and_later_rounds():
+    assert trained_before([None, 0, 2, 1], 2) == [None, "trained in round 0 (selection.revisit: false)", None,
+                                                   "trained in round 1 (selection.revisit: false)"]
