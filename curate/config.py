@@ -50,6 +50,7 @@ class NearDedupParams(_P):
     ngram: int = Field(3, ge=1)  # word n-gram shingles
     threshold: float = Field(0.7, gt=0, lt=1)  # Jaccard threshold; LSH bands/rows derived from it
     seed: int = 1
+    verify: Literal["exact", "signature"] = "exact"  # LSH candidates confirmed by exact shingle Jaccard, or by signature agreement
 
 
 class SemanticDedupParams(_P):

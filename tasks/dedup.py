@@ -56,7 +56,8 @@ def settings_of(params: dict) -> DedupSettings:
     """DedupSettings from the params slice {"dedup": {...}}."""
     exact, near = params["dedup"]["exact"], params["dedup"]["near"]
     return DedupSettings(exact=exact["enabled"], casefold=exact["casefold"], keep=exact["keep"], near=near["enabled"],
-                         num_perm=near["num_perm"], ngram=near["ngram"], threshold=near["threshold"], seed=near["seed"])
+                         num_perm=near["num_perm"], ngram=near["ngram"], threshold=near["threshold"], seed=near["seed"],
+                         verify=near["verify"])
 
 
 def previous_dedup(project: str, rows: dict, params: dict) -> dict | None:
@@ -131,7 +132,8 @@ def dedup(project: str, rows: dict, params: dict, previous: dict | None = None) 
             status = {"index": "unusable", "reason": f"previous artifact {previous['path']} missing or changed: full pass"}
         source = Path(rows["path"]) / "rows.parquet"
         result = dedup_batches(pq.read_table(source, columns=ID_COLUMNS),
-                               iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), settings, prior)
+                               iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), settings, prior,
+                               reread=lambda: iter_batches(source, TEXT_COLUMNS, BATCH_ROWS))
         with atomic_path(out) as tmp:
             write_kept(source, result.keep, tmp / KEPT_FILE)
             write_parquet(result.removed, tmp / REMOVED_FILE)

@@ -9,14 +9,15 @@ across runs.
    NFKC, optional case folding, whitespace collapsed).
 2. Exact: rows with identical dedup texts (equal `exact.text_digest`) form a group (`exact.py`).
 3. Near: one row per exact group gets a MinHash signature (`minhash.py`); banded LSH proposes
-   candidate pairs, pairs whose signatures agree on at least `threshold` of their positions are
-   edges, and the connected components of the edges are the clusters (`lsh.py`). Components are
+   candidate pairs; pairs whose exact shingle Jaccard reaches `threshold` (`jaccard.py`, from a
+   second pass that reads only the candidates' texts; `verify="signature"`: whose signatures agree
+   on at least `threshold` of their positions, one pass, noisier) are edges, and the connected components of the edges are the clusters (`lsh.py`). Components are
    transitive: A~B and B~C put A and C in one cluster even when A and C are less similar.
 4. Every cluster (exact groups joined through near edges) keeps one row by the keep policy
    (`exact.choose_kept`: the first in input order, or the longest response, ties first); every
    other row is removed, with the kept row's id, the reason and the similarity:
    `exact` (similarity 1.0) when its dedup text equals the kept row's, else `near` with the
-   estimated Jaccard similarity of the two signatures (for a row joined transitively it can be
+   Jaccard similarity of the two rows (exact, or estimated from the signatures) (for a row joined transitively it can be
    below `threshold`).
 
 Incremental (`previous` given, see `incremental.py`): the rows kept before are graph nodes with their
@@ -28,12 +29,13 @@ rows (old first, then new, in pool order) for the next run. Without `previous` e
 which is the full pass.
 
 Streaming: `dedup_batches` reads the text columns as record batches and keeps only per-row
-fingerprints (a 16-byte digest, a signature per distinct new text), never the pool's texts.
+fingerprints (a 16-byte digest, a signature per distinct new text), never the pool's texts; exact
+verification reads them a second time and keeps the shingle sets of the candidate pairs' rows only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +45,8 @@ from scipy.sparse.csgraph import connected_components
 
 from curate.dedup.exact import KeepPolicy, choose_kept, text_digests
 from curate.dedup.incremental import ID_COLUMNS, TEXT_COLUMNS, Previous, split_pool
-from curate.dedup.index import DIGEST_TYPE, DedupIndex, DedupSettings
-from curate.dedup.lsh import verify
+from curate.dedup.index import DIGEST_TYPE, DedupIndex, DedupSettings, VerifyMode
+from curate.dedup.jaccard import exact_jaccard, shingle_sets
 from curate.dedup.minhash import estimated_jaccard
 from curate.dedup.normalize import dedup_texts
 from curate.schema import REMOVED
@@ -53,6 +55,7 @@ __all__ = ["DedupResult", "DedupSettings", "Previous", "dedup_batches", "dedup_r
            "ID_COLUMNS", "TEXT_COLUMNS"]
 
 BATCH_ROWS = 65_536
+_PAIR_CHUNK = 65_536  # pairs compared at once with signature verification
 
 
 @dataclass
@@ -76,21 +79,26 @@ def dedup_rows(
     ngram: int = 3,
     threshold: float = 0.7,
     seed: int = 1,
+    verify: VerifyMode = "exact",
     previous: Previous | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> DedupResult:
     """Remove exact and near duplicates from a `curate.schema.ROWS` table (see the module docstring)."""
-    settings = DedupSettings(exact, casefold, keep, near, num_perm, ngram, threshold, seed)
-    result = dedup_batches(rows.select(ID_COLUMNS), rows.select(TEXT_COLUMNS).to_batches(batch_rows), settings, previous)
+    settings = DedupSettings(exact, casefold, keep, near, num_perm, ngram, threshold, seed, verify)
+    batches = rows.select(TEXT_COLUMNS).to_batches(batch_rows)
+    result = dedup_batches(rows.select(ID_COLUMNS), batches, settings, previous, reread=lambda: batches)
     result.kept = rows.filter(pa.array(result.keep))
     return result
 
 
 def dedup_batches(
-    ids: pa.Table, batches: Iterable[pa.RecordBatch], settings: DedupSettings, previous: Previous | None = None
+    ids: pa.Table, batches: Iterable[pa.RecordBatch], settings: DedupSettings, previous: Previous | None = None,
+    reread: Callable[[], Iterable[pa.RecordBatch]] | None = None,
 ) -> DedupResult:
     """Dedup of a pool given as its ids (row_id, source, position) and its text columns as record
-    batches (`TEXT_COLUMNS`, same rows, same order); see the module docstring."""
+    batches (`TEXT_COLUMNS`, same rows, same order); see the module docstring. `reread()` yields the
+    same batches again (needed by `settings.verify == "exact"`: a second pass reads only the texts
+    of the candidate pairs' rows)."""
     n = ids.num_rows
     row_ids = ids["row_id"].combine_chunks()
     sources = ids["source"].combine_chunks()
@@ -142,23 +150,27 @@ def dedup_batches(
                    "carried_removed": len(split.carried_rows),
                    "new_rows": int(split.new.sum()), "rows_signed": len(new_signatures), "rows_queried": 0}
     components = np.arange(n_old + m)
+    shingles: dict[int, np.ndarray] | None = None  # exact verification: shingle sets of the candidate nodes
     if settings.near and m:
         lsh = settings.lsh()
         lsh.add(np.arange(m), new_signatures)
         left, right = lsh.candidate_pairs()
-        _, is_edge = verify(new_signatures, new_signatures, left, right, settings.threshold)
-        edges_left, edges_right = [n_old + left[is_edge]], [n_old + right[is_edge]]
-        candidates, verified = len(left), int(is_edge.sum())
+        pair_left, pair_right = [n_old + left], [n_old + right]  # node ids
         if n_old:
             queries, hits = old.lsh().query(new_signatures)
-            _, is_edge = verify(new_signatures, old.signatures, queries, hits, settings.threshold)
-            edges_left.append(n_old + queries[is_edge])
-            edges_right.append(hits[is_edge])
-            candidates, verified = candidates + len(queries), verified + int(is_edge.sum())
+            pair_left.append(n_old + queries)
+            pair_right.append(hits)
             stats["rows_queried"] = m
-        components = _components(n_old + m, np.concatenate(edges_left), np.concatenate(edges_right))
-        stats |= {"lsh_bands": lsh.bands, "lsh_rows": lsh.rows, "candidate_pairs": candidates,
-                  "verified_pairs": verified}
+        pair_left, pair_right = np.concatenate(pair_left), np.concatenate(pair_right)
+        if settings.verify == "exact":
+            if reread is None:
+                raise ValueError("exact verification reads the candidates' texts again: pass `reread`")
+            shingles = _candidate_shingles(np.union1d(pair_left, pair_right), node, reread, settings)
+        similarity = _similarity(pair_left, pair_right, old.signatures, new_signatures, shingles)
+        is_edge = similarity >= settings.threshold
+        components = _components(n_old + m, pair_left[is_edge], pair_right[is_edge])
+        stats |= {"lsh_bands": lsh.bands, "lsh_rows": lsh.rows, "candidate_pairs": len(pair_left),
+                  "verified_pairs": int(is_edge.sum()), "verify": settings.verify}
 
     # Kept row of every new row: the earliest old kept row of its cluster, else the keep policy.
     kept_of = np.arange(n)
@@ -177,10 +189,8 @@ def dedup_batches(
     similarity = np.ones(len(examined))
     near_removed = examined[~is_exact]
     if len(near_removed):
-        similarity[~is_exact] = estimated_jaccard(
-            _signatures_of(node[near_removed], old.signatures, new_signatures),
-            _signatures_of(node[kept_of[near_removed]], old.signatures, new_signatures),
-        )
+        similarity[~is_exact] = _similarity(node[near_removed], node[kept_of[near_removed]], old.signatures,
+                                            new_signatures, shingles)
     # copies of old kept rows: the same content, similarity 1 ("near" when exact dedup is off, as a full pass says)
     kept_of[split.copy_rows] = split.copy_of
     removed = np.concatenate((examined, split.copy_rows))
@@ -222,6 +232,37 @@ def dedup_batches(
     }
     return DedupResult(removed=removed_table, keep=keep, index=index, stats=stats,
                        cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
+
+
+def _similarity(a: np.ndarray, b: np.ndarray, old: np.ndarray, new: np.ndarray,
+                shingles: dict[int, np.ndarray] | None) -> np.ndarray:
+    """Jaccard similarity of node pairs (a[i], b[i]): exact from the shingle sets when given, else the
+    MinHash estimate from the signatures, in chunks (bounded memory)."""
+    if shingles is not None:
+        return exact_jaccard(shingles, a, b)
+    out = np.empty(len(a), dtype=np.float64)
+    for lo in range(0, len(a), _PAIR_CHUNK):
+        hi = lo + _PAIR_CHUNK
+        out[lo:hi] = estimated_jaccard(_signatures_of(a[lo:hi], old, new), _signatures_of(b[lo:hi], old, new))
+    return out
+
+
+def _candidate_shingles(nodes: np.ndarray, node: np.ndarray, reread: Callable[[], Iterable[pa.RecordBatch]],
+                        settings: DedupSettings) -> dict[int, np.ndarray]:
+    """Shingle sets of `nodes`, from the text of each node's first row, in a second pass over the pool."""
+    wanted = np.zeros(len(node), dtype=bool)
+    has_node = node >= 0
+    node_ids, first_rows = np.unique(node[has_node], return_index=True)
+    first_rows = np.flatnonzero(has_node)[first_rows]
+    wanted[first_rows[np.isin(node_ids, nodes)]] = True
+    hasher, sets, offset = settings.hasher(), {}, 0
+    for batch in reread():
+        local = np.flatnonzero(wanted[offset : offset + batch.num_rows])
+        if len(local):
+            texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
+            sets.update(zip(node[local + offset].tolist(), shingle_sets(hasher, texts)))
+        offset += batch.num_rows
+    return sets
 
 
 def _signatures_of(nodes: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from curate.dedup.normalize import dedup_texts
 FORMAT = 1
 SIGNATURES_FILE, MANIFEST_FILE = "signatures.parquet", "manifest.json"
 DIGEST_TYPE = pa.binary(16)
+VerifyMode = Literal["exact", "signature"]
 
 
 class IndexProblem(Exception):
@@ -62,6 +63,7 @@ class DedupSettings:
     ngram: int = 3
     threshold: float = 0.7
     seed: int = 1
+    verify: VerifyMode = "exact"  # LSH candidates confirmed by exact shingle Jaccard, or by signature agreement
 
     def hasher(self) -> MinHasher:
         return MinHasher(num_perm=self.num_perm, ngram=self.ngram, seed=self.seed)

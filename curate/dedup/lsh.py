@@ -7,14 +7,14 @@ pair when all r values of at least one band agree, which happens with probabilit
 `(1/b)^(1/r)`. `optimal_bands` picks (b, r) for a threshold t by minimising the area of false
 positives, `∫_0^t 1 - (1 - s^r)^b ds`, and the area of false negatives, `∫_t^1 (1 - s^r)^b ds`,
 weighted (datasketch's `MinHashLSH` objective; it weighs both 0.5). `LSHIndex` weighs false
-negatives 0.9: its candidates are verified, so a false positive costs one signature comparison
-while a false negative loses a duplicate for good. At t = 0.8, K = 128 this moves (b, r) from
+negatives 0.9: its candidates are verified, so a false positive costs one comparison while a false
+negative loses a duplicate for good. At t = 0.8, K = 128 this moves (b, r) from
 (9, 13) to (14, 9) and the chance that a pair at similarity 0.85 becomes a candidate from 0.69
 to 0.97.
 
 Each band's r values are hashed to one 64-bit bucket key; documents with equal keys in a band
-share a bucket. Candidates are only candidates: `verify` keeps the pairs whose signatures agree
-on at least a fraction t of positions (the MinHash estimate of their Jaccard similarity).
+share a bucket. Candidates are only candidates: the caller verifies them (`dedup_batches`: by the
+exact Jaccard of their shingle sets, `jaccard.py`, or by signature agreement).
 
 `LSHIndex` holds ids, signatures and bucket keys, so the same object serves a one-off batch
 (`candidate_pairs` inside the index) and an incremental run (`query` new signatures against the
@@ -26,11 +26,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from curate.dedup.minhash import estimated_jaccard, fmix64
+from curate.dedup.minhash import fmix64
 
 MAX_ALL_PAIRS_BUCKET = 256  # a bucket with more members pairs them with its first member only
 _BAND_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_VERIFY_CHUNK = 65_536  # pairs compared at once in `verify`
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(64)
 
 
@@ -53,17 +52,6 @@ def optimal_bands(threshold: float, num_perm: int, false_negative_weight: float 
     false_negative = _integral(lambda s: 1 - candidate(s), threshold, 1.0)
     best = int(np.argmin((1 - false_negative_weight) * false_positive + false_negative_weight * false_negative))
     return int(pairs[best, 0]), int(pairs[best, 1])
-
-
-def verify(
-    left_signatures: np.ndarray, right_signatures: np.ndarray, left: np.ndarray, right: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Estimated Jaccard of each pair (left[i], right[i]) and whether it reaches `threshold`."""
-    similarity = np.empty(len(left), dtype=np.float64)
-    for lo in range(0, len(left), _VERIFY_CHUNK):
-        hi = lo + _VERIFY_CHUNK
-        similarity[lo:hi] = estimated_jaccard(left_signatures[left[lo:hi]], right_signatures[right[lo:hi]])
-    return similarity, similarity >= threshold
 
 
 class LSHIndex:
