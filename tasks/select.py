@@ -11,7 +11,7 @@ from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parq
 from curate.schema import SELECTION
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, select_round, trained_before
+from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, revisit_on, select_round, trained_before
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
@@ -61,7 +61,8 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         prev_state = pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None
         trained = dict(zip(prev_state["row_id"].to_pylist(), prev_state["trained_round"].to_pylist())) if prev_state else {}
         trained_round = [trained.get(r) for r in row_ids]
-        if not s["revisit"] and s["strategy"] in RESCORING:
+        revisit = revisit_on(s["revisit"], s["mode"])
+        if not revisit and s["strategy"] in RESCORING:
             for p, reason in enumerate(trained_before(trained_round, round_index)):
                 if reason and eligible[p]:
                     eligible[p], why_not[p] = False, reason
@@ -74,7 +75,7 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
                         for d in pq.read_table(Path(previous["path"]) / "selection.parquet").to_pylist()]
         result = select_round(
             s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
-            params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible, revisit=s["revisit"],
+            params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible, revisit=revisit,
         )
         for x in result.selected:
             if trained_round[x.position] is None:

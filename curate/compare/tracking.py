@@ -3,8 +3,17 @@ parameters, each strategy's mean final held-out loss per pool as metrics, and th
 (page, PNGs, results.json) as artifacts. MLflow is imported here only, when a comparison is logged."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+_NOT_IN_MLFLOW_KEYS = re.compile(r"[^\w\-. :/]")  # MLflow keys: alphanumerics, _ - . space : /
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as an MLflow parameter or metric key: other characters (e.g. the `+` of
+    `random+adapt`) become `_`."""
+    return _NOT_IN_MLFLOW_KEYS.sub("_", name)
 
 
 def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dict[str, Any],
@@ -15,7 +24,7 @@ def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dic
 
     exp_id = experiment_id(experiment, artifact_root)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={TAG_KIND: "comparison"}) as run:
-        mlflow.log_params({k: str(v)[:6000] for k, v in _flat(spec).items()})
+        mlflow.log_params({mlflow_key(k): str(v)[:6000] for k, v in _flat(spec).items()})
         metrics = {}
         for pool, strategies in summary.items():
             for strategy, s in strategies.items():
@@ -23,6 +32,6 @@ def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dic
                     for stat in ("mean", "std"):
                         if s[what][stat] is not None:
                             metrics[f"{pool}.{strategy}.{what}.{stat}"] = float(s[what][stat])
-        mlflow.log_metrics({k.replace("+", "_"): v for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
         return run.info.run_id

@@ -16,7 +16,7 @@ Window for the next round: `faithful` takes the first update_ratio*K positions o
 reference: picked + parked ineligible + next best); `clean` takes the first update_ratio*K eligible
 positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
 
-`revisit=False` (not in the reference; for iterit and ifd-only) makes every row trained in an earlier
+`revisit=False` (not in the reference; for iterit and ifd-only; `selection.revisit`, `revisit_on`) makes every row trained in an earlier
 round ineligible (`trained_rounds`), and leaves this round's picks out of the next window: each round
 then trains on rows no earlier round trained, as a fresh random draw mostly does.
 """
@@ -57,6 +57,11 @@ def mismatch_gate_on(gate: str, mode: str) -> bool:
     return gate == "on" or (gate == "auto" and mode == "clean")
 
 
+def revisit_on(revisit: str, mode: str) -> bool:
+    """Re-picking rows trained before is the reference's behaviour: `auto` keeps it in faithful mode only."""
+    return revisit == "on" or (revisit == "auto" and mode == "faithful")
+
+
 def eligibility(ifd: Sequence[float], margin: Sequence[float], ifd_max: float = ELIGIBLE_BELOW,
                 gate: bool = False, margin_min: float = 0.3) -> tuple[np.ndarray, list[str | None]]:
     """Who may be selected, and why not: IFD >= ifd_max (the reference's bound is 1), or, with the
@@ -86,7 +91,7 @@ def _next_window(order: list[int], eligible: Sequence[bool], k: int, update_rati
 
 def trained_before(trained_round: Sequence[int | None], round_index: int) -> list[str | None]:
     """With `revisit` off: why each row trained in an earlier round is ineligible now (None = not trained)."""
-    return [None if r is None or r >= round_index else f"trained in round {r} (selection.revisit: false)"
+    return [None if r is None or r >= round_index else f"trained in round {r} (selection.revisit: off)"
             for r in trained_round]
 
 

@@ -6,8 +6,8 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CASES = [("iterit", "faithful", True), ("ifd-only", "clean", True), ("static-ifd", "clean", True),
-         ("diversity-only", "clean", True), ("random", "clean", True), ("full", "clean", True), ("iterit", "clean", False)]
+CASES = [("iterit", "faithful", "auto"), ("ifd-only", "clean", "on"), ("static-ifd", "clean", "auto"),
+         ("diversity-only", "clean", "auto"), ("random", "clean", "auto"), ("full", "clean", "auto"), ("iterit", "clean", "auto")]
 
 
 def test_each_strategy_runs_from_params(make_project):
@@ -33,8 +33,8 @@ def test_each_strategy_runs_from_params(make_project):
             assert subsets[0] == subsets[1]  # selected once, reused
         if strategy == "random":
             assert subsets[0] != subsets[1]  # a fresh draw each round
-        if not revisit:  # no row trains twice; the state says why the round-0 rows were not eligible in round 1
+        if strategy == "iterit" and mode == "clean":  # revisit auto = off: no row trains twice; the state says why the round-0 rows were not eligible in round 1
             assert not set(subsets[0]) & set(subsets[1])
             state = pq.read_table(project.root / "data" / "rounds" / "round-1" / "select" / "state.parquet").to_pylist()
             why = {s["row_id"]: s["ineligible_reason"] for s in state}
-            assert all(why[r] == "trained in round 0 (selection.revisit: false)" for r in subsets[0])
+            assert all(why[r] == "trained in round 0 (selection.revisit: off)" for r in subsets[0])

@@ -120,3 +120,14 @@ def test_demo_pool_skill_mix_sets_the_clean_skill_shares():
         generate_pool(100, skill_mix={"cooking": 1.0})
     with pytest.raises(ValueError, match="holds only"):
         generate_pool(2000, noise={}, skill_mix={"animal_description": 1.0})
+
+
+def test_strategy_names_become_valid_mlflow_keys():
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    from curate.compare.tracking import mlflow_key
+
+    key = mlflow_key("strategies.iterit-clean-gate+adapt.selection.strategy")
+    assert key == "strategies.iterit-clean-gate_adapt.selection.strategy"
+    _validate_param_name(key)
+    _validate_metric_name(mlflow_key("noisy.random+filter-then-weight.final_loss.mean"))

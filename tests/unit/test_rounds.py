@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from curate.selection.rounds import STRATEGIES, select_round, trained_before
+from curate.selection.rounds import STRATEGIES, revisit_on, select_round, trained_before
 
 RESP = [f"answer {w} about topic {i % 5} and word{i}" for i, w in enumerate("abcdefghijklmnopqrst")]
 SCORES = [0.5, 0.9, 1.2, 0.7, float("nan"), 0.95, 0.3, 1.0, 0.8, 0.6, 0.55, 0.85, 0.65, 0.75, 0.45, 0.99, 1.5, 0.2, 0.4, 0.88]
@@ -101,5 +101,10 @@ def test_without_revisit_the_next_window_leaves_out_this_rounds_picks(mode):
 
 
 def test_trained_before_names_the_round_and_ignores_this_and_later_rounds():
-    assert trained_before([None, 0, 2, 1], 2) == [None, "trained in round 0 (selection.revisit: false)", None,
-                                                   "trained in round 1 (selection.revisit: false)"]
+    assert trained_before([None, 0, 2, 1], 2) == [None, "trained in round 0 (selection.revisit: off)", None,
+                                                   "trained in round 1 (selection.revisit: off)"]
+
+
+def test_revisit_auto_is_the_reference_in_faithful_mode_only():
+    assert revisit_on("auto", "faithful") and not revisit_on("auto", "clean")
+    assert revisit_on("on", "clean") and not revisit_on("off", "faithful")
