@@ -52,7 +52,8 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
                          f"{tr['fraction_kept']:.0%} of step candidates kept, total weight {_fmt(tr.get('weight_sum'), '.1f')}")
         if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
             warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
-                            f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate)")
+                            f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate, "
+                            f"{sel.get('trained_before', 0)} trained in an earlier round)")
     lineage, version = result.get("lineage") or {}, result.get("version") or {}
     cmp = lineage.get("compare")
     if cmp:

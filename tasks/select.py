@@ -11,7 +11,7 @@ from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parq
 from curate.schema import SELECTION
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, revisit_on, select_round, trained_before
+from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, nothing_to_select, revisit_on, select_round, trained_before
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
@@ -77,6 +77,8 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
             params["project"]["seed"], window=window, previous=prev_sel, eligible=eligible, revisit=revisit,
         )
+        if not result.selected:
+            raise nothing_to_select(round_index, why_not)
         for x in result.selected:
             if trained_round[x.position] is None:
                 trained_round[x.position] = round_index

@@ -77,6 +77,19 @@ def eligibility(ifd: Sequence[float], margin: Sequence[float], ifd_max: float = 
     return np.asarray([r is None for r in reasons], dtype=bool), reasons
 
 
+class NothingToSelect(ValueError):
+    """A round found no eligible row: training it would be a no-op, so the run stops and says why."""
+
+
+def nothing_to_select(round_index: int, why_not: Sequence[str | None]) -> NothingToSelect:
+    """The error for a round with no eligible row, counting the reasons and naming the parameters to change."""
+    kinds = {"trained in an earlier round (selection.revisit is off)": "trained in round",
+             "IFD >= selection.ifd_max": "ifd ", "failed the mismatch gate": "instruction does not help"}
+    counts = ", ".join(f"{sum(1 for r in why_not if r and r.startswith(prefix))} {label}" for label, prefix in kinds.items())
+    return NothingToSelect(f"round {round_index}: no eligible row left to select ({counts}). Lower selection.rounds "
+                           "or selection.ratio, or set selection.revisit: on, selection.mismatch_gate: off or a higher selection.ifd_max.")
+
+
 def finite_positions(scores: Sequence[float]) -> list[int]:
     return [p for p, s in enumerate(scores) if not math.isnan(float(s))]
 

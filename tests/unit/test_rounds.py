@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from curate.selection.rounds import STRATEGIES, revisit_on, select_round, trained_before
+from curate.selection.rounds import (STRATEGIES, NothingToSelect, eligibility, nothing_to_select, revisit_on, select_round,
+                                     trained_before)
 
 RESP = [f"answer {w} about topic {i % 5} and word{i}" for i, w in enumerate("abcdefghijklmnopqrst")]
 SCORES = [0.5, 0.9, 1.2, 0.7, float("nan"), 0.95, 0.3, 1.0, 0.8, 0.6, 0.55, 0.85, 0.65, 0.75, 0.45, 0.99, 1.5, 0.2, 0.4, 0.88]
@@ -108,3 +109,14 @@ def test_trained_before_names_the_round_and_ignores_this_and_later_rounds():
 def test_revisit_auto_is_the_reference_in_faithful_mode_only():
     assert revisit_on("auto", "faithful") and not revisit_on("auto", "clean")
     assert revisit_on("on", "clean") and not revisit_on("off", "faithful")
+
+
+def test_a_round_with_nothing_eligible_says_why_and_what_to_change():
+    trained = trained_before([0, 1, None], 2)
+    _, gated = eligibility([1.2, 0.5], [1.0, 0.1], gate=True)
+    error = nothing_to_select(2, trained[:2] + gated)
+    assert isinstance(error, NothingToSelect)
+    assert str(error).startswith("round 2: no eligible row left to select (2 trained in an earlier round")
+    assert "1 IFD >= selection.ifd_max, 1 failed the mismatch gate" in str(error) and "selection.revisit: on" in str(error)
+    exhausted = _sel("iterit", eligible=[False] * len(SCORES))
+    assert exhausted.selected == []  # select_round returns nothing; the select stage raises the error above
