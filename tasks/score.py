@@ -39,7 +39,8 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
         res = score_rows(
             model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
             batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-            contrast_seed=s["contrast_seed"] if s["contrast"] else None, progress=Progress(label, "rows"),
+            contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
+            progress=Progress(label, "rows"),
         )
         res.setdefault("loss_swapped", np.full(len(todo), np.nan))
         fresh = [{"row_id": r["row_id"], **{k: v[i].item() for k, v in res.items()}} for i, r in enumerate(todo)]

@@ -181,19 +181,21 @@ def _result(loss_cond, loss_prior, n_tokens, variant, precision) -> dict[str, np
 def score_rows(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None,
                max_length: int = 256, batch_tokens: int = 8192, variant: str = "ppl_ratio",
                precision: str = "fp32", progress: ProgressFn | None = None,
-               contrast_seed: int | None = None) -> dict[str, np.ndarray]:
+               contrast_seed: int | None = None, contrast_partners: int = 1) -> dict[str, np.ndarray]:
     """IFD of every row, in input order: loss_cond, loss_prior, ifd, n_response_tokens (numpy arrays).
 
     `rows` are ROWS-like dicts (system, context, instruction, input, response). n_response_tokens is
     the conditional span length (the number of tokens both means run over). With `contrast_seed`,
-    each response is also scored under another row's prompt (curate.scoring.misalignment) in the
-    same batched pass, returned as `loss_swapped`.
+    each response is also scored under `contrast_partners` other rows' prompts (one seeded
+    derangement each, seeds contrast_seed, contrast_seed + 1, ...; curate.scoring.misalignment) in
+    the same batched pass; `loss_swapped` is the mean of those losses.
     """
     cond, prior = encode_rows(tokenizer, rows, system_prompt, max_length)
     seqs = cond + prior
     if contrast_seed is not None:
-        swapped = swapped_rows(rows, partners(len(rows), contrast_seed))
-        seqs += [encode_conditional(tokenizer, row, system_prompt, max_length) for row in swapped]
+        for k in range(contrast_partners):
+            swapped = swapped_rows(rows, partners(len(rows), contrast_seed + k))
+            seqs += [encode_conditional(tokenizer, row, system_prompt, max_length) for row in swapped]
     n = len(rows)
     passes = len(seqs) // max(n, 1)
     per_row = None if progress is None else (lambda done, _total: progress(done // passes, n))
@@ -201,7 +203,7 @@ def score_rows(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: 
     n_tokens = [c.span_len for c in cond]
     result = _result(means[:n], means[n : 2 * n], n_tokens, variant, precision)
     if contrast_seed is not None:
-        result["loss_swapped"] = np.asarray(means[2 * n :], dtype=np.float64)
+        result["loss_swapped"] = np.asarray(means[2 * n :], dtype=np.float64).reshape(contrast_partners, n).mean(axis=0)
     return result
 
 

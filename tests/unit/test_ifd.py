@@ -177,3 +177,16 @@ def test_contrast_scores_each_response_under_another_prompt(lm):
     np.testing.assert_allclose(res["loss_swapped"], direct["loss_cond"], rtol=0, atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(res["ifd"], score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)["ifd"], atol=1e-6, equal_nan=True)
     assert "loss_swapped" not in score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)
+
+
+def test_several_contrast_partners_average_their_losses(lm):
+    """contrast_partners=3: loss_swapped is the mean over the derangements of seeds 3, 4 and 5."""
+    from curate.scoring.misalignment import partners, swapped_rows
+
+    model, tok = lm
+    res = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3, contrast_partners=3)
+    each = [score_rows(model, tok, swapped_rows(ROWS, partners(len(ROWS), 3 + k)), SYSTEM, max_length=MAX_LEN)["loss_cond"]
+            for k in range(3)]
+    np.testing.assert_allclose(res["loss_swapped"], np.mean(each, axis=0), rtol=0, atol=1e-5, equal_nan=True)
+    one = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3)["loss_swapped"]
+    assert not np.allclose(res["loss_swapped"], one, equal_nan=True)  # the other partners count
