@@ -103,7 +103,7 @@ class ScoringParams(_P):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 reproduces the reference's score ties
     contrast: bool = True  # also score each response under another row's prompt (misalignment check)
     contrast_seed: int = 0
-    contrast_partners: int = Field(1, ge=1)  # other prompts per response; the margin uses their mean loss (each adds a pass)
+    contrast_partners: int = Field(4, ge=1)  # other prompts per response; the margin uses their mean loss (each adds a pass)
 
 
 class SelectionParams(_P):
