@@ -11,7 +11,8 @@ from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parq
 from curate.schema import SELECTION
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import RESCORING, Selected, eligibility, mismatch_gate_on, nothing_to_select, revisit_on, select_round, trained_before
+from curate.selection.rounds import (RESCORING, Selected, eligibility, ineligible_counts, mismatch_gate_on, nothing_to_select,
+                                     revisit_on, select_round, trained_before)
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
@@ -102,7 +103,5 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             write_parquet(state, tmp / "state.parquet")
             write_json({"round": round_index, "k": k, "selected": len(result.selected), "strategy": s["strategy"],
                         "mode": s["mode"], "next_window": len(next_window),
-                        "eligible": int(eligible.sum()), "gated_mismatch": sum(1 for r in why_not if r and "mismatch" in r),
-                        "trained_before": sum(1 for r in why_not if r and r.startswith("trained in round")),
-                        "ifd_ge_max": sum(1 for r in why_not if r and r.startswith("ifd"))}, tmp / "stats.json")
+                        "eligible": int(eligible.sum()), **ineligible_counts(why_not)}, tmp / "stats.json")
     return Ref.of(out).to_dict()

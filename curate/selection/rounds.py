@@ -17,7 +17,7 @@ reference: picked + parked ineligible + next best); `clean` takes the first upda
 positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
 
 `revisit=False` (not in the reference; for iterit and ifd-only; `selection.revisit`, `revisit_on`) makes every row trained in an earlier
-round ineligible (`trained_rounds`), and leaves this round's picks out of the next window: each round
+round ineligible (`trained_before`), and leaves this round's picks out of the next window: each round
 then trains on rows no earlier round trained, as a fresh random draw mostly does.
 """
 from __future__ import annotations
@@ -81,12 +81,23 @@ class NothingToSelect(ValueError):
     """A round found no eligible row: training it would be a no-op, so the run stops and says why."""
 
 
+INELIGIBLE_KINDS = {  # stats key -> (reason prefix, words for people)
+    "trained_before": ("trained in round", "trained in an earlier round (selection.revisit is off)"),
+    "ifd_ge_max": ("ifd ", "IFD >= selection.ifd_max"),
+    "gated_mismatch": ("instruction does not help", "failed the mismatch gate"),
+}
+
+
+def ineligible_counts(why_not: Sequence[str | None]) -> dict[str, int]:
+    """How many rows are ineligible for each reason of `eligibility` and `trained_before`."""
+    return {key: sum(1 for r in why_not if r and r.startswith(prefix)) for key, (prefix, _) in INELIGIBLE_KINDS.items()}
+
+
 def nothing_to_select(round_index: int, why_not: Sequence[str | None]) -> NothingToSelect:
     """The error for a round with no eligible row, counting the reasons and naming the parameters to change."""
-    kinds = {"trained in an earlier round (selection.revisit is off)": "trained in round",
-             "IFD >= selection.ifd_max": "ifd ", "failed the mismatch gate": "instruction does not help"}
-    counts = ", ".join(f"{sum(1 for r in why_not if r and r.startswith(prefix))} {label}" for label, prefix in kinds.items())
-    return NothingToSelect(f"round {round_index}: no eligible row left to select ({counts}). Lower selection.rounds "
+    counts = ineligible_counts(why_not)
+    listed = ", ".join(f"{counts[key]} {words}" for key, (_, words) in INELIGIBLE_KINDS.items())
+    return NothingToSelect(f"round {round_index}: no eligible row left to select ({listed}). Lower selection.rounds "
                            "or selection.ratio, or set selection.revisit: on, selection.mismatch_gate: off or a higher selection.ifd_max.")
 
 
