@@ -9,9 +9,10 @@ QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" |
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lmeval.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lmeval.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps -e . $(QUIET_PIP)
 	$(BIN)/python -c "import curate.cli, torch, prefect, mlflow, dvc" 
 	touch $@
