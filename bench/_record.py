@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +23,25 @@ REQUIRED = {
     "ratio": (int, float),  # higher is better
     "command": str,  # exact command to rerun
     "date": str,  # ISO 8601
+    "machine": str,  # CPU model, cores, threads used (machine_info)
 }
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def machine_info(threads: int) -> str:
+    """'<CPU model>, <N> cores, <threads> threads used' of this machine."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {threads} threads used"
 
 
 def _check(entry: dict) -> None:
@@ -42,10 +57,13 @@ def _check(entry: dict) -> None:
     datetime.fromisoformat(entry["date"])
 
 
-def record(path: str | Path, entries: dict | list[dict]) -> Path:
-    """Validate `entries` (one dict or a list of dicts) and write them to `path` as JSON."""
+def record(path: str | Path, entries: dict | list[dict], kept: list[dict] = ()) -> Path:
+    """Validate `entries` (one dict or a list of dicts) and write them, after `kept` (earlier entries
+    written as they are), to `path` as JSON."""
     for entry in entries if isinstance(entries, list) else [entries]:
         _check(entry)
+    if kept:
+        entries = list(kept) + (entries if isinstance(entries, list) else [entries])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
@@ -67,4 +85,4 @@ def update(path: str | Path, entries: list[dict], keys: tuple[str, ...] = ("metr
     old = json.loads(path.read_text()) if path.exists() else []
     old = old if isinstance(old, list) else [old]
     fresh = {tuple(e.get(k) for k in keys) for e in entries}
-    return record(path, [e for e in old if tuple(e.get(k) for k in keys) not in fresh] + entries)
+    return record(path, entries, kept=[e for e in old if tuple(e.get(k) for k in keys) not in fresh])

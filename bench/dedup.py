@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -52,7 +51,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _record import record, utc_now  # noqa: E402
+from _record import machine_info, record, utc_now  # noqa: E402
 from datasketch import MinHash, MinHashLSH  # noqa: E402
 
 from curate.dedup import _components  # noqa: E402
@@ -373,7 +372,7 @@ def main() -> None:
           f"recall {ds_recall:.4f} precision {ds_precision:.4f}", flush=True)
 
     date = utc_now()
-    machine = f"{platform.machine()}, {platform.python_version()}, numpy {np.__version__}; 2 shared cores"
+    machine = machine_info(hasher.threads)
     common = {"command": COMMAND, "date": date, "machine": machine, "seed": SEED}
     lsh_note = (
         f"sample = first {SAMPLE} of the {N_DOCS} docs; truth = {len(truth)} pairs with exact word-3-gram "

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _record import record, utc_now  # noqa: E402
+from _record import machine_info, record, utc_now  # noqa: E402
 
 from curate.selection.iterit import greedy_picks  # noqa: E402
 from curate.selection.tfidf import fit_tfidf  # noqa: E402
@@ -91,6 +91,7 @@ def main() -> None:
         "ratio": round(ratio, 2),
         "command": COMMAND,
         "date": utc_now(),
+        "machine": machine_info(1),
         "n": N,
         "k": K,
         "decay": DECAY,

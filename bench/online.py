@@ -74,7 +74,7 @@ def worker(policy: str, model: str, out: str) -> None:
 
 
 def main() -> None:
-    from _record import update, utc_now
+    from _record import machine_info, update, utc_now
 
     runs: dict[str, list[dict]] = {p: [] for p in POLICIES}
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +103,7 @@ def main() -> None:
             "baseline_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["uniform"])),
             "candidate_batch": BATCH, "keep_ratio": 0.5, "target_batch": 4, "steps_timed": STEPS - WARMUP,
             "repeats": REPEATS, "threads": 1, "load_avg": round(os.getloadavg()[0], 2),
-            "command": ".venv/bin/python bench/online.py", "date": utc_now(),
+            "command": ".venv/bin/python bench/online.py", "date": utc_now(), "machine": machine_info(1),
         })
         print(f"{policy:>20}: {ratio:.3f}x uniform speed ({step[policy] * 1000:.1f} vs {step['uniform'] * 1000:.1f} ms/step)")
     update(RESULT, entries, keys=("metric", "policy"))

@@ -58,7 +58,7 @@ def online_params(spec: str) -> dict:
 def main() -> None:
     import torch
 
-    from _record import update, utc_now
+    from _record import machine_info, update, utc_now
     from curate.demo.pool import generate_eval_sets, generate_pool
     from curate.evaluation.heldout import evaluate_checkpoint
     from curate.training import train_round
@@ -113,7 +113,7 @@ def main() -> None:
             "train_seconds": round(seconds[policy], 1), "steps": args.steps, "candidate_batch": BATCH,
             "seeds": args.seeds, "anchors_per_skill": ANCHORS, "pool": "demo, 5000 rows, seed 0 (with noise)",
             "command": f".venv/bin/python bench/online_quality.py --policies {args.policies} --seeds {args.seeds} --steps {args.steps}",
-            "date": utc_now(),
+            "date": utc_now(), "machine": machine_info(1),
         })
         print(f"{policy:>20}: {m:.4f} ± {s:.4f} (uniform {u_mean:.4f} ± {u_std:.4f}; ratio {u_mean / m:.4f})")
     update(RESULT, entries, keys=("metric", "policy"))

@@ -30,7 +30,7 @@ from curate.env import configure  # noqa: E402
 RESULT = ROOT / "bench" / "results" / "quality.json"
 
 
-def entries(results: dict, summary: dict, command: str, date: str) -> list[dict]:
+def entries(results: dict, summary: dict, command: str, date: str, machine: str) -> list[dict]:
     """quality.json entries: every strategy vs the baseline, and the best model-aware one, per pool."""
     baseline = results["spec"]["baseline"]
     out = []
@@ -44,7 +44,8 @@ def entries(results: dict, summary: dict, command: str, date: str) -> list[dict]
                     "std": None if s["std"] is None else round(s["std"], 5), "n_seeds": s["n"],
                     "baseline": baseline, "baseline_value": round(base["mean"], 5),
                     "baseline_std": None if base["std"] is None else round(base["std"], 5),
-                    "ratio": round(base["mean"] / s["mean"], 4), "command": command, "date": date}
+                    "ratio": round(base["mean"] / s["mean"], 4), "command": command, "date": date,
+                    "machine": machine}
 
         out += [entry(f"{s} vs {baseline} heldout loss", s) for s in strategies]
         aware = [s for s in results["model_aware"] if s in strategies]
@@ -61,14 +62,14 @@ def main() -> int:
     ap.add_argument("--result", default=str(RESULT.relative_to(ROOT)))
     args = ap.parse_args()
     configure(ROOT)
-    from _record import record, utc_now
+    from _record import machine_info, record, utc_now
 
     from curate.compare import compare
 
     command = "python bench/quality.py" + "".join(f" {a}" for a in sys.argv[1:])
     start = time.perf_counter()
     result = compare(ROOT, ROOT / args.compare, None, ROOT / args.out, command)
-    record(ROOT / args.result, entries(result["results"], result["summary"], command, utc_now()))
+    record(ROOT / args.result, entries(result["results"], result["summary"], command, utc_now(), machine_info(1)))
     print(f"report {result['page']}, results {args.result}, MLflow run {result['mlflow_run_id']}, "
           f"{time.perf_counter() - start:.0f} s")
     return 0

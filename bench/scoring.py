@@ -29,7 +29,7 @@ from _setup import ROOT  # (offline env, repository root importable)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _record import record, utc_now  # noqa: E402
+from _record import machine_info, record, utc_now  # noqa: E402
 
 from curate.demo.pool import generate_pool, pretrain_prose, pretrain_rows  # noqa: E402
 from curate.models.pretrain import _row_texts, chat_row  # noqa: E402
@@ -106,14 +106,14 @@ def main() -> None:
             "value": round(fast_rps, 2), "unit": "rows/s",
             "baseline": "score_rows_unbatched: per-row conditional + prior forward, batch size 1, full logits",
             "baseline_value": round(slow_rps, 2), "ratio": round(fast_rps / slow_rps, 3),
-            "command": COMMAND, "date": date, "note": setup,
+            "command": COMMAND, "date": date, "machine": machine_info(THREADS), "note": setup,
         },
         {
             "benchmark": "scoring", "metric": "fraction of plain forward throughput",
             "value": round(score_tps, 1), "unit": "tokens/s (conditional + prior texts)",
             "baseline": "plain model(input_ids, attention_mask) over the same pre-padded length-bucketed batches",
             "baseline_value": round(plain_tps, 1), "ratio": round(score_tps / plain_tps, 3),
-            "command": COMMAND, "date": date,
+            "command": COMMAND, "date": date, "machine": machine_info(THREADS),
             "note": "ratio = scoring tokens/s (rendering + tokenisation + forwards + span losses) / bare forward "
                     "tokens/s, both counting every real token of both texts; 1.0 = no overhead beyond the two "
                     "passes per row, >1 possible since the LM head runs only at response positions. " + setup,
