@@ -1,6 +1,7 @@
 """Finding the raw sources under a path, detecting each one's format, and streaming its records.
 
-Containers: JSON (a top-level list of records, or one record), JSON Lines, Parquet, and a Hugging
+Containers: JSON (a top-level list of records, or one record; a damaged or truncated list is read
+record by record, see salvage.py), JSON Lines, Parquet, and a Hugging
 Face `datasets` save_to_disk directory (a Dataset or a DatasetDict; all splits are read). The record
 kind (alpaca / sharegpt / openai, see normalize.py) is detected once per source. `discover` detects
 every source before anything is read, so an unsupported file fails the run before any output.
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from curate.ingest.normalize import record_kind
+from curate.ingest.salvage import array_elements, is_array
 
 EXPECTED_FORMATS = (
     "Alpaca records {instruction, input?, output|response} as a JSON list or JSON Lines; "
@@ -143,10 +145,23 @@ def _has_content(path: Path) -> bool:
         return any(line.strip() for line in f)
 
 
-def _load_json(path: Path) -> Any:
+def _json_text(path: Path) -> str:
     # surrogateescape keeps undecodable bytes as lone surrogates: the record holding them is
     # quarantined as invalid UTF-8 instead of failing the whole file.
-    return json.loads(path.read_bytes().decode("utf-8", "surrogateescape").lstrip("\ufeff"))
+    return path.read_bytes().decode("utf-8", "surrogateescape").lstrip("\ufeff")
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(_json_text(path))
+
+
+def _salvaged_kind(path: Path) -> str | None:
+    """Record kind of a JSON array that does not parse as a whole, from its complete leading records."""
+    text = _json_text(path)
+    if not is_array(text):
+        return None
+    kind, _ = _first_kind(e.value for e in array_elements(text) if e.error is None)
+    return kind
 
 
 def _detect_json(path: Path, name: str) -> Source:
@@ -156,6 +171,9 @@ def _detect_json(path: Path, name: str) -> Source:
         kind, _ = _first_kind(_parsed_lines(path))
         if kind is not None:  # JSON Lines saved with a .json name
             return Source(path, name, "jsonl", kind)
+        kind = _salvaged_kind(path)
+        if kind is not None:  # a damaged or truncated array: its complete records are read, the rest quarantined
+            return Source(path, name, "json", kind)
         raise UnsupportedFormatError(path, f"not valid JSON ({e})") from None
     if isinstance(data, list):
         kind, seen_object = _first_kind(iter(data))
@@ -197,9 +215,15 @@ def read_records(source: Source) -> Iterator[RawRecord]:
     if source.container == "jsonl":
         yield from _read_jsonl(source.path)
     elif source.container == "json":
-        data = _load_json(source.path)
-        for i, value in enumerate(data if isinstance(data, list) else [data]):
-            yield RawRecord(i, value, _raw_text(value))
+        text = _json_text(source.path)
+        if is_array(text):  # element by element: a damaged tail is one quarantined record, not a lost file
+            for i, element in enumerate(array_elements(text)):
+                if element.error is None:
+                    yield RawRecord(i, element.value, _raw_text(element.value))
+                else:
+                    yield RawRecord(i, None, element.raw, element.error)
+        else:
+            yield RawRecord(0, json.loads(text), text)
     elif source.container == "parquet":
         position = 0
         for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_PARQUET_BATCH):
