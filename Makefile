@@ -21,11 +21,13 @@ demo: setup
 	$(BIN)/curate demo-data
 	$(BIN)/curate run
 
+# Both print the 15 slowest tests; a skip not listed in tests/skips_allowed.txt fails them (tests/conftest.py).
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
+# Unit tests only (no Prefect server, nothing marked slow): a few minutes.
 test-fast: setup
-	$(BIN)/pytest -q -m "not integration and not slow"
+	$(BIN)/pytest -q -m "not integration and not slow" --durations=15
 
 bench: setup
 	$(BIN)/python bench/greedy.py

@@ -45,11 +45,19 @@ def _keyable(x: Any) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def code_version(*modules: str) -> str:
-    """Digest of every .py file under the given paths (relative to the project code root)."""
+    """Digest of every .py file under the given paths (relative to the project code root).
+
+    A path that does not exist raises: skipping it would leave the cache blind to edits of the code
+    it meant to cover.
+    """
     h = hashlib.sha256()
     for mod in modules:
         base = ROOT / mod
+        if not base.exists():
+            raise FileNotFoundError(f"stage code path {mod!r} does not exist under {ROOT}: fix the Stage's code list")
         files = [base] if base.is_file() else sorted(base.rglob("*.py"))
+        if not files:
+            raise FileNotFoundError(f"stage code path {mod!r} holds no .py file: fix the Stage's code list")
         for f in files:
             h.update(f.relative_to(ROOT).as_posix().encode())
             h.update(f.read_bytes())
@@ -83,10 +91,11 @@ class Stage:
     name: str
     code: tuple[str, ...]
     ignore: tuple[str, ...] = ()  # arguments that do not change the output (e.g. the flow-run id)
+    module: str = ""  # the task's own file when it is not tasks/<name>.py
 
     @property
     def all_code(self) -> tuple[str, ...]:
-        return tuple(self.code) + (f"tasks/{self.name}.py", "tasks/caching.py")
+        return tuple(self.code) + (self.module or f"tasks/{self.name}.py", "tasks/caching.py")
 
     def key(self, arguments: dict[str, Any]) -> str:
         args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}

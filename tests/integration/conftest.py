@@ -74,13 +74,19 @@ def prefect_api(tmp_path_factory) -> str:
 
 
 class Project:
-    """A temporary copy of the project (code, params, dvc.yaml) in its own git + DVC repo."""
+    """A temporary copy of the project (code, params, dvc.yaml) in its own git + DVC repo.
 
-    def __init__(self, root: Path, prefect_api: str):
+    With `prefect_api=None` the commands run as the README's default does: no PREFECT_API_URL, so
+    `curate run` starts Prefect's ephemeral server on the project's own database (`.curate/prefect/`).
+    """
+
+    def __init__(self, root: Path, prefect_api: str | None):
         self.root = root
-        self.env = {**os.environ, "PREFECT_API_URL": prefect_api, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "TMPDIR", "HF_HOME"):
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "TMPDIR", "HF_HOME", "PREFECT_API_URL", "PREFECT_PROFILE"):
             self.env.pop(k, None)
+        if prefect_api is not None:
+            self.env["PREFECT_API_URL"] = prefect_api
 
     @property
     def tracking_uri(self) -> str:
@@ -103,17 +109,29 @@ class Project:
         path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
+def new_project(root: Path, prefect_api: str | None) -> Project:
+    shutil.copytree(REPO, root, ignore=COPY_IGNORE)
+    (root / "data.dvc").unlink(missing_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=root, check=True)
+    project = Project(root, prefect_api)
+    project.set_params(TEST_PARAMS)
+    return project
+
+
 @pytest.fixture
 def make_project(tmp_path, prefect_api):
     def make(name: str = "project") -> Project:
-        root = tmp_path / name
-        shutil.copytree(REPO, root, ignore=COPY_IGNORE)
-        (root / "data.dvc").unlink(missing_ok=True)
-        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], cwd=root, check=True)
-        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=root, check=True)
-        project = Project(root, prefect_api)
-        project.set_params(TEST_PARAMS)
-        return project
+        return new_project(tmp_path / name, prefect_api)
+
+    return make
+
+
+@pytest.fixture
+def make_ephemeral_project(tmp_path):
+    """Projects whose commands use Prefect's ephemeral server (no PREFECT_API_URL), the README's default."""
+    def make(name: str = "project") -> Project:
+        return new_project(tmp_path / name, None)
 
     return make

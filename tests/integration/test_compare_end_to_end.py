@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import TEST_PARAMS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STRATEGIES = {"random": {"selection": {"strategy": "random"}},
               # an online policy inside IterIT rounds; `+` is not allowed in MLflow keys (logged as `_`)

@@ -1,8 +1,11 @@
 """End to end on real Prefect (server), MLflow (SQLite) and DVC (git repo) in a temp project."""
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
+import datasets
 import mlflow
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +30,10 @@ def _write_extra(project, n_lines: int = 50) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+STAGES = ("ingest", "dedup", "embed", "semdedup", "base_model", "score", "rescore", "select", "train", "evaluate", "record")
+EXPORT_COLUMNS = {"row_id", "round", "rank", "reason", "system", "instruction", "input", "output", "messages"}
+
+
 def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -35,6 +42,34 @@ def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {f"{r.name}": r.state.name for r in runs}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _dir_digest(path: Path) -> str:
+    """A directory's digest recomputed from its files' bytes (the rule stated in curate/artifacts.py)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + _sha256(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _assert_all_cached(states: dict[str, str]) -> None:
+    """Every stage has task runs recorded, and every one of them (but the always-run version task) was Cached."""
+    by = _states_by_stage(states)
+    assert len(states) >= len(STAGES) and set(STAGES) <= set(by), by
+    executed = {name: s for name, s in by.items() if s != {"Cached"} and name != "version"}
+    assert not executed, by
+
+
+def _export(project, fmt: str) -> tuple[dict, Path]:
+    out = project.root / f"exp-{fmt}"
+    printed = json.loads(project.curate("export", "--format", fmt, "--out", str(out), "--json").stdout)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert printed == {**manifest, "kind": "export", "out": str(out)}
+    return manifest, out / manifest["file"]
 
 
 def _flow_run_id(project) -> str:
@@ -51,7 +86,7 @@ def _states_by_stage(states: dict[str, str]) -> dict[str, set[str]]:
     return by
 
 
-def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch):
+def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch, tmp_path):
     project = make_project()
     out = project.curate("demo-data", "--size", "400").stdout
     assert "data.dvc" in out
@@ -90,7 +125,13 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     for r in rounds:
         inputs = r.inputs.dataset_inputs
         assert len(inputs) == 1
-        assert r.data.tags["curate.subset_digest"].startswith(inputs[0].dataset.digest)
+        # the recorded subset digest is the digest of the published selection's bytes, and the logged
+        # subset artifact is that very file
+        select_dir = project.root / "data" / "rounds" / f"round-{r.data.tags['curate.round']}" / "select"
+        assert r.data.tags["curate.subset_digest"] == _dir_digest(select_dir)
+        assert inputs[0].dataset.digest == _dir_digest(select_dir)[:36]
+        logged = Path(client.download_artifacts(r.info.run_id, "subset/selection.parquet", str(tmp_path)))
+        assert _sha256(logged) == _sha256(select_dir / "selection.parquet")
         assert r.data.tags["curate.model_uri"].startswith("models:/")
         assert client.get_metric_history(r.info.run_id, "train_loss")
 
@@ -104,14 +145,36 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     row_audit = json.loads(project.curate("audit", "row", removed[0]["row_id"], "--json").stdout)
     assert any(r["stage"] == "dedup" for r in row_audit["removed"])
 
-    # export: the rows that trained the last checkpoint, in training order, with a manifest
-    exported = json.loads(project.curate("export", "--format", "jsonl", "--out", "exp", "--json").stdout)
-    lines = (project.root / "exp" / "train.jsonl").read_text().splitlines()
-    assert len(lines) == exported["rows"] == sum(t.num_rows for t in subsets)
-    first_record = json.loads(lines[0])
-    assert first_record["messages"][-1] == {"role": "assistant", "content": first_record["output"]}
-    from curate.artifacts import digest
-    assert exported["digest"] == digest(project.root / "exp" / "train.jsonl")
+    # export: the rows that trained the last checkpoint, in training order, with a manifest, in the
+    # three formats; the same records in each
+    manifest, target = _export(project, "jsonl")
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    expected_order = [(i, row_id) for i, t in enumerate(subsets)
+                      for row_id, _ in sorted(zip(t["row_id"].to_pylist(), t["rank"].to_pylist()), key=lambda x: x[1])]
+    assert [(x["round"], x["row_id"]) for x in records] == expected_order
+    assert manifest["rows"] == len(records) == sum(t.num_rows for t in subsets)
+    pool = {x["row_id"]: x for x in pq.read_table(project.root / "data" / "semdedup" / "rows.parquet").to_pylist()}
+    for x in records:
+        assert set(x) == EXPORT_COLUMNS
+        assert x["output"] == pool[x["row_id"]]["response"] and x["instruction"] == pool[x["row_id"]]["instruction"]
+        assert [m["role"] for m in x["messages"]][-2:] == ["user", "assistant"]
+        assert x["messages"][-1]["content"] == x["output"] and x["instruction"] in x["messages"][-2]["content"]
+    assert manifest["digest"] == _sha256(target)
+    assert manifest["format"] == "jsonl" and manifest["file"] == "train.jsonl"
+    assert manifest["parent_run_id"] == parent.info.run_id and manifest["round"] == 1
+    assert manifest["model_uri"] == last.data.tags["curate.model_uri"]
+    assert manifest["pool_digest"] == parent.data.tags["curate.digest.semdedup"] == _dir_digest(project.root / "data" / "semdedup")
+    assert manifest["subset_digests"] == {f"round-{i}": _dir_digest(project.root / "data" / "rounds" / f"round-{i}" / "select")
+                                          for i in (0, 1)}
+    for fmt in ("parquet", "hf"):
+        other, path = _export(project, fmt)
+        assert {k: v for k, v in other.items() if k not in ("format", "file", "digest")} == \
+            {k: v for k, v in manifest.items() if k not in ("format", "file", "digest")}
+        from curate.artifacts import digest
+        assert other["digest"] == (_sha256(path) if fmt == "parquet" else digest(path))
+        table = pq.read_table(path) if fmt == "parquet" else datasets.load_from_disk(str(path))
+        assert set(table.column_names) == EXPORT_COLUMNS, (fmt, table.column_names)
+        assert (table.to_pylist() if fmt == "parquet" else table.to_list()) == records, fmt
 
     # Prefect: a re-run with nothing changed executes no stage
     first_states = _states_by_stage(_task_states(prefect_api, _flow_run_id(project)))
@@ -119,9 +182,7 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     second = project.curate("run")
     assert "status clean" in second.stdout
     flow_run = [line for line in second.stdout.splitlines() if "Prefect            flow run" in line][0].split()[-1]
-    states = _states_by_stage(_task_states(prefect_api, flow_run))
-    executed = {name for name, s in states.items() if s != {"Cached"} and name != "version"}
-    assert not executed, states
+    _assert_all_cached(_task_states(prefect_api, flow_run))
 
     # change one training parameter: upstream stages are cached, training and everything after re-runs
     project.set_params({"training": {"lr": 0.0005}})
@@ -139,8 +200,14 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch)
     parents = MlflowClient().search_runs([exp.experiment_id], "tags.`curate.kind` = 'parent'",
                                          order_by=["attributes.start_time ASC"])
     d = json.loads(project.curate("audit", "diff", parents[0].info.run_id, parents[-1].info.run_id, "--json").stdout)
-    assert d["kept"] > 0 and all(x["reason"] for x in d["entered"] + d["left"])
-    assert all(x["reason"] == "in the pool but not selected" for x in d["left"])
+    before = {x for t in subsets for x in t["row_id"].to_pylist()}
+    after = {x for i in (0, 1) for x in pq.read_table(
+        project.root / "data" / "rounds" / f"round-{i}" / "select" / "selection.parquet")["row_id"].to_pylist()}
+    assert d["kept"] == len(before & after) > 0
+    assert [x["row_id"] for x in d["entered"]] == sorted(after - before)
+    assert [x["row_id"] for x in d["left"]] == sorted(before - after)
+    assert all(x["reason"] for x in d["entered"])
+    assert all(x["reason"] == "in the pool but not selected" and x["row_id"] in pool for x in d["left"])
 
     # audit verify: every artifact of the latest run re-hashes to its recorded digest; corrupt one and
     # exactly that one is reported

@@ -1,7 +1,40 @@
 """The stage cache key: content digests + parameter slice + code version; never paths or run ids."""
-from tasks.caching import Stage, code_version, stage_key
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from prefect import Task
+
+import tasks.caching as caching
+from tasks.caching import ROOT, Stage, code_version, stage_key
 
 S = Stage("ingest", code=("curate/ingest",))
+# tasks/ modules a task may import from without them shaping its output: the cache machinery, the
+# published-path layout, the retry policy and `model_path` (which only resolves a directory)
+NOT_OUTPUT_CODE = {"tasks.caching", "tasks.publish", "tasks.retry", "tasks.base_model"}
+
+
+def all_stages() -> list[tuple[object, Stage]]:
+    """(module, stage) for every Stage defined in a tasks/ module, including ones added later."""
+    found = {}
+    for path in sorted((ROOT / "tasks").glob("*.py")):
+        module = importlib.import_module(f"tasks.{path.stem}")
+        for v in vars(module).values():
+            if isinstance(v, Stage) and f'Stage("{v.name}"' in path.read_text():  # defined here, not imported
+                found[id(v)] = (module, v)
+    return list(found.values())
+
+
+def stage_tasks() -> list[tuple[Stage, Task]]:
+    """Every Prefect task a Stage decorates, found by the task name (= stage name) in the stage's module."""
+    pairs = []
+    for module, stage in all_stages():
+        tasks = [v for v in vars(module).values() if isinstance(v, Task) and v.name == stage.name]
+        assert tasks, f"no task named {stage.name!r} in {module.__name__}"
+        pairs += [(stage, t) for t in tasks]
+    return pairs
 
 
 def test_key_ignores_paths_and_project():
@@ -19,6 +52,64 @@ def test_key_changes_with_content_and_params():
 def test_code_version_covers_helpers_not_only_the_task():
     assert code_version("curate/ingest") != code_version("curate/dedup")
     assert stage_key("s", ("curate/ingest",), {}) != stage_key("s", ("curate/dedup",), {})
+
+
+def test_code_version_hashes_file_contents_not_only_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(caching, "ROOT", tmp_path)
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("X = 1\n")
+    (pkg / "notes.txt").write_text("not code")
+
+    def version() -> str:
+        code_version.cache_clear()
+        return code_version("pkg", "pkg/a.py")
+
+    try:
+        before = version()
+        (pkg / "a.py").write_text("X = 2\n")  # same path, new bytes
+        edited = version()
+        (pkg / "notes.txt").write_text("still not code")
+        assert version() == edited  # only .py files count
+        (pkg / "a.py").rename(pkg / "b.py")
+        with pytest.raises(FileNotFoundError, match="pkg/a.py"):
+            version()
+    finally:
+        code_version.cache_clear()
+    assert before != edited
+
+
+def test_code_version_refuses_a_missing_path():
+    code_version.cache_clear()
+    with pytest.raises(FileNotFoundError, match="tasks/no_such_stage.py"):
+        code_version("curate/ingest", "tasks/no_such_stage.py")
+    with pytest.raises(FileNotFoundError):
+        Stage("no_such_stage", code=()).key({})
+
+
+def test_every_stage_code_path_exists():
+    stages = all_stages()
+    assert {s.name for _, s in stages} >= {"ingest", "dedup", "embed", "semdedup", "base_model", "score", "rescore",
+                                            "select", "train", "evaluate", "record"}
+    for _, stage in stages:
+        missing = [p for p in stage.all_code if not (ROOT / p).exists()]
+        assert not missing, (stage.name, missing)
+        code_version.cache_clear()
+        code_version(*stage.all_code)
+
+
+def test_every_task_file_is_in_its_stage_code():
+    for stage, task in stage_tasks():
+        source = Path(inspect.getsourcefile(task.fn)).resolve().relative_to(ROOT).as_posix()
+        assert source in stage.all_code, (stage.name, source, stage.all_code)
+
+
+def test_tasks_helpers_a_stage_imports_are_in_its_code():
+    for module, stage in all_stages():
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("tasks.")}
+        for name in sorted(imported - NOT_OUTPUT_CODE):
+            assert name.replace(".", "/") + ".py" in stage.all_code, (stage.name, name)
 
 
 def test_ignored_arguments_do_not_change_the_key():

@@ -12,6 +12,12 @@ from curate.evaluation import evaluate, evaluate_checkpoint
 from curate.evaluation.heldout import greedy_answers, is_exact_match
 from curate.models.tiny_llama import build_tiny_llama
 from curate.models.tokenizer import train_tokenizer
+
+
+def loss_rtol(tok) -> float:
+    """Two float32 computations of the same token losses (other batch shapes) differ by rounding,
+    dominated by the longest sum, the vocabulary's log-sum-exp: <= len(vocab) * eps relative."""
+    return len(tok) * torch.finfo(torch.float32).eps
 from curate.training import train_round
 
 SYSTEM = "Answer briefly."
@@ -84,7 +90,7 @@ def test_loss_is_token_weighted_and_matches_hugging_face_loss(base):
             total += float(model(input_ids=ids, labels=labels).loss) * n
             count += n
     out = evaluate(model, tok, {"capitals": CAPITALS}, SYSTEM, max_length=64, exact_match=False)
-    assert out["sets"]["capitals"]["loss"] == pytest.approx(total / count, rel=1e-4)
+    assert out["sets"]["capitals"]["loss"] == pytest.approx(total / count, rel=loss_rtol(tok), abs=0)
     assert out["sets"]["capitals"]["response_tokens"] == count
     assert out["sets"]["capitals"]["exact_match"] is None and out["mean_exact_match"] is None
 
@@ -106,7 +112,7 @@ def test_batching_does_not_change_results(memorised):
     rows = MATH + CAPITALS + [MEMO]
     one_by_one = evaluate(model, tok, {"all": rows}, SYSTEM, max_length=64, batch_tokens=1, exact_match=False)
     batched = evaluate(model, tok, {"all": rows}, SYSTEM, max_length=64, batch_tokens=4096, exact_match=False)
-    assert batched["sets"]["all"]["loss"] == pytest.approx(one_by_one["sets"]["all"]["loss"], rel=1e-5)
+    assert batched["sets"]["all"]["loss"] == pytest.approx(one_by_one["sets"]["all"]["loss"], rel=loss_rtol(tok), abs=0)
     # greedy answers of prompts of different lengths, left-padded into one batch, equal one-by-one answers
     prompt = {**MEMO, "instruction": "Say the code word, now with a much longer prompt around it."}
     with torch.inference_mode():

@@ -88,10 +88,15 @@ def test_greats_first_pick_has_the_largest_gradient_alignment(base, tmp_path):
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     assert "lm_head" not in selection_modules(model) and "model.layers.0.self_attn.q_proj" in selection_modules(model)
     target = linear_grad(model, tok, ANCHORS[0])
-    alignment = [float(linear_grad(model, tok, r) @ target) for r in rows]
-    expected = rows[max(range(4), key=alignment.__getitem__)]["row_id"]
-    assert result.lineage.column("row_id").to_pylist() == [expected]
-    assert result.lineage.column("score")[0].as_py() == pytest.approx(max(alignment), rel=1e-4)
+    grads = [linear_grad(model, tok, r) for r in rows]
+    alignment = [float(g @ target) for g in grads]
+    best = max(range(4), key=alignment.__getitem__)
+    assert result.lineage.column("row_id").to_pylist() == [rows[best]["row_id"]]
+    # A float32 dot product of n terms is exact to n * eps * sum |g_i t_i| (cancellation makes a
+    # relative bound meaningless); the hook route's own rounding of g is of the same order: doubled.
+    bound = 2 * len(target) * torch.finfo(torch.float32).eps * float((grads[best].abs() * target.abs()).sum())
+    assert abs(result.lineage.column("score")[0].as_py() - alignment[best]) <= bound
+    assert bound < 0.01 * abs(alignment[best]), (bound, alignment)  # so the check above can fail
 
 
 def test_adapt_weights_every_row_within_bounds(base, tmp_path):

@@ -1,7 +1,6 @@
 """Semantic deduplication (SemDeDup): spherical k-means, within-cluster cosine edges, components, keep policies."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -10,6 +9,12 @@ from scipy.sparse.csgraph import connected_components
 
 from curate.dedup import semantic
 from curate.dedup.semantic import default_n_clusters, semantic_duplicates, spherical_kmeans
+
+
+def cosine_atol(d: int) -> float:
+    """How far a float32 cosine of unit d-vectors can be from the exact value: the dot product's
+    rounding (<= d * eps / 2) plus each vector's rounding to float32 (<= eps each), doubled."""
+    return float(2 * (d + 2) * np.finfo(np.float32).eps)
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -45,7 +50,7 @@ def test_identical_vectors_collapse_to_the_first():
     removed = np.flatnonzero(result.kept_index != np.arange(50))
     assert removed.tolist() == [7, 19, 33, 48]
     assert (result.kept_index[removed] == 3).all()
-    np.testing.assert_allclose(result.similarity, 1.0, atol=1e-6)
+    np.testing.assert_allclose(result.similarity, 1.0, rtol=0, atol=cosine_atol(32))
     assert result.kept_index.dtype == np.int64 and result.similarity.dtype == np.float32
 
 
@@ -55,7 +60,7 @@ def test_epsilon_decides_whether_near_identical_vectors_merge():
     x = np.concatenate([originals, at_cosine(rng, originals, 0.99)])
     loose = semantic_duplicates(x, epsilon=0.05, n_clusters=4)
     assert loose.kept_index.tolist() == list(range(20)) * 2
-    np.testing.assert_allclose(loose.similarity[20:], 0.99, atol=1e-5)
+    np.testing.assert_allclose(loose.similarity[20:], 0.99, rtol=0, atol=cosine_atol(64))
     np.testing.assert_array_equal(loose.similarity[:20], 1.0)
     strict = semantic_duplicates(x, epsilon=0.005, n_clusters=4)
     assert strict.kept_index.tolist() == list(range(40))
@@ -77,7 +82,7 @@ def test_components_are_transitive_within_a_cluster():
     x = np.concatenate([chain[[2]], far[[0]], chain[[0]], far[[1]], chain[[1]]])  # c, far, a, far, b
     result = semantic_duplicates(x, epsilon=0.05, n_clusters=1)
     assert result.kept_index.tolist() == [0, 1, 0, 3, 0]
-    np.testing.assert_allclose(result.similarity[[2, 4]], [np.cos(2 * angle), 0.96], atol=1e-5)
+    np.testing.assert_allclose(result.similarity[[2, 4]], [np.cos(2 * angle), 0.96], rtol=0, atol=cosine_atol(4))
     assert result.similarity[2] < 0.95  # joined only through b
 
 
@@ -116,7 +121,7 @@ def test_probes_find_duplicates_split_across_clusters():
     assert one.kept_index[40:].tolist() == [40, 41]
     two = semantic_duplicates(x, epsilon=0.05, n_clusters=2, probes=2)
     assert two.kept_index[40:].tolist() == [40, 40]
-    np.testing.assert_allclose(two.similarity[41], np.cos(np.radians(10)), atol=1e-5)
+    np.testing.assert_allclose(two.similarity[41], np.cos(np.radians(10)), rtol=0, atol=cosine_atol(8))
     assert two.kept_index[:40].tolist() == one.kept_index[:40].tolist()
 
 
@@ -159,7 +164,7 @@ def test_spherical_kmeans_recovers_separated_clusters():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     labels, centroids = spherical_kmeans(x, 4, seed=0)
     assert centroids.shape == (4, 32)
-    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=0, atol=cosine_atol(32))
     # Same partition up to renaming: each true cluster maps to exactly one label.
     pairs = set(zip(truth.tolist(), labels.tolist()))
     assert len(pairs) == 4 and len({label for _, label in pairs}) == 4
@@ -246,11 +251,8 @@ def test_scale_planted_copies_among_random_vectors():
     x = unit_rows(rng, n, 384)
     sources = rng.choice(n - copies, copies, replace=False)
     x[n - copies :] = at_cosine(rng, x[sources], 0.99)
-    start = time.perf_counter()
     result = semantic_duplicates(x, epsilon=0.05)
-    elapsed = time.perf_counter() - start
     assert result.n_clusters == 100
     np.testing.assert_array_equal(result.kept_index[n - copies :], sources)
     np.testing.assert_array_equal(result.kept_index[: n - copies], np.arange(n - copies))
-    np.testing.assert_allclose(result.similarity[n - copies :], 0.99, atol=1e-5)
-    assert elapsed < 20, f"took {elapsed:.1f} s"
+    np.testing.assert_allclose(result.similarity[n - copies :], 0.99, rtol=0, atol=cosine_atol(384))
