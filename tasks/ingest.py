@@ -14,7 +14,7 @@ STAGE = Stage("ingest", code=("curate/ingest", "curate/schema.py", "curate/artif
 def ingest(project: str, raw: dict, params: dict) -> dict:
     out = STAGE.out(project, locals())
     if not out.exists():
-        result = ingest_path(Path(raw["path"]), max_chars=params["ingest"]["max_chars"])
+        result = ingest_path(Path(raw["path"]), max_bytes=params["ingest"]["max_bytes"])
         with atomic_path(out) as tmp:
             write_parquet(result.rows, tmp / "rows.parquet")
             write_parquet(result.quarantine, tmp / "quarantine.parquet")

@@ -5,7 +5,9 @@ unseen rows: same chat-template text and response span as training), and the exa
 greedy decoding from the generation prompt (decoded answer, stripped, equal to the reference
 response, stripped; decoding stops at EOS `<|end|>`). Set means are taken with equal weight per set.
 Batching (length buckets under a token budget) and the span losses are the scorer's
-(`curate.scoring.ifd`), so a held-out loss and an IFD conditional loss are computed the same way.
+(`curate.scoring.ifd`), so a held-out loss and an IFD conditional loss are computed the same way,
+with the same truncation rule (`curate.models.truncation`): the budget is max_length capped by the
+model's context length; a generation prompt gets that budget minus `max_new_tokens`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from curate.models.chat import encode_conditional, generation_prompt_ids
+from curate.models.chat import encode_conditional, generation_prompt_ids, use_chat_template
+from curate.models.truncation import RESPONSE_SHARE, token_budget
 from curate.scoring.ifd import length_buckets, mean_span_losses
 
 
@@ -31,19 +34,23 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def response_loss(model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int):
-    """Token-weighted mean response cross-entropy over `rows` and the number of tokens it covers."""
-    encoded = [encode_conditional(tokenizer, r, system_prompt, max_length) for r in rows]
+def response_loss(model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int,
+                  response_share: float = RESPONSE_SHARE):
+    """Token-weighted mean response cross-entropy over `rows`, the number of tokens it covers and the
+    number of rows cut to the budget."""
+    encoded = [encode_conditional(tokenizer, r, system_prompt, max_length, response_share) for r in rows]
     means, counts = mean_span_losses(model, encoded, tokenizer.pad_token_id, batch_tokens)
     total = int(counts.sum())
-    return (float(np.nansum(means * counts)) / total if total else math.nan), total
+    return (float(np.nansum(means * counts)) / total if total else math.nan), total, sum(e.truncated for e in encoded)
 
 
 def greedy_answers(
     model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int, max_new_tokens: int
 ) -> list[str]:
-    """Greedy continuation of each row's generation prompt up to EOS, decoded (left-padded batches)."""
-    prompts = [generation_prompt_ids(tokenizer, r, system_prompt, max_length) for r in rows]
+    """Greedy continuation of each row's generation prompt up to EOS, decoded (left-padded batches);
+    prompt + answer fit in `max_length`."""
+    budget = max(max_length - max_new_tokens, 1)
+    prompts = [generation_prompt_ids(tokenizer, r, system_prompt, budget) for r in rows]
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     answers = [""] * len(rows)
@@ -74,27 +81,31 @@ def evaluate(
     batch_tokens: int = 8192,
     exact_match: bool = True,
     max_new_tokens: int = 48,
+    response_share: float = RESPONSE_SHARE,
 ) -> dict[str, Any]:
     """Evaluate on held-out sets.
 
-    Returns `{"sets": {name: {"loss", "n", "response_tokens", "exact_match"}}, "mean_loss",
-    "mean_exact_match"}`. `exact_match` is None when not computed; a set with no scorable response
-    token has loss NaN and is left out of `mean_loss`.
+    Returns `{"sets": {name: {"loss", "n", "response_tokens", "rows_truncated", "exact_match"}},
+    "mean_loss", "mean_exact_match", "rows_truncated"}`. `exact_match` is None when not computed; a
+    set with no scorable response token has loss NaN and is left out of `mean_loss`.
     """
+    max_length = token_budget(max_length, getattr(model.config, "max_position_embeddings", None))
     was_training = model.training
     model.eval()
     per_set: dict[str, dict[str, Any]] = {}
     try:
         with torch.inference_mode():
             for name, rows in sets.items():
-                loss, n_tokens = response_loss(model, tokenizer, rows, system_prompt, max_length, batch_tokens)
+                loss, n_tokens, n_cut = response_loss(model, tokenizer, rows, system_prompt, max_length, batch_tokens,
+                                                      response_share)
                 em = None
                 if exact_match and rows:
                     answers = greedy_answers(
                         model, tokenizer, rows, system_prompt, max_length, batch_tokens, max_new_tokens
                     )
                     em = sum(is_exact_match(a, r["response"]) for a, r in zip(answers, rows)) / len(rows)
-                per_set[name] = {"loss": loss, "n": len(rows), "response_tokens": n_tokens, "exact_match": em}
+                per_set[name] = {"loss": loss, "n": len(rows), "response_tokens": n_tokens, "rows_truncated": n_cut,
+                                 "exact_match": em}
     finally:
         model.train(was_training)
     losses = [s["loss"] for s in per_set.values() if not math.isnan(s["loss"])]
@@ -103,11 +114,14 @@ def evaluate(
         "sets": per_set,
         "mean_loss": sum(losses) / len(losses) if losses else math.nan,
         "mean_exact_match": sum(ems) / len(ems) if ems else None,
+        "rows_truncated": sum(s["rows_truncated"] for s in per_set.values()),
     }
 
 
-def evaluate_checkpoint(checkpoint: Path, sets: dict[str, list[dict]], system_prompt: str, max_length: int, **kwargs):
-    """`evaluate` on a saved checkpoint directory (model + tokenizer, save_pretrained format)."""
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+def evaluate_checkpoint(checkpoint: Path, sets: dict[str, list[dict]], system_prompt: str, max_length: int,
+                        chat_template: str | None = None, **kwargs):
+    """`evaluate` on a saved checkpoint directory (model + tokenizer, save_pretrained format);
+    `chat_template` (base_model.chat_template) replaces the tokenizer's when given."""
+    tokenizer = use_chat_template(AutoTokenizer.from_pretrained(checkpoint), chat_template)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     return evaluate(model, tokenizer, sets, system_prompt, max_length, **kwargs)

@@ -59,7 +59,7 @@ def _preview(raw: str) -> str:
     return raw[:RAW_PREVIEW_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
-def ingest_path(raw: Path | str, max_chars: int = 8000) -> IngestResult:
+def ingest_path(raw: Path | str, max_bytes: int = 4_000_000) -> IngestResult:
     """Normalise every record under `raw` (a file or a directory, see curate.ingest.formats)."""
     sources = discover(Path(raw))  # raises before any output if a source is unsupported
     rows, quarantine = _TableBuilder(ROWS), _TableBuilder(QUARANTINE)
@@ -69,7 +69,7 @@ def ingest_path(raw: Path | str, max_chars: int = 8000) -> IngestResult:
         counts = by_source.setdefault(source.name, {"rows_in": 0, "rows_ok": 0, "quarantined": 0})
         for record in read_records(source):
             counts["rows_in"] += 1
-            outcome = _normalise(source, record, max_chars)
+            outcome = _normalise(source, record, max_bytes)
             if "reason" in outcome:
                 quarantine.add(outcome)
                 counts["quarantined"] += 1
@@ -84,18 +84,18 @@ def ingest_path(raw: Path | str, max_chars: int = 8000) -> IngestResult:
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": by_source,
         "formats": {s.name: s.format for s in sources},
-        "max_chars": max_chars,
+        "max_bytes": max_bytes,
     }
     return IngestResult(rows.table(), quarantine.table(), stats)
 
 
-def _normalise(source: Source, record: RawRecord, max_chars: int) -> dict:
+def _normalise(source: Source, record: RawRecord, max_bytes: int) -> dict:
     """A ROWS dict, or a QUARANTINE dict (it has a `reason`)."""
     where = {"source": source.name, "position": record.position}
     if record.error is not None:
         return {**where, "stage": STAGE, "reason": record.error, "row_id": None, "raw": _preview(record.raw)}
     try:
-        fields = record_to_row(record.value, source.kind, max_chars)  # type: ignore[arg-type]
+        fields = record_to_row(record.value, source.kind, max_bytes)  # type: ignore[arg-type]
     except RecordError as e:
         return {**where, "stage": STAGE, "reason": str(e), "row_id": e.row_id, "raw": _preview(record.raw)}
     return {**where, **fields}

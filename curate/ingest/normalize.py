@@ -7,7 +7,9 @@ Record kinds:
 
 A conversation keeps all its turns: the last assistant turn is the response, the user turn right
 before it the instruction, leading system turns the system prompt, everything else the context.
-A record that cannot become a row raises RecordError with a reason "<code>: <detail>".
+A record that cannot become a row raises RecordError with a reason "<code>: <detail>". Length is
+not a reason: long and multi-turn rows are data, cut to the token budget when encoded
+(`curate.models.truncation`); only a row over the byte safety limit is refused (`too_large`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from typing import Any, Iterable, Mapping, Sequence
 RECORD_KINDS = ("alpaca", "sharegpt", "openai")
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "chatgpt": "assistant", "model": "assistant", "system": "system"}
+                   "chatgpt": "assistant", "model": "assistant", "bing": "assistant", "bard": "assistant",
+                   "system": "system"}
 _OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -134,7 +137,7 @@ def _conversation(turns: list[tuple[str, str]], top_level_system: str) -> dict:
     return dict(system=system, context=context, instruction=rest[-2][1], input="", response=rest[-1][1])
 
 
-def record_to_row(record: Any, kind: str, max_chars: int) -> dict:
+def record_to_row(record: Any, kind: str, max_bytes: int) -> dict:
     """The row fields (without source/position) of one record of `kind`, or RecordError."""
     if not isinstance(record, Mapping):
         raise RecordError("not_an_object", f"record is {_type_name(record)}, expected an object")
@@ -148,9 +151,10 @@ def record_to_row(record: Any, kind: str, max_chars: int) -> dict:
     else:
         raise ValueError(f"unknown record kind {kind!r}; expected one of {RECORD_KINDS}")
     texts = [row["system"], row["instruction"], row["input"], row["response"]] + [t["content"] for t in row["context"]]
+    size = 0
     for text in texts:
         try:
-            text.encode("utf-8")
+            size += len(text.encode("utf-8"))
         except UnicodeEncodeError:
             raise RecordError("invalid_utf8", "text contains undecodable bytes or lone surrogates") from None
     if not row["instruction"].strip():
@@ -158,9 +162,9 @@ def record_to_row(record: Any, kind: str, max_chars: int) -> dict:
     if not row["response"].strip():
         raise RecordError("empty_field", "response (last assistant turn) is empty")
     row["row_id"] = row_id(row["system"], row["context"], row["instruction"], row["input"], row["response"])
-    total = sum(len(t) for t in texts)
-    if total > max_chars:
-        raise RecordError("too_long", f"{total} characters > max_chars {max_chars}", row_id=row["row_id"])
+    if size > max_bytes:
+        raise RecordError("too_large", f"{size} bytes of text (UTF-8, all fields) > ingest.max_bytes {max_bytes}; "
+                          f"raise ingest.max_bytes to keep the row", row_id=row["row_id"])
     row["skill"] = _optional_label(record, "skill")
     row["truth"] = _optional_label(record, "truth")
     return row

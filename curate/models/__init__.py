@@ -2,6 +2,7 @@
 any Hugging Face causal LM, and the chat-template texts shared by scoring and training.
 
     chat.py        conversation texts and response spans (IterIT note §1, "Text construction")
+    truncation.py  the token-budget rule: oldest turns dropped first, the response keeps its head
     tokenizer.py   train_tokenizer: byte-level BPE with the chat special tokens and template
     tiny_llama.py  build_tiny_llama: ~1M-parameter Llama, tied embeddings, seeded init
     pretrain.py    pretrain / build_base_model: packed causal-LM pre-training on chat rows + prose

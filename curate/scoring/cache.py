@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from curate.artifacts import text_digest, write_parquet
 
-COLUMNS = ("row_id", "loss_cond", "loss_prior", "ifd", "n_response_tokens", "loss_swapped")
+COLUMNS = ("row_id", "loss_cond", "loss_prior", "ifd", "n_response_tokens", "loss_swapped", "truncated")
 
 
 class RowScoreCache:

@@ -7,7 +7,10 @@ For row i with prompt x_i and response y_i, under the scoring model θ:
     ppl_ratio  = exp(L_cond) / exp(L_prior)          (reference; 0.0 when L_prior == 0)
     loss_ratio = L_cond / L_prior                    (Cherry-LLM's variant; not the reference)
 
-The texts and spans come from `curate.models.chat` (the span includes the end-of-turn token).
+The texts and spans come from `curate.models.chat` (the span includes the end-of-turn token). A
+multi-turn row scores its LAST assistant turn, with all earlier turns as context; its prior is that
+response alone. Rows longer than the budget (max_length capped by the model's context length) are
+cut by `curate.models.truncation`: oldest turns first, the response keeps its head.
 ppl_ratio is evaluated as exp(L_cond - L_prior) in float64: identical to the reference's ratio of
 exponentials up to float rounding (relative error ~1e-16), and it cannot overflow. An empty span gives
 NaN (the reference drops such rows). precision="bf16" stores the score rounded to bfloat16, as the
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from curate.models.chat import Encoded, encode_conditional, encode_prior
+from curate.models.truncation import RESPONSE_SHARE, token_budget
 from curate.scoring.misalignment import partners, swapped_rows
 
 VARIANTS = ("ppl_ratio", "loss_ratio")
@@ -73,14 +77,16 @@ def per_token_span_losses(model, input_ids: torch.Tensor, attention_mask: torch.
     """Token CE of every span token in a right-padded batch.
 
     Token t of sequence b is in the span when span_starts[b] <= t < length[b] and t >= 1; it is
-    predicted from position t-1. Returns (losses float32 [n], sequence index [n]) in batch order,
+    predicted from position t-1. `span_starts` may instead be a [B, T] bool mask of span tokens
+    (sequences with several spans, see `pad_batch`). Returns (losses float32 [n], sequence index [n]) in batch order,
     plus the last-layer hidden states [B, T, d] (after the final norm) with `return_hidden`.
     With span_only_head (default: when the architecture allows it) the LM head runs only at the
     n predicting positions instead of all B*T positions (on the demo pool with the default tiny
     model, vocab 2048: ~15% less time than full logits + masked CE).
     """
     pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    target = (pos >= span_starts.unsqueeze(1).clamp(min=1)) & attention_mask.bool()
+    in_span = span_starts if span_starts.dim() == 2 else pos >= span_starts.unsqueeze(1)
+    target = in_span & (pos >= 1) & attention_mask.bool()
     seq_idx, tok_idx = target.nonzero(as_tuple=True)
     labels = input_ids[seq_idx, tok_idx]
     if span_only_head is None:
@@ -118,13 +124,20 @@ def length_buckets(lengths: Sequence[int], batch_tokens: int, min_fill: float = 
 
 
 def pad_batch(seqs: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, span_starts) of a batch."""
+    """Right-padded (input_ids, attention_mask, span_starts) of a batch; when a sequence has earlier
+    spans (multi-turn training), a [B, T] bool mask of every span's tokens instead of the starts."""
     T = max(len(s.input_ids) for s in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)
     for b, s in enumerate(seqs):
         ids[b, : len(s.input_ids)] = torch.tensor(s.input_ids, dtype=torch.long)
         mask[b, : len(s.input_ids)] = 1
+    if any(s.earlier_spans for s in seqs):
+        spans = torch.zeros((len(seqs), T), dtype=torch.bool)
+        for b, s in enumerate(seqs):
+            for start, end in s.spans:
+                spans[b, start:end] = True
+        return ids.to(device), mask.to(device), spans.to(device)
     starts = torch.tensor([s.span_start for s in seqs], dtype=torch.long)
     return ids.to(device), mask.to(device), starts.to(device)
 
@@ -159,15 +172,15 @@ def mean_span_losses(model, seqs: Sequence[Encoded], pad_id: int, batch_tokens: 
     return means, counts.numpy().astype(np.int64)
 
 
-def encode_rows(tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None,
-                max_length: int) -> tuple[list[Encoded], list[Encoded]]:
-    """Conditional and prior sequences of every row; the prior span has the conditional span's length."""
-    cond = [encode_conditional(tokenizer, row, system_prompt, max_length) for row in rows]
-    prior = [encode_prior(tokenizer, row, c.span_len, max_length) for row, c in zip(rows, cond)]
+def encode_rows(tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None, max_length: int,
+                response_share: float = RESPONSE_SHARE) -> tuple[list[Encoded], list[Encoded]]:
+    """Conditional and prior sequences of every row; the prior span holds the conditional span's tokens."""
+    cond = [encode_conditional(tokenizer, row, system_prompt, max_length, response_share) for row in rows]
+    prior = [encode_prior(tokenizer, row, c.span_len, max_length, c.span_len + c.span_cut) for row, c in zip(rows, cond)]
     return cond, prior
 
 
-def _result(loss_cond, loss_prior, n_tokens, variant, precision) -> dict[str, np.ndarray]:
+def _result(loss_cond, loss_prior, n_tokens, truncated, variant, precision) -> dict[str, np.ndarray]:
     loss_cond = np.asarray(loss_cond, dtype=np.float64)
     loss_prior = np.asarray(loss_prior, dtype=np.float64)
     return {
@@ -175,33 +188,38 @@ def _result(loss_cond, loss_prior, n_tokens, variant, precision) -> dict[str, np
         "loss_prior": loss_prior,
         "ifd": ifd_from_losses(loss_cond, loss_prior, variant, precision),
         "n_response_tokens": np.asarray(n_tokens, dtype=np.int64),
+        "truncated": np.asarray(truncated, dtype=bool),
     }
 
 
 def score_rows(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None,
                max_length: int = 256, batch_tokens: int = 8192, variant: str = "ppl_ratio",
                precision: str = "fp32", progress: ProgressFn | None = None,
-               contrast_seed: int | None = None, contrast_partners: int = 1) -> dict[str, np.ndarray]:
-    """IFD of every row, in input order: loss_cond, loss_prior, ifd, n_response_tokens (numpy arrays).
+               contrast_seed: int | None = None, contrast_partners: int = 1,
+               response_share: float = RESPONSE_SHARE) -> dict[str, np.ndarray]:
+    """IFD of every row, in input order: loss_cond, loss_prior, ifd, n_response_tokens, truncated
+    (numpy arrays).
 
     `rows` are ROWS-like dicts (system, context, instruction, input, response). n_response_tokens is
-    the conditional span length (the number of tokens both means run over). With `contrast_seed`,
+    the conditional span length (the number of tokens both means run over); `truncated` marks rows
+    cut to the budget (max_length capped by the model's context length). With `contrast_seed`,
     each response is also scored under `contrast_partners` other rows' prompts (one seeded
     derangement each, seeds contrast_seed, contrast_seed + 1, ...; curate.scoring.misalignment) in
     the same batched pass; `loss_swapped` is the mean of those losses.
     """
-    cond, prior = encode_rows(tokenizer, rows, system_prompt, max_length)
+    max_length = token_budget(max_length, getattr(model.config, "max_position_embeddings", None))
+    cond, prior = encode_rows(tokenizer, rows, system_prompt, max_length, response_share)
     seqs = cond + prior
     if contrast_seed is not None:
         for k in range(contrast_partners):
             swapped = swapped_rows(rows, partners(len(rows), contrast_seed + k))
-            seqs += [encode_conditional(tokenizer, row, system_prompt, max_length) for row in swapped]
+            seqs += [encode_conditional(tokenizer, row, system_prompt, max_length, response_share) for row in swapped]
     n = len(rows)
     passes = len(seqs) // max(n, 1)
     per_row = None if progress is None else (lambda done, _total: progress(done // passes, n))
     means, _ = mean_span_losses(model, seqs, tokenizer.pad_token_id, batch_tokens, per_row)
     n_tokens = [c.span_len for c in cond]
-    result = _result(means[:n], means[n : 2 * n], n_tokens, variant, precision)
+    result = _result(means[:n], means[n : 2 * n], n_tokens, [c.truncated for c in cond], variant, precision)
     if contrast_seed is not None:
         result["loss_swapped"] = np.asarray(means[2 * n :], dtype=np.float64).reshape(contrast_partners, n).mean(axis=0)
     return result
@@ -219,18 +237,20 @@ def _single_span_loss(model, seq: Encoded, device) -> float:
 
 def score_rows_unbatched(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None,
                          max_length: int = 256, variant: str = "ppl_ratio", precision: str = "fp32",
-                         progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+                         progress: ProgressFn | None = None, response_share: float = RESPONSE_SHARE) -> dict[str, np.ndarray]:
     """The naive reference loop: per row one conditional and one prior forward, batch size 1."""
     device = next(model.parameters()).device
     model.eval()
-    loss_cond, loss_prior, n_tokens = [], [], []
+    max_length = token_budget(max_length, getattr(model.config, "max_position_embeddings", None))
+    loss_cond, loss_prior, n_tokens, truncated = [], [], [], []
     with torch.no_grad():
         for k, row in enumerate(rows):
-            c = encode_conditional(tokenizer, row, system_prompt, max_length)
-            p = encode_prior(tokenizer, row, c.span_len, max_length)
+            c = encode_conditional(tokenizer, row, system_prompt, max_length, response_share)
+            p = encode_prior(tokenizer, row, c.span_len, max_length, c.span_len + c.span_cut)
             loss_cond.append(_single_span_loss(model, c, device))
             loss_prior.append(_single_span_loss(model, p, device))
             n_tokens.append(c.span_len)
+            truncated.append(c.truncated)
             if progress is not None:
                 progress(k + 1, len(rows))
-    return _result(loss_cond, loss_prior, n_tokens, variant, precision)
+    return _result(loss_cond, loss_prior, n_tokens, truncated, variant, precision)

@@ -42,18 +42,23 @@ def _rows():
             row["system"] = "Answer briefly."
         rows.append(row)
     rows[4]["response"] = ""  # empty span -> NaN
-    rows[9]["instruction"] = _text(rng, 90, 90)  # prompt longer than max_length -> span truncated away
+    rows[9]["instruction"] = _text(rng, 90, 90)  # prompt longer than max_length -> the prompt is cut, the response kept
     return rows
 
 
 ROWS = _rows()
 MAX_LEN = 96
+VOCAB = 320
+# Two float32 computations of the same span loss (other batch shapes, other head path) differ only in
+# rounding, dominated by the longest sum: the log-sum-exp over the vocabulary, <= VOCAB * eps relative.
+# An IFD is a ratio of two such losses: twice that.
+LOSS_RTOL = VOCAB * float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture(scope="module")
 def lm():
     torch.set_num_threads(1)
-    tok = train_tokenizer([" ".join(WORDS)] * 20 + [r["instruction"] for r in ROWS], vocab_size=320)
+    tok = train_tokenizer([" ".join(WORDS)] * 20 + [r["instruction"] for r in ROWS], vocab_size=VOCAB)
     model = build_tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                              max_positions=128, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, seed=7)
     return model.eval(), tok
@@ -65,10 +70,12 @@ def test_batched_equals_unbatched_loop(lm):
     slow = score_rows_unbatched(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)
     np.testing.assert_array_equal(fast["n_response_tokens"], slow["n_response_tokens"])
     for key in ("loss_cond", "loss_prior", "ifd"):
-        np.testing.assert_allclose(fast[key], slow[key], rtol=0, atol=1e-4, equal_nan=True)
-    assert np.isnan(fast["ifd"][4]) and np.isnan(fast["ifd"][9])
-    assert fast["n_response_tokens"][4] == 0 and fast["n_response_tokens"][9] == 0
-    finite = np.delete(fast["ifd"], [4, 9])
+        np.testing.assert_allclose(fast[key], slow[key], rtol=2 * LOSS_RTOL, atol=0, equal_nan=True)
+    assert np.isnan(fast["ifd"][4]) and fast["n_response_tokens"][4] == 0
+    too_long = [len(encode_conditional(tok, r, SYSTEM, 10_000).input_ids) > MAX_LEN for r in ROWS]
+    assert too_long[9] and fast["truncated"].tolist() == too_long == slow["truncated"].tolist()
+    assert fast["n_response_tokens"][9] > 0  # a long prompt no longer empties the span
+    finite = np.delete(fast["ifd"], [4])
     assert np.all(np.isfinite(finite)) and np.all(finite > 0)
     # a random model scores responses near ln(vocab) either way
     assert abs(np.nanmean(fast["loss_cond"]) - math.log(len(tok))) < 1.0
@@ -80,7 +87,7 @@ def test_batching_budget_and_head_path_do_not_change_losses(lm):
     seqs = cond + prior
     one, counts = mean_span_losses(model, seqs, tok.pad_token_id, batch_tokens=1)
     big, counts_big = mean_span_losses(model, seqs, tok.pad_token_id, batch_tokens=100_000)
-    np.testing.assert_allclose(one, big, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(one, big, rtol=LOSS_RTOL, atol=0, equal_nan=True)
     np.testing.assert_array_equal(counts, counts_big)
     np.testing.assert_array_equal(counts, [s.span_len for s in seqs])
     import curate.scoring.ifd as ifd_mod
@@ -91,7 +98,7 @@ def test_batching_budget_and_head_path_do_not_change_losses(lm):
         full_head, _ = mean_span_losses(model, seqs, tok.pad_token_id, batch_tokens=100_000)
     finally:
         ifd_mod._span_head_supported = original
-    np.testing.assert_allclose(full_head, big, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(full_head, big, rtol=LOSS_RTOL, atol=0, equal_nan=True)
 
 
 def test_progress_reports_rows(lm):
@@ -108,10 +115,10 @@ def test_only_the_span_is_scored(lm):
     other_prompt = {**base, "instruction": "sort list number add sum red blue"}
     other_response = {**base, "response": "dog ran fast"}
     a, b, c = (score_rows(model, tok, [r], SYSTEM, max_length=MAX_LEN) for r in (base, other_prompt, other_response))
-    assert a["loss_prior"][0] == pytest.approx(b["loss_prior"][0], abs=1e-6)
-    assert abs(a["loss_cond"][0] - b["loss_cond"][0]) > 1e-4
+    assert a["loss_prior"][0] == pytest.approx(b["loss_prior"][0], rel=LOSS_RTOL, abs=0)
+    assert abs(a["loss_cond"][0] - b["loss_cond"][0]) > 10 * LOSS_RTOL * a["loss_cond"][0]
     assert a["n_response_tokens"][0] == b["n_response_tokens"][0]
-    assert abs(a["loss_prior"][0] - c["loss_prior"][0]) > 1e-4
+    assert abs(a["loss_prior"][0] - c["loss_prior"][0]) > 10 * LOSS_RTOL * a["loss_prior"][0]
     enc = encode_conditional(tok, base, SYSTEM, MAX_LEN)
     assert tok.decode(enc.input_ids[enc.span_start:]).startswith("the cat sat on a mat<|end|>")
 
@@ -174,8 +181,9 @@ def test_contrast_scores_each_response_under_another_prompt(lm):
     model, tok = lm
     res = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3)
     direct = score_rows(model, tok, swapped_rows(ROWS, partners(len(ROWS), 3)), SYSTEM, max_length=MAX_LEN)
-    np.testing.assert_allclose(res["loss_swapped"], direct["loss_cond"], rtol=0, atol=1e-5, equal_nan=True)
-    np.testing.assert_allclose(res["ifd"], score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)["ifd"], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(res["loss_swapped"], direct["loss_cond"], rtol=LOSS_RTOL, atol=0, equal_nan=True)
+    np.testing.assert_allclose(res["ifd"], score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)["ifd"], rtol=2 * LOSS_RTOL,
+                               atol=0, equal_nan=True)
     assert "loss_swapped" not in score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN)
 
 
@@ -187,6 +195,6 @@ def test_several_contrast_partners_average_their_losses(lm):
     res = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3, contrast_partners=3)
     each = [score_rows(model, tok, swapped_rows(ROWS, partners(len(ROWS), 3 + k)), SYSTEM, max_length=MAX_LEN)["loss_cond"]
             for k in range(3)]
-    np.testing.assert_allclose(res["loss_swapped"], np.mean(each, axis=0), rtol=0, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(res["loss_swapped"], np.mean(each, axis=0), rtol=LOSS_RTOL, atol=0, equal_nan=True)
     one = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3)["loss_swapped"]
     assert not np.allclose(res["loss_swapped"], one, equal_nan=True)  # the other partners count

@@ -113,7 +113,7 @@ def test_bad_records_are_quarantined_and_the_rest_ingested(tmp_path):
         "wrong_type": json.dumps({"instruction": "Count.", "output": 3}).encode(),
         "wrong_type_list": json.dumps({"instruction": "List.", "output": ["a", "b"]}).encode(),
         "invalid_utf8": b'{"instruction": "Caf\xe9?", "output": "Yes."}',
-        "too_long": json.dumps({"instruction": "Long.", "output": "word " * 400}).encode(),
+        "too_large": json.dumps({"instruction": "Long.", "output": "word " * 400}).encode(),
     }
     lines = good[:20] + list(bad.values()) + good[20:]
     (tmp_path / "pool.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -122,14 +122,14 @@ def test_bad_records_are_quarantined_and_the_rest_ingested(tmp_path):
         {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey"}, {"from": "human", "value": "?"}]},
         {"conversations": [{"from": "tool", "value": "x"}, {"from": "gpt", "value": "y"}]},
     ])
-    result = ingest_path(tmp_path, max_chars=1000)
+    result = ingest_path(tmp_path, max_bytes=1000)
     stats = result.stats
     assert stats["rows_in"] == 60 + len(bad) + 3
     assert stats["rows_ok"] == 61 and result.rows.num_rows == 61
     assert stats["quarantined"] == len(bad) + 2 == result.quarantine.num_rows
     assert stats["by_reason"] == {
         "invalid_json": 1, "not_an_object": 1, "missing_field": 1, "empty_field": 1, "wrong_type": 2,
-        "invalid_utf8": 1, "too_long": 1, "bad_conversation": 2,
+        "invalid_utf8": 1, "too_large": 1, "bad_conversation": 2,
     }
     assert stats["by_source"]["pool.jsonl"] == {"rows_in": 68, "rows_ok": 60, "quarantined": 8}
     q = {(r["source"], r["position"]): r for r in result.quarantine.to_pylist()}
@@ -137,8 +137,8 @@ def test_bad_records_are_quarantined_and_the_rest_ingested(tmp_path):
     assert q[("pool.jsonl", 26)]["reason"].startswith("invalid_utf8") and "Caf" in q[("pool.jsonl", 26)]["raw"]
     assert "'output' is int" in q[("pool.jsonl", 24)]["reason"] and "is list" in q[("pool.jsonl", 25)]["reason"]
     assert "instruction" in q[("pool.jsonl", 22)]["reason"]
-    too_long = q[("pool.jsonl", 27)]
-    assert too_long["row_id"] is not None and len(too_long["raw"]) == 500
+    too_large = q[("pool.jsonl", 27)]
+    assert too_large["row_id"] is not None and len(too_large["raw"]) == 500 and "ingest.max_bytes" in too_large["reason"]
     assert "assistant" in q[("sharegpt.jsonl", 1)]["reason"] and "'tool'" in q[("sharegpt.jsonl", 2)]["reason"]
     assert all(r["stage"] == "ingest" for r in q.values())
     positions = [r["position"] for r in _rows(result) if r["source"] == "pool.jsonl"]

@@ -2,7 +2,8 @@ from curate.scoring.cache import RowScoreCache
 
 
 def _rec(i, ifd=0.5):
-    return {"row_id": f"r{i}", "loss_cond": 1.0, "loss_prior": 2.0, "ifd": ifd, "n_response_tokens": 3, "loss_swapped": 2.5}
+    return {"row_id": f"r{i}", "loss_cond": 1.0, "loss_prior": 2.0, "ifd": ifd, "n_response_tokens": 3, "loss_swapped": 2.5,
+            "truncated": False}
 
 
 def test_cache_is_keyed_by_scorer_and_params_and_row(tmp_path):
