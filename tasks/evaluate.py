@@ -1,21 +1,36 @@
-"""Evaluate stage: every round's checkpoint (and the base model) on the held-out sets."""
+"""Evaluate stage: every round's checkpoint (and the base model) on the held-out sets: the files of
+raw.eval_dir, or, without any, the rows the holdout stage held out of the pool (tasks/holdout.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import Ref, atomic_path, write_json
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, atomic_path, read_json, write_json
 from curate.evaluation.heldout import evaluate as evaluate_model
 from curate.ingest import ingest_path
+from curate.ingest.formats import discover
 from curate.models.loading import load_causal_lm
 from tasks.base_model import model_path
 from tasks.caching import Stage
+from tasks.holdout import KIND as HOLDOUT_KIND
 
-STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/loading.py",
-                                  "curate/scoring/ifd.py"))
+STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/truncation.py",
+                                  "curate/models/loading.py",
+                                  "curate/scoring/ifd.py", "tasks/holdout.py"))
+
+
+def has_heldout_files(eval_dir: Path) -> bool:
+    """Does raw.eval_dir hold any held-out file? (Without one, the holdout stage splits the pool.)"""
+    return eval_dir.is_dir() and bool(discover(eval_dir))
 
 
 def read_heldout(eval_dir: Path) -> dict[str, list[dict]]:
-    """Every held-out set of the eval directory (one per file, named by the file's stem), in file order."""
+    """Every held-out set of the eval directory (one per file, named by the file's stem), in file order;
+    for the held-out part of a holdout stage artifact, its rows as the one set `holdout`, in pool order."""
+    stats = eval_dir / "stats.json"
+    if stats.is_file() and read_json(stats).get("kind") == HOLDOUT_KIND:
+        return {"holdout": pq.read_table(eval_dir / "rows.parquet").to_pylist()}
     sets: dict[str, list[dict]] = {}
     for r in ingest_path(eval_dir).rows.to_pylist():
         sets.setdefault(Path(r["source"]).name.split(".")[0], []).append(r)
@@ -38,9 +53,11 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
     if not out.exists():
         e, bm = params["evaluation"], params["base_model"]
         sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"], e["anchor_rows"])
-        lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
+        lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
+                                       chat_template=bm["chat_template"])
         metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
-                                 max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"])
+                                 max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"],
+                                 response_share=params["scoring"]["response_share"])
         with atomic_path(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
     return Ref.of(out).to_dict()

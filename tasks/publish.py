@@ -12,6 +12,7 @@ LAYOUT = {
     "dedup": "data/dedup",
     "embed": "data/embed",
     "semdedup": "data/semdedup",
+    "holdout": "data/holdout",
     "base_model": "data/models/base",
     "score": "data/score",
     "rounds": "data/rounds",

@@ -10,3 +10,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A model cache holding SmolLM2-135M-Instruct converted from the installed wheel: once per test
+    session (~30-60 s). Tests that need `base_model.source: smollm2-135m-instruct` point
+    CURATE_MODEL_CACHE here (monkeypatch.setenv)."""
+    from curate.models import smollm2
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    smollm2.provision(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_cache):
+    """The converted SmolLM2-135M-Instruct Hugging Face directory (fp32 safetensors + tokenizer)."""
+    from curate.models import smollm2
+
+    return smollm2.provision(smollm2_cache)

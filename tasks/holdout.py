@@ -1,0 +1,47 @@
+"""Holdout stage: the pool the rounds select from, and the held-out rows evaluation reads when the user
+gave no held-out files (curate/evaluation/split.py). It runs on every pool; with held-out files in
+raw.eval_dir its share is 0 and the pool passes through whole.
+
+    pool/rows.parquet       the rows selection and training see (ROWS schema)
+    heldout/rows.parquet    the rows held out (never selected nor trained), evaluated as the set `holdout`
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, atomic_path, digest, write_json, write_parquet
+from curate.evaluation.split import holdout_mask
+from tasks.caching import Stage
+
+STAGE = Stage("holdout", code=("curate/evaluation/split.py",))
+KIND = "holdout"  # heldout/stats.json `kind`: how evaluation recognises a split's held-out directory
+
+
+@STAGE.task()
+def holdout(project: str, pool: dict, params: dict) -> dict:
+    """`params`: {"holdout": share, "eval_files": does raw.eval_dir hold the held-out sets (then share is 0)}."""
+    out = STAGE.out(project, locals())
+    if not out.exists():
+        share = params["holdout"]
+        table = pq.read_table(Path(pool["path"]) / "rows.parquet")
+        mask = pa.array(holdout_mask(table["row_id"].to_pylist(), share))
+        kept, held = table.filter(pc.invert(mask)), table.filter(mask)
+        with atomic_path(out) as tmp:
+            write_parquet(kept, tmp / "pool" / "rows.parquet")
+            write_parquet(held, tmp / "heldout" / "rows.parquet")
+            write_json({"kind": KIND, "rows": held.num_rows, "share": share,
+                        "digest": digest(tmp / "heldout" / "rows.parquet")}, tmp / "heldout" / "stats.json")
+            stats = {"rows_in": table.num_rows, "kept": kept.num_rows, "heldout": held.num_rows, "share": share,
+                     "eval_files": params["eval_files"]}
+            write_json(stats, tmp / "pool" / "stats.json")
+            write_json(stats, tmp / "stats.json")
+    return Ref.of(out).to_dict()
+
+
+def split_refs(ref: dict) -> tuple[dict, dict]:
+    """(pool, held-out rows) of a holdout artifact, as Refs of its two parts."""
+    return Ref.of(Path(ref["path"]) / "pool").to_dict(), Ref.of(Path(ref["path"]) / "heldout").to_dict()

@@ -1,0 +1,58 @@
+"""The holdout stage: the pool the rounds see excludes the held-out rows, which evaluation reads as a set."""
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, write_parquet
+from curate.config import Params
+from curate.schema import ROWS
+from flows.steps import holdout_params, pool_and_heldout
+from tasks.evaluate import anchor_set, heldout_sets, read_heldout
+from tasks.holdout import holdout
+
+N = 400
+
+
+def _pool(tmp_path) -> dict:
+    rows = [{"row_id": f"id-{i:04d}", "source": "pool.jsonl", "position": i, "system": "", "context": [],
+             "instruction": f"Say {i}.", "input": "", "response": f"{i}", "skill": None, "truth": None} for i in range(N)]
+    write_parquet(pa.Table.from_pylist(rows, schema=ROWS), tmp_path / "semdedup" / "rows.parquet")
+    return Ref.of(tmp_path / "semdedup").to_dict()
+
+
+def _ids(path) -> list[str]:
+    return pq.read_table(path / "rows.parquet")["row_id"].to_pylist()
+
+
+def test_split_pool_and_heldout_are_disjoint_and_complete(tmp_path):
+    project = tmp_path / "project"
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params={"holdout": 0.25, "eval_files": False})
+    p = Params.model_validate({"evaluation": {"holdout": 0.25}})
+    pool, held = pool_and_heldout(str(project), p, ref)
+    kept, out = _ids(Path(pool["path"])), _ids(Path(held["path"]))
+    assert set(kept).isdisjoint(out) and sorted(kept + out) == [f"id-{i:04d}" for i in range(N)]
+    assert 0.25 * N - 5 * (N * 0.25 * 0.75) ** 0.5 < len(out) < 0.25 * N + 5 * (N * 0.25 * 0.75) ** 0.5
+    stats = json.loads((Path(pool["path"]) / "stats.json").read_text())
+    assert stats["kept"] == len(kept) and stats["heldout"] == len(out)  # `kept` sizes the LR schedule
+    sets = read_heldout(Path(held["path"]))
+    assert list(sets) == ["holdout"] and [r["row_id"] for r in sets["holdout"]] == out
+    evaluated = heldout_sets(Path(held["path"]), max_rows=1000, anchor_rows=5)["holdout"]
+    anchors = anchor_set(Path(held["path"]), 5)
+    assert len(anchors) == 5 and not {r["row_id"] for r in anchors} & {r["row_id"] for r in evaluated}
+
+
+def test_held_out_files_mean_no_split(tmp_path):
+    project = tmp_path / "project"
+    (project / "data" / "raw" / "eval").mkdir(parents=True)
+    p = Params.model_validate({"evaluation": {"holdout": 0.25}})
+    assert holdout_params(str(project), p) == {"holdout": 0.25, "eval_files": False}
+    (project / "data" / "raw" / "eval" / "qa.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    params = holdout_params(str(project), p)
+    assert params == {"holdout": 0.0, "eval_files": True}
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params=params)
+    pool, held = pool_and_heldout(str(project), p, ref)
+    assert len(_ids(Path(pool["path"]))) == N
+    assert held == Ref.of(project / "data" / "raw" / "eval").to_dict()
+    assert list(read_heldout(project / "data" / "raw" / "eval")) == ["qa"]
