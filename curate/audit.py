@@ -132,9 +132,10 @@ def diff(run_a: str, run_b: str) -> dict[str, Any]:
     return {"kind": "diff", "run_a": run_a, "run_b": run_b, "kept": len(set(a) & set(b)), "entered": entered, "left": left}
 
 
-def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) -> dict[str, Any]:
-    """Write the rows that trained the checkpoint of `round_index` (default: the last) of a run."""
-    from curate.export import read_pool, training_records, write_export
+def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path, merged: bool = False) -> dict[str, Any]:
+    """Write the rows that trained the checkpoint of `round_index` (default: the last) of a run; with
+    `merged`, also that checkpoint as a full model (a LoRA adapter merged into its base) in `out/model`."""
+    from curate.export import read_pool, training_records, write_export, write_merged_model
 
     info = mt.parent_info(run_ref)
     subsets = mt.round_subsets(info["run_id"], info["experiment_id"], round_index)
@@ -150,6 +151,12 @@ def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path) ->
     manifest = {"parent_run_id": info["run_id"], "round": upto, "model_uri": chosen[-1]["model_uri"],
                 "pool_digest": info["tags"].get("curate.digest.semdedup"),
                 "subset_digests": {f"round-{r['round']}": r["subset_digest"] for r in chosen}}
+    if merged:
+        checkpoint = artifact_path(info["tags"], f"round{upto}.train") / "model"
+        if not checkpoint.is_dir():
+            raise SystemExit(f"error: the checkpoint of round {upto} ({checkpoint}) is gone; restore it (`dvc pull`) "
+                             f"or re-run `curate run`")
+        manifest["model"] = write_merged_model(checkpoint, out)
     return {"kind": "export", "out": str(out), **write_export(records, out, fmt, manifest)}
 
 
@@ -161,8 +168,9 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"  - {x['row_id']}: {x['reason']}" for x in result["left"]]
         return "\n".join(lines)
     if result["kind"] == "export":
+        merged = f"; the checkpoint as a full model in {result['out']}/{result['model']['dir']}" if "model" in result else ""
         return (f"wrote {result['rows']} training records (rounds 0..{result['round']} of run {result['parent_run_id']}) "
-                f"to {result['out']}/{result['file']} (sha256 {result['digest'][:16]}…), manifest.json beside it")
+                f"to {result['out']}/{result['file']} (sha256 {result['digest'][:16]}…), manifest.json beside it{merged}")
     if result["kind"] == "verify":
         lines = [f"verified {result['checked']} artifacts of run {result['run_id']}: "
                  f"{'all match' if not result['problems'] else str(len(result['problems'])) + ' problem(s)'}"]

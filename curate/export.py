@@ -1,6 +1,7 @@
 """Export the exact rows that trained a checkpoint, in formats trainers read (TRL, LLaMA-Factory,
 axolotl): one record per (round, row) in training order, with Alpaca fields, OpenAI-style
-`messages`, and the lineage columns, plus a manifest of digests."""
+`messages`, and the lineage columns, plus a manifest of digests. On request, the checkpoint itself
+as a full model (a LoRA adapter merged into its base)."""
 from __future__ import annotations
 
 import json
@@ -48,6 +49,22 @@ def write_export(records: list[dict[str, Any]], out: Path, fmt: str, manifest: d
     manifest = {**manifest, "format": fmt, "rows": len(records), "file": target.name, "digest": digest(target)}
     write_json(manifest, out / "manifest.json")
     return manifest
+
+
+def write_merged_model(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Write `checkpoint` (a model, or a LoRA adapter merged into its base) as a float32 model + tokenizer
+    in `out/model`, without optimizer state. Returns its manifest entry."""
+    from curate.models.loading import is_adapter_dir, load_causal_lm, read_base_ref
+
+    model, tokenizer = load_causal_lm(checkpoint, dtype="float32", device="cpu")
+    target = Path(out) / "model"
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    entry: dict[str, Any] = {"dir": target.name, "digest": digest(target), "checkpoint": str(checkpoint)}
+    if is_adapter_dir(checkpoint):
+        entry["base_model"] = read_base_ref(checkpoint)
+    return entry
 
 
 def read_pool(path: Path) -> dict[str, dict]:

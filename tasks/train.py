@@ -21,8 +21,9 @@ from tasks.base_model import model_path
 from tasks.caching import Stage
 from tasks.evaluate import anchor_set
 
-STAGE = Stage("train", code=("curate/training", "curate/selection", "curate/models/chat.py", "curate/scoring/ifd.py",
-                             "curate/ingest"))
+STAGE = Stage("train", code=("curate/training", "curate/selection", "curate/models/chat.py", "curate/models/truncation.py",
+                             "curate/models/loading.py",
+                             "curate/scoring/ifd.py", "curate/ingest", "tasks/evaluate.py"))
 LINEAGE = "online_weights.parquet"
 
 
@@ -74,6 +75,13 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             progress=_progress(round_index),
             online=t["online"],
             anchors=anchors,
+            response_share=t["response_share"],
+            assistant_turns=t["assistant_turns"],
+            chat_template=params["base_model"]["chat_template"],
+            lora=t["lora"],
+            precision=t["precision"],
+            gradient_checkpointing=t["gradient_checkpointing"],
+            device=t["device"],
         )
         with atomic_path(out) as tmp:
             tmp.mkdir()
@@ -82,6 +90,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             write_parquet(result.lineage, tmp / LINEAGE)
             log = result.log.to_pylist()
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows),
+                        "rows_truncated": result.truncated_rows, "rows_skipped": result.skipped_rows,
                         "policy": t["online"]["policy"], "anchors": len(anchors),
                         "rows_trained": len(set(result.lineage.column("row_id").to_pylist())),
                         "fraction_kept": sum(x["kept"] for x in log) / max(sum(x["candidates"] for x in log), 1),

@@ -47,11 +47,15 @@ def evaluate_checkpoints(checkpoints: Mapping[str, Path], tasks: Sequence[str], 
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from curate.models.loading import adapter_base, is_adapter_dir
+
     manager = TaskManager(include_path=str(include_path)) if include_path else TaskManager()
     out: dict[str, Any] = {}
     for name, path in checkpoints.items():
+        # a LoRA checkpoint: lm-eval loads its base (digest checked first) with the adapter applied
+        weights = {"pretrained": str(adapter_base(path)), "peft": str(path)} if is_adapter_dir(path) else {"pretrained": str(path)}
         result = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(path), "dtype": "float32"}, tasks=list(tasks),
+            model="hf", model_args={**weights, "dtype": "float32"}, tasks=list(tasks),
             task_manager=manager, limit=limit, batch_size=batch_size, device=device or "cpu",
             log_samples=False, random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
         )

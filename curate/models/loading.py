@@ -2,9 +2,14 @@
 
 Offline only: the CLI sets HF_HUB_OFFLINE=1, so a hub id that is not in the local cache fails at
 once (instead of ~47 s of retries, stack notes §6.7) with a message saying what to do.
+
+A LoRA adapter directory (`adapter_config.json` + `base.json`, written by the trainer with
+`training.lora.enabled`) loads as its base model with the adapter merged in; `base.json` records
+the base model's path and content digest, and a base that changed since is refused.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -12,8 +17,50 @@ import torch
 from curate.artifacts import digest
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_REF = "base.json"
+
+
 class ModelLoadError(RuntimeError):
     pass
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).is_file() and (path / BASE_REF).is_file()
+
+
+def write_base_ref(adapter_dir: Path, base: Path, base_digest: str) -> None:
+    """Record, inside an adapter directory, the base model it applies to."""
+    (Path(adapter_dir) / BASE_REF).write_text(json.dumps({"path": str(Path(base).resolve()), "digest": base_digest}, indent=1))
+
+
+def read_base_ref(adapter_dir: Path) -> dict:
+    return json.loads((Path(adapter_dir) / BASE_REF).read_text())
+
+
+def adapter_base(adapter_dir: str | Path) -> Path:
+    """The base model directory of an adapter, after checking it still has the recorded digest."""
+    ref = read_base_ref(Path(adapter_dir))
+    base = Path(ref["path"])
+    if not base.is_dir():
+        raise ModelLoadError(f"the base model of adapter {adapter_dir} is gone: {base} does not exist. Restore it "
+                             f"(`dvc pull`, or the same base_model.source) or re-run training from the current base")
+    actual = digest(base)
+    if actual != ref["digest"]:
+        raise ModelLoadError(f"the base model of adapter {adapter_dir} changed: {base} has digest {actual[:16]}…, the "
+                             f"adapter was trained on {ref['digest'][:16]}…. Restore that base model or re-run training")
+    return base
+
+
+def _merged_adapter(adapter_dir: Path, torch_dtype: torch.dtype, trust_remote_code: bool):
+    """Base model + LoRA adapter, merged into plain weights (peft `merge_and_unload`)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(adapter_dir), dtype=torch_dtype,
+                                                trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -25,9 +72,12 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def load_causal_lm(source: str | Path, dtype: str = "auto", trust_remote_code: bool = False,
-                   device: str | None = None):
-    """(model in eval mode, tokenizer) from a local dir or hub id; pad token defaults to EOS."""
+                   device: str | None = None, chat_template: str | None = None):
+    """(model in eval mode, tokenizer) from a local dir, hub id or adapter dir (merged); pad token defaults to EOS.
+    `chat_template` (base_model.chat_template) replaces the tokenizer's; a tokenizer left without one is an error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from curate.models.chat import use_chat_template
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _resolve_dtype(dtype, device)
@@ -37,10 +87,14 @@ def load_causal_lm(source: str | Path, dtype: str = "auto", trust_remote_code: b
         raise ModelLoadError(f"model directory not found: {source}")
     name = str(local) if is_local else str(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+        tokenizer = use_chat_template(AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code),
+                                      chat_template)
+        if is_local and is_adapter_dir(local):
+            model = _merged_adapter(local, torch_dtype, trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
     except OSError as e:
         if is_local:
             raise ModelLoadError(f"could not load a causal LM from {name}: {e}") from e
@@ -55,6 +109,16 @@ def load_causal_lm(source: str | Path, dtype: str = "auto", trust_remote_code: b
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def context_length(model_dir: str | Path) -> int | None:
+    """The context length (config `max_position_embeddings`) of a model directory or of an adapter's base."""
+    from transformers import AutoConfig
+
+    path = Path(model_dir)
+    if is_adapter_dir(path):
+        path = Path(read_base_ref(path)["path"])
+    return getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
 
 
 def local_model_dir(source: str | Path) -> Path:

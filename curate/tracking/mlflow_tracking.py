@@ -3,7 +3,8 @@
 A round's run holds its parameters, the per-step training loss, evaluation metrics, the selected
 subset as an input dataset carrying our content digest (MLflow's own digest only samples rows),
 the subset Parquet and `dvc.lock` as artifacts, and the checkpoint as a logged model
-(transformers format, safetensors). The only module of the library that imports mlflow.
+(transformers format, safetensors; a LoRA checkpoint as its adapter directory, tagged with the
+base model's path and digest). The only module of the library that imports mlflow.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ SUBSET_ARTIFACT = "subset/selection.parquet"
 LINEAGE_ARTIFACT = "online/online_weights.parquet"  # (row_id, step, weight, score) of every trained row
 ONLINE_METRICS = ("kept", "weight_sum", "residual", "score_mean", "score_std")  # per-step train-log columns
 TAG_MODEL_URI = "curate.model_uri"
+TAG_BASE_PATH = "curate.base_model.path"  # a LoRA checkpoint: the base model its adapter applies to
+TAG_BASE_DIGEST = "curate.base_model.digest"
 
 
 @dataclass
@@ -62,6 +65,26 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k.replace("/", "."): float(v) for k, v in _flat(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _log_adapter(adapter_dir: Path, name: str, digest: str) -> str:
+    """Log a LoRA checkpoint as an MLflow model: the adapter directory (adapter weights and config,
+    tokenizer, `base.json`) with the base model's path and digest as tags; the base is not copied."""
+    import shutil
+
+    from curate.models.loading import read_base_ref
+    from curate.training.state import TRAINER_STATE  # optimizer state: for resuming, not part of the model
+
+    base = read_base_ref(adapter_dir)
+    tags = {"curate.checkpoint_digest": digest, TAG_BASE_PATH: base["path"], TAG_BASE_DIGEST: base["digest"]}
+    model = mlflow.initialize_logged_model(name=name, source_run_id=mlflow.active_run().info.run_id, tags=tags,
+                                           model_type="peft-lora-adapter")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(adapter_dir, Path(tmp) / "adapter", ignore=shutil.ignore_patterns(TRAINER_STATE))
+        MlflowClient().log_model_artifacts(model.model_id, str(Path(tmp) / "adapter"))
+    mlflow.set_tags({TAG_BASE_PATH: base["path"], TAG_BASE_DIGEST: base["digest"]})
+    mlflow.finalize_logged_model(model.model_id, "READY")
+    return f"models:/{model.model_id}"
+
+
 def _log_model(model_dir: Path, name: str, digest: str) -> str:
     """Log a Hugging Face checkpoint (transformers flavor, safetensors) as an MLflow model.
 
@@ -71,6 +94,10 @@ def _log_model(model_dir: Path, name: str, digest: str) -> str:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from curate.models.loading import is_adapter_dir
+
+    if is_adapter_dir(model_dir):
+        return _log_adapter(model_dir, name, digest)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     info = mlflow.transformers.log_model(
@@ -288,3 +315,64 @@ def download(run_id: str, artifact_path: str, dst: Path) -> Path | None:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)))
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         return None
+
+
+# ---- queries and changes for `curate gc` and the per-run disk report ----------------------------
+
+
+def parent_runs() -> list[dict[str, Any]]:
+    """Every curate parent run in every experiment, whatever its status (a killed run included)."""
+    client = MlflowClient()
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while exp_ids:
+        page = client.search_runs(exp_ids, filter_string=f"tags.`{TAG_KIND}` = 'parent'", max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs += [{"run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "start_time": r.info.start_time,
+                  "status": r.info.status, "tags": dict(r.data.tags)} for r in page]
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def logged_models() -> list[dict[str, Any]]:
+    """Every logged model in every experiment: id, artifact location, and the parent run of the round
+    run that logged it (None when that is not a curate round run)."""
+    client = MlflowClient()
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    models, token = [], None
+    while exp_ids:
+        page = client.search_logged_models(exp_ids, max_results=100, page_token=token)
+        models += list(page)
+        token = page.token
+        if not token:
+            break
+    parents: dict[str, str | None] = {}
+    out = []
+    for m in models:
+        if m.source_run_id and m.source_run_id not in parents:
+            tags = client.get_run(m.source_run_id).data.tags
+            parents[m.source_run_id] = tags.get("mlflow.parentRunId") if tags.get(TAG_KIND) == "round" else None
+        out.append({"model_id": m.model_id, "artifact_location": m.artifact_location, "source_run_id": m.source_run_id,
+                    "parent_run_id": parents.get(m.source_run_id) if m.source_run_id else None})
+    return out
+
+
+def mark_model_removed(model_id: str, when: str) -> None:
+    """Record that `curate gc` deleted a logged model's artifacts, on the model and on the round run that
+    logged it (the model stays resolvable, so `curate audit checkpoint models:/...` still answers)."""
+    client = MlflowClient()
+    client.set_logged_model_tags(model_id, {"curate.gc.removed": when})
+    source = client.get_logged_model(model_id).source_run_id
+    if source:
+        client.set_tag(source, "curate.gc.model_removed", when)
+
+
+def log_disk_usage(run_id: str, metrics: dict[str, float], summary: str) -> None:
+    """The bytes a flow run added to disk, on its parent run (metrics, and one readable tag)."""
+    import time
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                             tags=[mlflow.entities.RunTag("curate.disk.added", summary)])

@@ -16,7 +16,9 @@
 - AdamW (torch, decoupled weight decay not applied to 1-D parameters: norms and biases, as the
   HF Trainer does), gradient-norm clipping at 1.0, lr = `lr_at(global_step, ...)` set on every
   step. The schedule and the AdamW moments continue across rounds through `trainer_state/`.
-- Weights are loaded, trained and saved in float32 (CPU-first; a bf16 checkpoint is upcast).
+- Weights are loaded, trained and saved in float32 (CPU-first; a bf16 checkpoint is upcast); with
+  `precision` bf16 the forward passes run under bf16 autocast. With `lora` enabled the trained
+  weights are LoRA adapters on a frozen base and the checkpoint is the adapter (`curate.training.lora`).
 - Online policies (`online`, see `curate.training.online`): each step's rows (the candidate batch)
   go through the policy, which picks the rows the step trains on and their loss weights; every
   trained row's (row_id, step, weight, score) goes to the round's lineage table.
@@ -39,12 +41,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from curate.artifacts import atomic_path, digest, text_digest
-from curate.models.chat import Encoded, encode_conditional
+from curate.models.chat import Encoded, encode_conditional, use_chat_template
+from curate.models.loading import context_length
+from curate.models.truncation import RESPONSE_SHARE, token_budget
 from curate.schema import user_text
 from curate.scoring.ifd import pad_batch, per_token_span_losses
+from curate.training.lora import (autocast, autocast_dtype, load_trainable, lora_enabled, resolve_device, save_weights,
+                                  without_checkpointing)
 from curate.training.online import Policy, make_policy
 from curate.training.schedule import lr_at
 from curate.training.state import (
@@ -100,12 +106,13 @@ class RoundResult:
     log: pa.Table  # LOG_SCHEMA, one row per optimizer step
     lineage: pa.Table  # LINEAGE_SCHEMA, one row per (trained row, step)
     trained_rows: int
-    skipped_rows: int  # rows with an empty response span (e.g. truncated away by max_length)
+    skipped_rows: int  # rows with an empty response span (an empty response)
+    truncated_rows: int = 0  # trained rows cut to the token budget (curate.models.truncation)
 
 
 @dataclass
 class Example:
-    encoded: Encoded  # token ids and the first response token
+    encoded: Encoded  # token ids and the response span(s)
     weight: float
     row_id: str = ""
     text: str = ""  # prompt + response (BM25 signal)
@@ -113,18 +120,20 @@ class Example:
     @property
     def n_response(self) -> int:
         """Tokens the loss is taken on (token 0 has no prediction)."""
-        return len(self.encoded.input_ids) - max(self.encoded.span_start, 1)
+        return self.encoded.n_loss_tokens
 
 
 def build_examples(
-    tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, row_weights: Sequence[float] | None = None
+    tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, row_weights: Sequence[float] | None = None,
+    response_share: float = RESPONSE_SHARE, assistant_turns: str = "last",
 ) -> tuple[list[Example], int]:
-    """Encode rows for training. Returns the examples and how many rows had an empty response span."""
+    """Encode rows for training. Returns the examples and how many rows had an empty response span.
+    `assistant_turns` "all" puts the loss on every kept assistant turn of a conversation, "last" on the last only."""
     if row_weights is not None and len(row_weights) != len(rows):
         raise ValueError(f"row_weights has {len(row_weights)} entries for {len(rows)} rows")
     examples, skipped = [], 0
     for i, row in enumerate(rows):
-        enc = encode_conditional(tokenizer, row, system_prompt, max_length)
+        enc = encode_conditional(tokenizer, row, system_prompt, max_length, response_share, assistant_turns == "all")
         if enc.span_len == 0:
             skipped += 1
             continue
@@ -213,18 +222,14 @@ def _fingerprint(checkpoint_in: Path, examples: list[Example], hyper: dict[str, 
     """What an in-round checkpoint must match to be resumed: input weights, examples (and anchors), hyper-parameters."""
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.encoded.input_ids, e.encoded.span_start, e.weight, e.row_id]).encode())
+        h.update(json.dumps([e.encoded.input_ids, e.encoded.spans, e.weight, e.row_id]).encode())
     return text_digest(digest(checkpoint_in), h.hexdigest(), hyper)
 
 
-def _load_model(path: Path, device: torch.device):
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model.to(device)
-
-
-def _save_checkpoint(path: Path, model, optimizer, state: dict[str, Any], tokenizer=None) -> None:
+def _save_checkpoint(path: Path, model, optimizer, state: dict[str, Any], tokenizer=None,
+                     base_ref: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        model.save_pretrained(tmp)
+        save_weights(model, tmp, base_ref)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         save_optimizer(optimizer, tmp / TRAINER_STATE)
@@ -254,6 +259,12 @@ def train_round(
     online: dict[str, Any] | None = None,
     anchors: Sequence[dict] = (),
     device: str | None = None,
+    lora: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    gradient_checkpointing: bool = False,
+    response_share: float = RESPONSE_SHARE,
+    assistant_turns: str = "last",
+    chat_template: str | None = None,
 ) -> RoundResult:
     """Train one round from `checkpoint_in` on `rows` and write the checkpoint to `out_dir`.
 
@@ -262,22 +273,31 @@ def train_round(
     model). With `save_every > 0` an in-round checkpoint is written every `save_every` steps to
     `out_dir.parent/.inprogress-<name>/`; calling again with the same arguments resumes from it.
     `online` is the `training.online` parameter section (None: uniform); `anchors` are the rows the
-    anchor-based policies (adapt, greats, filter-then-weight) take their target from.
+    anchor-based policies (adapt, greats, filter-then-weight) take their target from. `lora` is the
+    `training.lora` section (None or disabled: full weights); `precision` fp32 | bf16 | auto (bf16
+    autocast on CUDA with bf16 support); `device` auto | cpu | cuda. Rows longer than `max_length`
+    (capped by the model's context length) are cut by `curate.models.truncation` with
+    `response_share`; `assistant_turns` last | all; `chat_template` replaces the tokenizer's.
     """
     checkpoint_in, out_dir = Path(checkpoint_in), Path(out_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_in)
+    dev = resolve_device(device)
+    amp = autocast_dtype(precision, dev)
+    tokenizer = use_chat_template(AutoTokenizer.from_pretrained(checkpoint_in), chat_template)
+    max_length = token_budget(max_length, context_length(checkpoint_in))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples, skipped = build_examples(tokenizer, rows, system_prompt, max_length, row_weights)
-    anchor_examples, _ = build_examples(tokenizer, anchors, system_prompt, max_length)
+    examples, skipped = build_examples(tokenizer, rows, system_prompt, max_length, row_weights, response_share,
+                                       assistant_turns)
+    anchor_examples, _ = build_examples(tokenizer, anchors, system_prompt, max_length, response_share=response_share)
     policy_cfg = dict(online or {"policy": "uniform"})
     prev_state = read_state(checkpoint_in)
     global_start = int(prev_state["global_step"]) if prev_state else 0
     hyper = dict(
         system_prompt=system_prompt, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule,
-        epochs=epochs, seed=seed, round_index=round_index, online=policy_cfg,
+        epochs=epochs, seed=seed, round_index=round_index, online=policy_cfg, response_share=response_share,
+        assistant_turns=assistant_turns,
         anchors=[[a.encoded.input_ids, a.encoded.span_start] for a in anchor_examples],
+        lora=lora if lora_enabled(lora) else None, autocast=str(amp),
     )
     partial = inprogress_dir(out_dir)
     fingerprint = _fingerprint(checkpoint_in, examples, hyper) if save_every > 0 else None
@@ -289,7 +309,7 @@ def train_round(
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), _deterministic():
         torch.manual_seed(derived_seed(seed, round_index))
-        model = _load_model(partial if resume else checkpoint_in, dev)
+        model, base_ref = load_trainable(partial if resume else checkpoint_in, lora, dev, gradient_checkpointing)
         model.train()
         optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, weight_decay=weight_decay)
         policy = make_policy(policy_cfg, seed=seed, round_index=round_index, pad_id=pad_id, device=dev,
@@ -336,8 +356,9 @@ def train_round(
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
             candidate_ids = [i for mb in micro_batches for i in mb]
-            policy.start_step(model, k)
-            decision = policy.choose(model, optimizer, [examples[i] for i in candidate_ids], candidate_ids, step, step_lr)
+            with autocast(dev, amp), without_checkpointing(model):
+                policy.start_step(model, k)
+                decision = policy.choose(model, optimizer, [examples[i] for i in candidate_ids], candidate_ids, step, step_lr)
             chosen = [candidate_ids[j] for j in decision.indices]
             # the chosen rows keep the step's micro-batch size; each micro-batch's loss is over sum_i n_i of the step
             groups = [list(range(j, min(j + batch_size, len(chosen)))) for j in range(0, len(chosen), batch_size)]
@@ -346,9 +367,10 @@ def train_round(
             step_loss, tokens, response_tokens, weighted = 0.0, 0, 0, 0.0
             kept_weights, kept_scores = [], []
             for group in groups:
-                mb = micro_batch_loss(model, [examples[chosen[j]] for j in group], pad_id, denom, dev,
-                                      weights=None if decision.weights is None else [decision.weights[j] for j in group],
-                                      policy=policy, example_ids=[chosen[j] for j in group])
+                with autocast(dev, amp):
+                    mb = micro_batch_loss(model, [examples[chosen[j]] for j in group], pad_id, denom, dev,
+                                          weights=None if decision.weights is None else [decision.weights[j] for j in group],
+                                          policy=policy, example_ids=[chosen[j] for j in group])
                 mb.loss.backward()
                 step_loss += mb.loss.item()
                 tokens += mb.tokens
@@ -380,14 +402,15 @@ def train_round(
             lineage_rows += [dict(row_id=examples[i].row_id, step=step, weight=w, score=sc)
                              for i, w, sc in zip(chosen, kept_weights, kept_scores)]
             if save_every > 0 and (k + 1) % save_every == 0 and k + 1 < len(plan):
-                _save_checkpoint(partial, model, optimizer, state(k + 1, completed=False))
+                _save_checkpoint(partial, model, optimizer, state(k + 1, completed=False), base_ref=base_ref)
             if progress is not None:
                 progress(k + 1, len(plan), step_loss, tokens / max(seconds, 1e-9))
 
-        _save_checkpoint(out_dir, model, optimizer, state(len(plan), completed=True), tokenizer)
+        _save_checkpoint(out_dir, model, optimizer, state(len(plan), completed=True), tokenizer, base_ref)
     if partial.exists():
         shutil.rmtree(partial)
     log = pa.Table.from_pylist(log_rows, schema=LOG_SCHEMA)
     lineage = pa.Table.from_pylist(lineage_rows, schema=LINEAGE_SCHEMA)
     final_loss = log_rows[-1]["loss"] if log_rows else float("nan")
-    return RoundResult(out_dir, len(plan), final_loss, log, lineage, len(examples), skipped)
+    return RoundResult(out_dir, len(plan), final_loss, log, lineage, len(examples), skipped,
+                       sum(e.encoded.truncated for e in examples))

@@ -1,7 +1,9 @@
-"""Kill a real `curate run` with SIGKILL at three points, resume, and get what an uninterrupted run gets."""
+"""Kill a real `curate run` with SIGKILL at three points, resume, and get what an uninterrupted run gets
+(full training and LoRA adapters)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -9,16 +11,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from curate.artifacts import digest
+from curate.models.loading import load_causal_lm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RESUME_PARAMS = {"training": {"save_every": 1}}
+LORA_PARAMS = {"training": {"save_every": 1, "lora": {"enabled": True, "rank": 4, "alpha": 8}}}
 KILL_POINTS = [
     r"^\[score pool\]",  # during scoring
     r"^\[train round 1: steps\] 1/",  # mid-training in a later round (after its first in-round checkpoint)
@@ -49,19 +54,22 @@ def _outcome(project) -> dict[str, str]:
     rounds = project.root / "data" / "rounds"
     out = {}
     for r in sorted(rounds.iterdir()):
-        out[f"{r.name}/weights"] = digest(r / "train" / "model" / "model.safetensors")
+        model = r / "train" / "model"
+        out[f"{r.name}/weights"] = digest(model / ("adapter_model.safetensors" if (model / "base.json").exists()
+                                                   else "model.safetensors"))
         out[f"{r.name}/subset"] = digest(r / "select" / "selection.parquet")
     return out
 
 
-def test_sigkill_at_three_points_then_resume_gives_identical_results(make_project):
+@pytest.mark.parametrize("params", [RESUME_PARAMS, LORA_PARAMS], ids=["full", "lora"])
+def test_sigkill_at_three_points_then_resume_gives_identical_results(make_project, params):
     reference = make_project("reference")
-    reference.set_params(RESUME_PARAMS)
+    reference.set_params(params)
     reference.curate("demo-data", "--size", "300")
     reference.curate("run")
 
     killed = make_project("killed")
-    killed.set_params(RESUME_PARAMS)
+    killed.set_params(params)
     killed.curate("demo-data", "--size", "300")
     for pattern in KILL_POINTS:
         _kill_when(killed, pattern)
@@ -86,3 +94,25 @@ def test_sigkill_at_three_points_then_resume_gives_identical_results(make_projec
     rounds = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{finished[0].info.run_id}'"
                                                      " and tags.`curate.kind` = 'round'")
     assert sorted(int(r.data.tags["curate.round"]) for r in rounds) == [0, 1]  # no round counted twice
+    if params is LORA_PARAMS:
+        _check_lora_lineage(killed, max(rounds, key=lambda r: int(r.data.tags["curate.round"])))
+
+
+def _check_lora_lineage(project, last_round) -> None:
+    """The logged model is the adapter with its base recorded; audit and `export --merged` work from it."""
+    adapter = project.root / "data" / "rounds" / "round-1" / "train" / "model"
+    assert not (adapter / "model.safetensors").exists()
+    base = json.loads((adapter / "base.json").read_text())
+    assert last_round.data.tags["curate.base_model.digest"] == base["digest"] == digest(base["path"])
+    uri = last_round.data.tags["curate.model_uri"]
+    audit = json.loads(project.curate("audit", "checkpoint", uri, "--json").stdout)
+    assert audit["round"] == 1 and audit["distinct_rows"] > 0
+    logged = MlflowClient(tracking_uri=project.tracking_uri).get_logged_model(uri[len("models:/"):])
+    assert logged.tags["curate.base_model.path"] == base["path"]
+    out = project.root / "export"
+    manifest = json.loads(project.curate("export", "--merged", "--out", str(out), "--json").stdout)
+    assert manifest["model"]["base_model"] == base
+    merged, _ = load_causal_lm(out / "model", dtype="float32", device="cpu")
+    adapted, _ = load_causal_lm(adapter, dtype="float32", device="cpu")
+    for (name, a), (_, b) in zip(merged.state_dict().items(), adapted.state_dict().items()):
+        assert torch.equal(a, b), name  # the exported model is the merged checkpoint, saved and read back exactly
