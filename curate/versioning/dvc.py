@@ -80,6 +80,25 @@ def push(project: Path | str) -> str:
     return dvc(project, "push", "--quiet").stdout
 
 
+def cache_dir(project: Path | str) -> Path:
+    """The DVC cache directory of the project (`.dvc/cache` unless configured elsewhere)."""
+    project = Path(project)
+    if not is_repo(project):
+        return project.resolve() / ".dvc" / "cache"
+    return Path(dvc(project, "cache", "dir").stdout.strip())
+
+
+def local_remotes(project: Path | str) -> list[Path]:
+    """The directories of the project's remotes that are local paths (a cloud remote is not listed)."""
+    out = []
+    for line in dvc(project, "config", "--list", "--show-origin").stdout.splitlines():
+        origin, _, setting = line.partition("\t")  # `.dvc/config<TAB>remote.local.url=../.curate/dvc-remote`
+        key, _, url = setting.partition("=")
+        if key.startswith("remote.") and key.endswith(".url") and url and "://" not in url:
+            out.append(((Path(project) / origin).parent / url).resolve())  # relative to its config file
+    return out
+
+
 def status(project: Path | str) -> str:
     """`dvc status` output; 'Data and pipelines are up to date.' when clean."""
     return dvc(project, "status").stdout.strip()
