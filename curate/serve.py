@@ -20,7 +20,7 @@ from pathlib import Path
 FLOW = "curate-run"
 
 
-def serve(project: Path, params_file: str, cron: str | None = None) -> None:
+def serve(project: Path, params_file: str, cron: str | None = None, overrides: list[str] = ()) -> None:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
@@ -31,7 +31,7 @@ def serve(project: Path, params_file: str, cron: str | None = None) -> None:
         raise SystemExit("error: PREFECT_API_URL is not set. Start a server (`curate server`) and export "
                          "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at your Prefect server.")
     _check_server(os.environ["PREFECT_API_URL"])
-    p = load_params(project / params_file)
+    p = load_params(project / params_file, overrides)
     strategy = {"cancel": ConcurrencyLimitStrategy.CANCEL_NEW, "enqueue": ConcurrencyLimitStrategy.ENQUEUE}[p.schedule.overlap]
     try:
         schedule = Cron(cron or p.schedule.cron, timezone=p.schedule.timezone)
@@ -42,7 +42,7 @@ def serve(project: Path, params_file: str, cron: str | None = None) -> None:
     curate_run.serve(
         name=p.schedule.deployment,
         schedules=[schedule],
-        parameters={"project": str(project), "params_file": params_file},
+        parameters={"project": str(project), "params_file": params_file, **({"overrides": list(overrides)} if overrides else {})},
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
         description="Nightly model-aware curation run (curate serve)",
         tags=["curate"],

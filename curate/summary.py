@@ -6,10 +6,26 @@ from typing import Any
 
 from curate.artifacts import ref_json
 from curate.config import Params
+from curate.disk_usage import describe
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) else "-"
+
+
+def _heldout_line(p: Params, split: dict) -> str:
+    if split.get("eval_files", True):
+        return f"  held out           the held-out files in {p.raw.eval_dir}"
+    return (f"  held out           {split.get('heldout', 0)} rows ({split.get('share', 0):.0%} of the pool by row_id hash; "
+            f"never selected nor trained): no held-out files in {p.raw.eval_dir}")
+
+
+def _truncated_line(p: Params, score: dict, trains: list[dict], base_eval: dict) -> str:
+    """Rows cut to the token budget (oldest turns first, the response keeps its head) per stage."""
+    trained = sum(t.get("rows_truncated", 0) for t in trains)
+    return (f"  truncated          {score.get('rows_truncated', '-')} scored rows (scoring.max_length "
+            f"{p.scoring.max_length}), {trained} trained rows over {len(trains)} rounds (training.max_length "
+            f"{p.training.max_length}), {base_eval.get('rows_truncated', '-')} held-out rows")
 
 
 def render_summary(project: Path, p: Params, result: dict) -> str:
@@ -28,11 +44,14 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"  dedup mode         {ded.get('mode', '-')}: {ded.get('new_rows', '-')} new rows examined, "
         f"{ded.get('previous_kept', 0)} kept on earlier nights{' (' + ded['reason'] + ')' if ded.get('reason') else ''}",
         f"  pool after dedup   {sem.get('kept', ded.get('kept', '-'))}",
+        _heldout_line(p, ref_json(refs.get("holdout"))),
         f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
         f"  scored             {sco.get('rows_scored', '-')} rows by the base model, {sco.get('rows_from_cache', 0)} from the row score cache",
+        _truncated_line(p, sco, [ref_json(rd["train"]) for rd in rounds], base_eval),
     ]
     if sco.get("warning"):
         lines.append(f"  WARNING            {sco['warning']}")
+    lines += [f"  WARNING            {w}" for w in result.get("warnings", [])]
     online = p.training.online.policy
     if online != "uniform":
         lines.append(f"  online policy      {online}: every step trains on the rows it picks, with its loss weights "
@@ -70,6 +89,8 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"  DVC                {'dvc.lock updated, ' if version.get('committed') else ''}status {'clean' if version.get('clean') else 'NOT clean'}"
         f"{', pushed to ' + p.tracking.dvc_remote if version.get('pushed') else ''}",
         f"  MLflow             experiment '{p.project.experiment}', parent run {lineage.get('parent_run_id', '-')}",
+        f"  disk added         {describe(result['disk']) if result.get('disk') else '-'}",
+        "                     (free the disk of older runs with `curate gc --keep-runs N`)",
         f"  Prefect            flow run {result.get('flow_run_id', '-')}",
         "",
         "  where to look:",

@@ -1,5 +1,5 @@
-"""The nightly curation flow: raw -> ingest -> dedup -> embed -> semantic dedup -> base model -> score -> rounds
-of {re-score window -> select -> train} -> evaluate -> version (DVC) -> record (MLflow).
+"""The nightly curation flow: raw -> ingest -> dedup -> embed -> semantic dedup -> holdout -> base model -> score
+(-> scorer-fit check) -> rounds of {re-score window -> select -> train} -> evaluate -> version (DVC) -> record (MLflow).
 
 Orchestration only. Every stage is a task cached on content (tasks/caching.py): a re-run with
 nothing changed executes no stage, and a changed parameter re-runs its stage and those after it.
@@ -13,16 +13,19 @@ from prefect.runtime import flow_run
 
 from curate.artifacts import Ref, remove_stale_temps
 from curate.config import load_params
+from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
-from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
+from flows.steps import (check_scorer_fit, holdout_params, pool_and_heldout, pool_warnings, publish_evaluations,
+                         publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
 from tasks.dedup import dedup, previous_dedup, stage_params
 from tasks.embed import embed
+from tasks.holdout import holdout
 from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
-from tasks.record import record
+from tasks.record import record, record_disk_usage
 from tasks.score import score_pool
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
@@ -37,24 +40,29 @@ def run(task, **kwargs) -> dict:
 
 
 @flow(name="curate-run", persist_result=False)
-def curate_run(project: str, params_file: str = "params/default.yaml") -> dict:
-    """The whole run, under the project lock (one writer, also for runs started by `curate serve`)."""
-    p = load_params(Path(project) / params_file)
+def curate_run(project: str, params_file: str = "params/default.yaml", overrides: list[str] | None = None) -> dict:
+    """The whole run, under the project lock (one writer, also for runs started by `curate serve`).
+    `overrides`: `KEY=VALUE` strings (`curate run --set`) applied over the params file; a flow parameter,
+    so `curate resume FLOW_RUN_ID` applies them again."""
+    overrides = list(overrides or [])
+    p = load_params(Path(project) / params_file, overrides)
     with project_lock(state_dir(Path(project))):
         # leftovers of a killed writer (never read: every artifact is renamed into place whole)
         for root in (state_dir(Path(project)) / "store", Path(project) / "data"):
             if root.exists():
                 remove_stale_temps(root)
+        usage = RunUsage.start(project, p.tracking.dvc_remote)  # to report the bytes this run adds
         arrived = take_incoming(Path(project) / p.raw.incoming, Path(project) / p.raw.dir)
         if arrived:
             get_run_logger().warning(f"incoming: {len(arrived)} new raw file(s) joined the pool: "
                                      + ", ".join(a.name for a in arrived))
-        return {**_run(project, params_file, p), "incoming": [str(a) for a in arrived]}
+        result = _run(project, params_file, p, overrides)
+        disk = record_disk_usage(lineage=result["lineage"], usage=usage.finish(), started=usage.started)
+        return {**result, "disk": disk, "incoming": [str(a) for a in arrived]}
 
 
-def _run(project: str, params_file: str, p) -> dict:
+def _run(project: str, params_file: str, p, overrides: list[str]) -> dict:
     raw = Ref.of(Path(project) / p.raw.dir).to_dict()
-    heldout = Ref.of(Path(project) / p.raw.eval_dir).to_dict()
 
     rows = run(ingest, project=project, raw=raw, params=p.slice("ingest"))
     deduped = run(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p)),
@@ -62,16 +70,22 @@ def _run(project: str, params_file: str, p) -> dict:
     embeddings = run(embed, project=project, rows=deduped, params=p.slice("embed"))
     pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"),
                previous=previous_semdedup(project, deduped, embeddings, p.slice("dedup")))
+    split = run(holdout, project=project, pool=pool, params=holdout_params(project, p))
+    selectable, heldout = pool_and_heldout(project, p, split)
+    warnings = pool_warnings(p, selectable)
+    for w in warnings:
+        get_run_logger().warning(w)
     base = run(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
-    scores = run(score_pool, project=project, pool=pool, model=base, params=p.slice("scoring", "base_model"))
-    rounds = run_rounds(run, project, p, pool, scores, base, heldout)
+    scores = run(score_pool, project=project, pool=selectable, model=base, params=p.slice("scoring", "base_model"))
+    check_scorer_fit(p, scores)
+    rounds = run_rounds(run, project, p, selectable, scores, base, heldout)
     evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
     for rd, ev in zip(rounds, evaluations[1:]):
         rd["evaluate"] = ev
 
-    refs = {"ingest": rows, "dedup": deduped, "embed": embeddings, "semdedup": pool, "base_model": base,
+    refs = {"ingest": rows, "dedup": deduped, "embed": embeddings, "semdedup": pool, "holdout": split, "base_model": base,
             "score": scores, "evaluate_base": evaluations[0]}
-    for name in ("ingest", "dedup", "embed", "semdedup", "score"):
+    for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "score"):
         publish(project, refs[name], LAYOUT[name])
     publish_base_model(project, base, p.base_model.source)
     publish_rounds(project, rounds)
@@ -81,5 +95,6 @@ def _run(project: str, params_file: str, p) -> dict:
     lock = Path(project) / "dvc.lock"
     lineage = run(record, project=project, refs=refs, rounds=rounds, params=p.model_dump(mode="json"),
                   dvc_lock=Ref.of(lock).to_dict() if lock.exists() else None,
-                  flow_run_id=str(flow_run.id), params_file=params_file)
-    return {"refs": refs, "rounds": rounds, "version": versioned, "lineage": lineage, "flow_run_id": str(flow_run.id)}
+                  flow_run_id=str(flow_run.id), params_file=params_file, overrides=overrides)
+    return {"refs": refs, "rounds": rounds, "version": versioned, "lineage": lineage, "flow_run_id": str(flow_run.id),
+            "warnings": warnings}

@@ -5,14 +5,17 @@ inputs and parameters did not change finds its output in the content store and o
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from curate.artifacts import Ref
 from curate.config import load_params
-from flows.steps import publish_evaluations, publish_rounds, run_evaluations, run_rounds
+from flows.steps import (check_scorer_fit, holdout_params, pool_and_heldout, publish_evaluations, publish_rounds,
+                         run_evaluations, run_rounds)
 from tasks.base_model import base_model
 from tasks.dedup import dedup, previous_dedup, stage_params
 from tasks.embed import embed
+from tasks.holdout import holdout
 from tasks.ingest import ingest
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.score import score_pool
@@ -23,8 +26,8 @@ def direct(task, **kwargs) -> dict:
     return task.fn(**kwargs)
 
 
-def run_stage(project: str, name: str, params_file: str) -> None:
-    p = load_params(Path(project) / params_file)
+def run_stage(project: str, name: str, params_file: str, overrides: Sequence[str] = ()) -> None:
+    p = load_params(Path(project) / params_file, overrides)
 
     def ws(rel: str) -> dict:
         return Ref.of(Path(project) / rel).to_dict()
@@ -47,19 +50,25 @@ def run_stage(project: str, name: str, params_file: str) -> None:
         ref = direct(semdedup, project=project, rows=rows, embeddings=embeddings, params=p.slice("dedup"),
                      previous=previous_semdedup(project, rows, embeddings, p.slice("dedup")))
         publish(project, ref, LAYOUT[name])
+    elif name == "holdout":
+        ref = direct(holdout, project=project, pool=ws(LAYOUT["semdedup"]), params=holdout_params(project, p))
+        publish(project, ref, LAYOUT[name])
     elif name == "base_model":
         ref = direct(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
         publish_base_model(project, ref, p.base_model.source)
     elif name == "score":
-        ref = direct(score_pool, project=project, pool=ws(LAYOUT["semdedup"]), model=base(), params=p.slice("scoring", "base_model"))
+        pool, _ = pool_and_heldout(project, p, ws(LAYOUT["holdout"]))
+        ref = direct(score_pool, project=project, pool=pool, model=base(), params=p.slice("scoring", "base_model"))
         publish(project, ref, LAYOUT[name])
+        check_scorer_fit(p, ref)
     elif name == "rounds":
-        publish_rounds(project, run_rounds(direct, project, p, ws(LAYOUT["semdedup"]), ws(LAYOUT["score"]), base(),
-                                          ws(p.raw.eval_dir)))
+        pool, heldout = pool_and_heldout(project, p, ws(LAYOUT["holdout"]))
+        publish_rounds(project, run_rounds(direct, project, p, pool, ws(LAYOUT["score"]), base(), heldout))
     elif name == "evaluate":
         rounds_dir = Path(project) / LAYOUT["rounds"]
         checkpoints = [ws(f"{LAYOUT['rounds']}/round-{r}/train") for r in range(p.selection.rounds)
                        if (rounds_dir / f"round-{r}" / "train").is_dir()]
-        publish_evaluations(project, run_evaluations(direct, project, p, ws(p.raw.eval_dir), base(), checkpoints))
+        _, heldout = pool_and_heldout(project, p, ws(LAYOUT["holdout"]))
+        publish_evaluations(project, run_evaluations(direct, project, p, heldout, base(), checkpoints))
     else:
         raise ValueError(f"unknown stage {name!r}")

@@ -6,19 +6,56 @@ function (`task.fn`) under `dvc repro`. Both write the same content-keyed store 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
-from curate.artifacts import ref_json
+import pyarrow.parquet as pq
+
+from curate.artifacts import Ref, ref_json
 from curate.config import Params
+from curate.demo.skills import SKILLS
+from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
-from tasks.evaluate import evaluate
+from tasks.evaluate import evaluate, has_heldout_files
+from tasks.holdout import split_refs
 from tasks.publish import LAYOUT, prune, publish
 from tasks.score import rescore_window
 from tasks.select import select
 from tasks.train import needs_anchors, train
 
 Call = Callable[..., dict]
+
+
+def holdout_params(project: str, p: Params) -> dict:
+    """The holdout stage's parameters: no split when raw.eval_dir holds held-out files."""
+    files = has_heldout_files(Path(project) / p.raw.eval_dir)
+    return {"holdout": 0.0 if files else p.evaluation.holdout, "eval_files": files}
+
+
+def pool_and_heldout(project: str, p: Params, split: dict) -> tuple[dict, dict]:
+    """(the pool rounds select from, the held-out sets evaluation reads) of a holdout stage artifact."""
+    pool, held = split_refs(split)
+    eval_dir = Path(project) / p.raw.eval_dir
+    return pool, (Ref.of(eval_dir).to_dict() if has_heldout_files(eval_dir) else held)
+
+
+def pool_warnings(p: Params, pool: dict) -> list[str]:
+    """Warnings about the pool and the chosen base model, given before scoring (and in the summary)."""
+    if p.base_model.source != "tiny":
+        return []
+    skills = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["skill"])["skill"].to_pylist()
+    return [tiny_outside_demo_warning()] if outside_demo(skills, list(SKILLS)) else []
+
+
+def check_scorer_fit(p: Params, scores: dict) -> None:
+    """Stop right after scoring, with the cause and the fix, when the base model cannot score the pool."""
+    ifd = pq.read_table(Path(scores["path"]) / "scores.parquet", columns=["ifd"])["ifd"].to_numpy(zero_copy_only=False)
+    problem = fit_problem(ifd, ifd_max=p.selection.ifd_max, min_eligible_share=p.scorer_fit.min_eligible_share,
+                          max_nan_share=p.scorer_fit.max_nan_share, max_length=p.scoring.max_length,
+                          source=p.base_model.source)
+    if problem:
+        raise ScorerDoesNotFit(problem)
 
 
 def planned_steps(p: Params, pool_rows: int) -> int:
@@ -45,7 +82,8 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
         previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
                         model=base, params=p.slice("selection", "project"), round_index=r)
         checkpoint = call(train, project=project, pool=pool, selection=previous, checkpoint=checkpoint,
-                          params=p.slice("training", "scoring", "project"), round_index=r, total_steps=total, **anchors)
+                          params=p.slice("training", "scoring", "project", "base_model"), round_index=r, total_steps=total,
+                          **anchors)
         rounds.append({"rescore": window, "select": previous, "train": checkpoint})
     return rounds
 

@@ -1,10 +1,15 @@
 """Record stage: the run's lineage in MLflow (parent run, a nested run per stage and per round)."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from curate.artifacts import ref_json
+from curate.disk_usage import describe
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
@@ -22,8 +27,9 @@ def git_commit(project: str) -> str:
 
 @STAGE.task(**RETRY)  # MLflow's store briefly unreachable: retried with backoff
 def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock: dict | None,
-           flow_run_id: str, params_file: str) -> dict:
-    """`refs`: stage name -> Ref; `rounds`: per round {select, train, evaluate} Refs; `refs['evaluate_base']`."""
+           flow_run_id: str, params_file: str, overrides: list[str] | None = None) -> dict:
+    """`refs`: stage name -> Ref; `rounds`: per round {select, train, evaluate} Refs; `refs['evaluate_base']`;
+    `overrides`: the run's `--set KEY=VALUE` strings (already merged into `params`)."""
     from curate.tracking import mlflow_tracking
 
     round_records = []
@@ -41,7 +47,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             eval_metrics=_flat_eval(ref_json(r["evaluate"], "metrics.json")),
             stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))
-    stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "score")}
+    stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "score")}
     artifacts = {
         "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
@@ -52,13 +58,18 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     if dvc_lock:
         artifacts["dvc"] = Path(dvc_lock["path"])
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
-            "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file}
+            "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file,
+            "curate.overrides": json.dumps(overrides or [])}
     artifact_refs = {**refs, **{f"round{i}.{part}": ref for i, r in enumerate(rounds) for part, ref in r.items() if ref}}
     tags.update({f"curate.digest.{k}": v["digest"] for k, v in artifact_refs.items() if v})
     tags.update({f"curate.path.{k}": v["path"] for k, v in artifact_refs.items() if v})
     # where `dvc pull` restores each artifact when the store entry is gone (audit verify / export fall back to it)
     tags["curate.project"] = str(Path(project).resolve())
     tags.update({f"curate.workspace.{k}": rel for k, rel in workspace_paths(artifact_refs).items()})
+    if refs.get("holdout"):  # the held-out rows split off the pool (none when raw.eval_dir holds the held-out sets)
+        held = ref_json(refs["holdout"], "heldout/stats.json")
+        tags.update({"curate.holdout.rows": str(held.get("rows", 0)), "curate.holdout.digest": held.get("digest", ""),
+                     "curate.holdout.share": str(held.get("share", 0.0))})
     if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
         tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(
@@ -69,6 +80,21 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
         regression_threshold=params["tracking"]["regression_threshold"],
     )
+
+
+@task(name="disk usage", cache_policy=NO_CACHE, persist_result=False, **RETRY)
+def record_disk_usage(lineage: dict, usage: dict, started: float) -> dict:
+    """Log the bytes this flow run added (curate/disk_usage.py) on its MLflow parent run as metrics
+    `disk.added.<area>` / `disk.total.<area>` and the tag `curate.disk.added`; not when that parent run is
+    an earlier flow run's (a fully cached re-run records no new run, and must not overwrite its numbers)."""
+    from curate.tracking import mlflow_tracking
+
+    run_id = lineage["parent_run_id"]
+    new = mlflow_tracking.run_info(run_id)["start_time"] >= started * 1000
+    if new:
+        metrics = {f"disk.{kind}.{area}": n for kind in ("added", "total") for area, n in usage[kind].items()}
+        mlflow_tracking.log_disk_usage(run_id, metrics, describe(usage))
+    return {**usage, "logged_to": run_id if new else None}
 
 
 def workspace_paths(refs: dict) -> dict[str, str]:

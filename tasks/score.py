@@ -23,24 +23,26 @@ from curate.scoring.ifd import score_rows
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-CODE = ("curate/scoring", "curate/models/chat.py", "curate/models/loading.py", "curate/schema.py")
+CODE = ("curate/scoring", "curate/models/chat.py", "curate/models/truncation.py", "curate/models/loading.py",
+        "curate/schema.py")
 POOL = Stage("score", code=CODE)
-WINDOW = Stage("rescore", code=CODE)
-NAN_REASON = "score is NaN (empty response span: prompt fills max_length, or the template altered the response)"
+WINDOW = Stage("rescore", code=CODE, module="tasks/score.py")
+NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
 
 
 def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple[pa.Table, pa.Table, dict]:
     s, bm = params["scoring"], params["base_model"]
-    cache = RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], s)
+    cache = RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], {**s, "chat_template": bm["chat_template"]})
     known = cache.lookup(r["row_id"] for r in rows)
     todo = [r for r in rows if r["row_id"] not in known]
     if todo:
-        model, tokenizer = load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"])
+        model, tokenizer = load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
+                                          chat_template=bm["chat_template"])
         res = score_rows(
             model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
             batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
             contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
-            progress=Progress(label, "rows"),
+            progress=Progress(label, "rows"), response_share=s["response_share"],
         )
         res.setdefault("loss_swapped", np.full(len(todo), np.nan))
         fresh = [{"row_id": r["row_id"], **{k: v[i].item() for k, v in res.items()}} for i, r in enumerate(todo)]
@@ -57,7 +59,8 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
           "row_id": rows[i]["row_id"], "raw": None} for i in nan],
         schema=QUARANTINE,
     )
-    stats = {**fit_report(scores, rows), "rows_scored": len(todo), "rows_from_cache": len(rows) - len(todo)}
+    stats = {**fit_report(scores, rows), "rows_scored": len(todo), "rows_from_cache": len(rows) - len(todo),
+             "rows_truncated": sum(bool(rec.get("truncated")) for rec in records)}
     return scores, quarantine, stats
 
 

@@ -3,6 +3,7 @@ report in pictures (issue 8). See run.py (the runs), metrics.py / summary.py (th
 curate/report/page.py (the page) and tracking.py (MLflow)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,16 @@ def model_aware(spec: CompareSpec, base: Params) -> list[str]:
 
 
 def compare(project: Path, spec_file: Path, params_file: Path | None, out_dir: Path, command: str,
-            workspace: Path | None = None, log_to_mlflow: bool = True) -> dict[str, Any]:
-    """Run the comparison, write results.json + report.md + PNGs under `out_dir`, log them to MLflow."""
+            workspace: Path | None = None, log_to_mlflow: bool = True, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the comparison, write results.json + report.md + PNGs under `out_dir`, log them to MLflow.
+    `overrides` (`--set KEY=VALUE`) apply over `params_file` (or the defaults) before the strategies'."""
     from curate.compare.run import run_comparison
     from curate.compare.summary import summarise
     from curate.env import mlflow_artifact_root, state_dir
     from curate.report.page import write_comparison_report
 
     spec = load_spec(spec_file)
-    base = load_params(params_file) if params_file else Params()
+    base = load_params(params_file, overrides)
     workspace = workspace or state_dir(project) / "compare" / spec.name
     results = run_comparison(spec, base, workspace)
     results["model_aware"] = model_aware(spec, base)
