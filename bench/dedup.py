@@ -19,9 +19,9 @@ Jaccard to the original roughly 0.65-1).
    the first |S| - ceil(t |S|) + 1 shingles of each). Reported: raw LSH candidates (bucket
    collisions) and verified pairs (candidates whose exact shingle Jaccard is >= 0.8: what `dedup_rows`
    acts on with `dedup.near.verify: exact`, the default), each with recall and precision against the
-   truth; the note also gives signature verification (agreement on >= 80 % of positions, `verify:
+   truth; the entries' `note` field also gives signature verification (agreement on >= 80 % of positions, `verify:
    signature`); datasketch's
-   `MinHashLSH(threshold=0.8)` candidates on the same sample are in the note for comparison.
+   `MinHashLSH(threshold=0.8)` candidates on the same sample are in that field for comparison.
 3. End to end, threshold 0.8: shingling + signatures + LSH candidates + clustering (connected
    components of the pairs). Ours (`MinHasher` per batch, `LSHIndex`, exact verification of the
    candidates from a second pass over the corpus that shingles only the candidates' documents, scipy

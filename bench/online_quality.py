@@ -1,6 +1,6 @@
 """Held-out loss after the same number of optimizer steps: uniform vs the online policies.
 
-Setup (issue 6, last "done when"): the demo pool (5,000 rows, seed 0, with its injected noise:
+Setup: the demo pool (5,000 rows, seed 0, with its injected noise:
 shuffled, garbage, truncated, duplicates), the demo's tiny base model (default sizes, pre-trained
 300 steps, seed 42), the clean held-out sets with their last ANCHORS rows per skill as anchors /
 targets and the rest (95 per skill) evaluated. Per seed, one candidate stream: STEPS batches of

@@ -154,6 +154,9 @@ def main() -> None:
     seconds["run (cached stages, DVC version, MLflow record)"], summary = curate(project, "run", env=env)
     added = du(project) - before
     print(summary)
+    uri = next(w for line in summary.splitlines() if "audit checkpoint" in line for w in line.split() if w.startswith("models:/"))
+    _, audit = curate(project, "audit", "checkpoint", uri, "--json", env=env)
+    audited = json.loads(audit)
     total = sum(seconds.values())
 
     # 3. the same rows through a plain forward, and the scorer against a plain forward
@@ -203,6 +206,7 @@ def main() -> None:
          "nan_share": score_stats.get("nan", 0) / max(score_stats.get("rows", 1), 1),
          "rows_truncated_at_scoring": score_stats.get("rows_truncated"),
          "base_heldout_loss": base_loss, "rounds": rounds, "bytes_added_to_project": added,
+         "audit_checkpoint_rows": len(audited.get("rows", [])),
          "command": command, "date": date, "machine": machine, "note": setting},
     ]
     update(RESULT, entries)

@@ -1,4 +1,4 @@
-"""Artifacts: atomic writes and content digests (design §3).
+"""Artifacts: atomic writes and content digests (docs/architecture.md §3).
 
 An artifact is a file or a directory. Its digest is a sha256 over its bytes (for a directory: over
 the sorted relative paths and the digests of its files), never over its path or mtime. Every write

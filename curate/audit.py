@@ -1,4 +1,4 @@
-"""Audit from MLflow (+ the artifacts it holds) alone (design §5):
+"""Audit from MLflow (+ the artifacts it holds) alone (docs/architecture.md §7, "Audit"):
 
 - checkpoint -> every row that trained it (all rounds up to it), with round, rank, score components, reason;
 - row -> every checkpoint it trained, or the stage that removed it and why.

@@ -139,7 +139,7 @@ class SelectionParams(_P):
 
 
 class OnlineParams(_P):
-    """Per-step online policy inside each round's training (issue 6; see the README's Online selection).
+    """Per-step online policy inside each round's training (README "Online selection"; docs/online-selection.md §9).
 
     Every unconfirmed detail of Filter-then-Weight and ADAPT is a parameter here."""
     policy: Literal["uniform", "adapt", "filter-then-weight", "greats", "random-in-batch"] = "uniform"
@@ -147,7 +147,7 @@ class OnlineParams(_P):
     target_batch: int = Field(4, ge=1)  # anchor (held-out) rows drawn per step for the target gradient
     loss: Literal["normalized", "raw"] = "normalized"  # normalized: sum w*ce / sum w*n; raw: sum w*ce / sum n (w sets the step size)
     # Filter-then-Weight
-    precond_variant: Literal["A", "B"] = "A"  # frozen v: A = state as is, B = beta2*v for the coming step (reference TV7)
+    precond_variant: Literal["A", "B"] = "A"  # frozen v: A stored, B next step's; docs/online-selection.md (13)-(14)
     filter_factor: float = Field(1.0, ge=1)  # the filter keeps ceil(filter_factor * k) candidates before NNLS
     lam: float = Field(1.0, gt=0)  # target scale lambda in ||D^1/2 (G w - lambda g_T)||^2
     require_positive: bool = False  # filter only candidates aligned with the target (b_j > 0)
@@ -206,6 +206,11 @@ class TrackingParams(_P):
     regression_threshold: float = Field(0.05, ge=0)  # flag a run whose final held-out loss is worse by more than this
 
 
+# Keys no stage computes with: changing them must not re-run any stage (the record stage, which logs
+# every parameter, is keyed on the whole parameter set).
+TRACKING_ONLY = {"project": ("experiment",)}
+
+
 class Params(_P):
     project: ProjectParams = ProjectParams()
     raw: RawParams = RawParams()
@@ -233,8 +238,9 @@ class Params(_P):
         return self
 
     def slice(self, *names: str) -> dict:
-        """The parameter slice a stage uses (part of its cache key)."""
-        return {n: getattr(self, n).model_dump(mode="json") for n in names}
+        """The parameter slice a stage uses (part of its cache key), without the tracking-only keys."""
+        return {n: {k: v for k, v in getattr(self, n).model_dump(mode="json").items() if k not in TRACKING_ONLY.get(n, ())}
+                for n in names}
 
 
 class ParamsError(ValueError):

@@ -1,4 +1,4 @@
-"""Arrow schemas of the stage artifacts (design §3). Every artifact carries `row_id`."""
+"""Arrow schemas of the stage artifacts (docs/architecture.md §3). Every artifact carries `row_id`."""
 from __future__ import annotations
 
 import pyarrow as pa

@@ -1,4 +1,4 @@
-"""Content-keyed stage caching (design §4).
+"""Content-keyed stage caching (docs/architecture.md §4).
 
 A stage's cache key = stage name + the content digests of its input artifacts + the parameter slice
 it uses + a code version: the digest of the source files of the library modules it calls (Prefect's

@@ -1,4 +1,4 @@
-"""Score stage: IFD complexity of rows, computed by the model being trained (IterIT note §1).
+"""Score stage: IFD complexity of rows, computed by the model being trained (docs/iterit.md §2; re-scoring: §6).
 
 `score_pool` scores every kept row with the base model (round 0). `rescore_window` re-scores the
 rows the previous selection put in the next round's window, with the latest checkpoint.

@@ -1,5 +1,5 @@
 """`curate compare`: every curation strategy side by side on demo pools with ground truth, with a
-report in pictures (issue 8). See run.py (the runs), metrics.py / summary.py (the numbers),
+report in pictures (README, "Does curation help?"). See run.py (the runs), metrics.py / summary.py (the numbers),
 curate/report/page.py (the page) and tracking.py (MLflow)."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Optional evaluation of round checkpoints with lm-evaluation-harness (lm-eval 0.4.x) on standard
-or local tasks (issue 8, item 5), e.g. MMLU and GSM8K on a GPU as IterIT reports them.
+or local tasks, e.g. MMLU and GSM8K on a GPU as IterIT reports them (docs/iterit.md §10).
 
 lm-eval is not part of the default install: `pip install -c constraints.txt -r requirements-lmeval.txt`.
 Offline use: tasks come from lm-eval's own registry (their datasets must already be in the local

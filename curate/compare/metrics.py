@@ -1,4 +1,4 @@
-"""Metric helpers of a strategy comparison (issue 8, item 3): subset composition, round-to-round
+"""Metric helpers of a strategy comparison: subset composition, round-to-round
 overlap, IFD histograms by noise kind, and mean ± sample std over seeds.
 
 Ground truth (`truth`, `skill`) is read here only, to describe what a strategy selected; no

@@ -1,4 +1,4 @@
-"""Run a strategy comparison (issue 8): every strategy x seed on every pool variant, same base model,
+"""Run a strategy comparison: every strategy x seed on every pool variant, same base model,
 same selection budget, same number of optimizer steps.
 
 Per pool variant the demo generator writes the pool into the workspace, then ingest -> dedup ->

@@ -1,4 +1,4 @@
-"""Deduplication of the normalised pool (design §1, step 2): exact, then near-duplicate, incremental
+"""Deduplication of the normalised pool (docs/architecture.md §2, §4): exact, then near-duplicate, incremental
 across runs.
 
     result = dedup_rows(rows)                       # rows: a `curate.schema.ROWS` table

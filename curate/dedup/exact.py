@@ -1,4 +1,4 @@
-"""Exact deduplication: rows whose normalised dedup text is byte-identical (design §1, step 2).
+"""Exact deduplication: rows whose normalised dedup text is byte-identical (docs/architecture.md §2).
 
 Texts are grouped by a 128-bit BLAKE2b digest of their UTF-8 bytes (a collision between two
 different texts has probability ~n^2 / 2^129, far below any data error). Each group keeps one row,

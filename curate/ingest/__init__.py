@@ -1,4 +1,4 @@
-"""Ingest: raw instruction data in any supported format -> normalised rows + quarantine (design §1.1).
+"""Ingest: raw instruction data in any supported format -> normalised rows + quarantine (docs/architecture.md §3).
 
     from curate.ingest import ingest_path
     result = ingest_path(Path("data/raw"))  # result.rows (schema ROWS), result.quarantine, result.stats

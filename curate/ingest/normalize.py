@@ -1,4 +1,4 @@
-"""One raw record -> one normalised row (schema curate.schema.ROWS), and the stable row id (design §3).
+"""One raw record -> one normalised row (schema curate.schema.ROWS), and the stable row id (docs/architecture.md §3).
 
 Record kinds:
 - alpaca:   {instruction, input?, output | response, system?}

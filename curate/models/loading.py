@@ -1,7 +1,7 @@
 """Loading a causal LM + tokenizer from a local directory or a cached Hugging Face hub id.
 
 Offline only: the CLI sets HF_HUB_OFFLINE=1, so a hub id that is not in the local cache fails at
-once (instead of ~47 s of retries, stack notes §6.7) with a message saying what to do.
+once (instead of ~47 s of retries) with a message saying what to do.
 
 A LoRA adapter directory (`adapter_config.json` + `base.json`, written by the trainer with
 `training.lora.enabled`) loads as its base model with the adapter merged in; `base.json` records

@@ -1,6 +1,6 @@
-"""Brief causal-LM pre-training of the default tiny base model (design: the "tiny" base source).
+"""Brief causal-LM pre-training of the default tiny base model (docs/architecture.md §2, base_model).
 
-IFD (IterIT note §1) compares the response loss with and without the prompt, so it only carries
+IFD (docs/iterit.md §2) compares the response loss with and without the prompt, so it only carries
 signal when the base model already reads the chat template: a base that never saw the template
 scores almost every clean row at IFD >= 1. The base is therefore pre-trained on chat-format texts
 of the demo skills (rows that are NOT in the scored pool) mixed with plain prose.

@@ -1,7 +1,7 @@
 """The default tiny base model: a small Llama decoder with tied input/output embeddings.
 
 With the defaults (vocab 2048, hidden 128, 4 layers, intermediate 384) it has 1.12M parameters,
-small enough to pre-train, score and fine-tune on a 2-core CPU in minutes (stack notes, Step 5).
+small enough to pre-train, score and fine-tune on a 2-core CPU in minutes.
 """
 from __future__ import annotations
 

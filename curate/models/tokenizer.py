@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer of the default tiny base model (stack notes, Step 5).
+"""Byte-level BPE tokenizer of the default tiny base model.
 
 Byte-level BPE (GPT-2 style pre-tokenisation) never maps text to an unknown token, so any pool row
 can be scored. The chat special tokens are atomic, and the chat template is the one

@@ -1,5 +1,5 @@
 """The comparison report: one Markdown page (report.md) with PNG plots, per pool variant, and a
-conclusion in plain words computed from the numbers (issue 8, item 4).
+conclusion in plain words computed from the numbers (README, "Does curation help?").
 
 Input: the comparison results (curate.compare.run) and their summary (curate.compare.summary).
 """

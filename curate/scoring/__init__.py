@@ -1,4 +1,4 @@
-"""Complexity scores. ifd.py: instruction-following difficulty (IterIT note §1), batched.
+"""Complexity scores. ifd.py: instruction-following difficulty (docs/iterit.md §2), batched.
 
     from curate.scoring.ifd import score_rows
 """

@@ -1,4 +1,4 @@
-"""Row-level score cache (design §4): scores keyed by (scorer checkpoint digest, scoring parameters,
+"""Row-level score cache (docs/architecture.md §4): scores keyed by (scorer checkpoint digest, scoring parameters,
 row_id), so a nightly run on a pool with 5% new rows scores only those rows.
 
 One Parquet file per (scorer, parameters) under the cache directory; additions rewrite it atomically.

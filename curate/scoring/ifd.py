@@ -1,4 +1,4 @@
-"""Instruction-following difficulty (IFD), the IterIT complexity score S_COM (IterIT note §1).
+"""Instruction-following difficulty (IFD), the IterIT complexity score S_COM (docs/iterit.md §2, (1)-(5)).
 
 For row i with prompt x_i and response y_i, under the scoring model θ:
 

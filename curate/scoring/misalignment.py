@@ -1,4 +1,4 @@
-"""Contrastive misalignment check (non-reference; issue 4 §7).
+"""Contrastive misalignment check (non-reference; docs/iterit.md §3, (7)).
 
 IFD ranks highest the rows whose instruction helps least, and that includes responses paired with
 the wrong instruction. For row i we also score its response under another row's prompt (partner j):

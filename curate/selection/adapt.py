@@ -1,11 +1,11 @@
-"""ADAPT: online per-sample loss weights from similarity to an anchor set (online-selection note §2.3).
+"""ADAPT: online per-sample loss weights from similarity to an anchor set (docs/online-selection.md §4).
 
 φ(x) = normalize(Σ_j (j / Σ_k k) h_j(x)): position-weighted mean of the last-layer hidden states
 over the n real tokens of x (the j-th real token weighs j/Σk; padding excluded, left or right),
 L2-normalised. The anchors' centroid c̄ = mean_v φ(v) (not re-normalised), so a row's score
 s = φ(x)·c̄ is its mean cosine to the anchors. Weight w = clip(σ(s/τ), w_min, w_max), optionally on
 standardised scores (s − mean)/std: raw cosines of anisotropic hidden states sit well above 0, which
-puts every σ(s) near the same value (the note's consistency caveat).
+puts every σ(s) near the same value (docs/online-selection.md §4, end).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""BM25 similarity of every training row to an anchor set: ADAPT's BM25 signal (online-selection
-note §2.3 step 2), s_i = mean over anchors v of BM25(query = v, document = x_i).
+"""BM25 similarity of every training row to an anchor set: ADAPT's BM25 signal (docs/online-selection.md
+§4, (7)), s_i = mean over anchors v of BM25(query = v, document = x_i).
 
 Okapi BM25 over the training rows as the collection: idf_t = ln(1 + (N − n_t + 0.5)/(n_t + 0.5)),
 term weight idf_t · tf(k1 + 1)/(tf + k1(1 − b + b·len/avglen)); a query term counts as often as it

@@ -1,4 +1,4 @@
-"""Filter-then-Weight: optimizer-aware online selection (online-selection note §1.5, steps 4-5).
+"""Filter-then-Weight: optimizer-aware online selection (docs/online-selection.md §7, (15)-(19)).
 
 With per-sample gradients g_i, target gradient g_T and Adam preconditioner D, the update-matching
 objective is F(S, w) = ‖D^½(Σ_{i∈S} w_i g_i − λ g_T)‖² = wᵀK_SSw − 2λ b_Sᵀw + const, where

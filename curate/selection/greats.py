@@ -1,4 +1,4 @@
-"""GREATS online batch selection, with its released code's semantics (online-selection note §3.3, TV5).
+"""GREATS online batch selection, with its released code's semantics (docs/online-selection.md §8, (20)).
 
 Scores start at η·tracin_i (tracin_i = mean over validation samples of ⟨g_i, g_v⟩); K times: pick
 i* = argmax, subtract η²·⟨g_{i*}, g_j⟩ from every score, retire i* (score −∞). The marginal gain of

@@ -1,5 +1,5 @@
 """IterIT selection: complexity x diversity greedy and the per-epoch reordering (Jia et al. 2024,
-arXiv 2412.17365, §3.2-3.3 and Algorithm 1, as the reference implementation runs it).
+arXiv 2412.17365, §3.2-3.3 and Algorithm 1, as the reference implementation runs it; docs/iterit.md §5-§6).
 
 Greedy score of candidate d at step t:
 

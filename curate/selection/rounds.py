@@ -1,4 +1,4 @@
-"""Round-level selection: which rows train round r, for every strategy (IterIT note §2, "IterIT(D, θ0)").
+"""Round-level selection: which rows train round r, for every strategy (docs/iterit.md §6-§8).
 
 Positions are indices into the deduplicated pool. `order` is the current ranking of positions
 (a permutation of the positions with a finite score), carried from round to round as IterIT's

@@ -1,4 +1,5 @@
-"""TF-IDF representation of responses for IterIT's diversity term (Jia et al. 2024, §3.2, S_DIV).
+"""TF-IDF representation of responses for IterIT's diversity term (Jia et al. 2024, §3.2, S_DIV;
+docs/iterit.md §4, (8)-(9)).
 
 The reference fits `TfidfVectorizer(ngram_range=(1, 3))` with every other argument at its sklearn
 default (lowercase, tokens of 2+ word characters, smooth idf, L2-normalised rows) on the candidate

@@ -1,4 +1,4 @@
-"""MLflow adapter: one parent run per flow run, one nested run per stage and per round (design §5).
+"""MLflow adapter: one parent run per flow run, one nested run per stage and per round (docs/architecture.md §7).
 
 A round's run holds its parameters, the per-step training loss, evaluation metrics, the selected
 subset as an input dataset carrying our content digest (MLflow's own digest only samples rows),

@@ -1,4 +1,4 @@
-"""Round training: one resumable fine-tuning round per selection round (IterIT note §3)."""
+"""Round training: one resumable fine-tuning round per selection round (docs/iterit.md §9)."""
 from curate.training.schedule import lr_at, warmup_steps_for
 from curate.training.trainer import RoundResult, steps_per_round, train_round
 

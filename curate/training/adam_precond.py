@@ -1,4 +1,4 @@
-"""Linearised Adam (online-selection note §1.5 "Optimizer-induced update", worked example TV7).
+"""Linearised Adam (docs/online-selection.md §6, (12)-(14)).
 
 One Adam step on a gradient g with the second moment frozen is affine in g:
 

@@ -1,18 +1,18 @@
-"""Per-step online policies inside a training round (online-selection note §1.5, §2.3, §3.3).
+"""Per-step online policies inside a training round (docs/online-selection.md §1-§8).
 
 Every optimizer step draws a candidate batch of N rows (the round's data order, `batch_size *
 grad_accum` rows). A policy decides which of them the step trains on and with what loss weight:
 
 - `uniform`: all N rows, weight 1 (plain training; bit-identical to the trainer without a policy).
 - `random-in-batch` (baseline): k = ceil(keep_ratio * N) rows drawn uniformly, weight 1.
-- `greats` (baseline, GREATS code semantics, note §3.3): per-sample gradients of every trainable
-  linear layer for the N candidates and `target_batch` anchor rows in one forward/backward; greedy
+- `greats` (baseline, GREATS code semantics, docs/online-selection.md §8): per-sample gradients of
+  every trainable linear layer for the N candidates and `target_batch` anchor rows in one forward/backward; greedy
   gain lr*<g_j, g_val> - lr^2 * sum_{s in S} <g_s, g_j>; k rows, weight 1.
-- `filter-then-weight` (note §1.5 steps 2-5): the same per-sample gradients, preconditioned by the
+- `filter-then-weight` (docs/online-selection.md §5-§7): the same per-sample gradients, preconditioned by the
   diagonal Adam preconditioner D read from the optimizer state (u_i = D^1/2 g_i, optionally
   Rademacher-projected), greedy Filter with gain lr*b_j - lr^2 * sum K_sj, NNLS weights on the
   filtered set; rows with weight 0 are dropped from the step.
-- `adapt` (note §2.3): all N rows; the weight of row i is clip(sigmoid(s_i / tau), w_min, w_max)
+- `adapt` (docs/online-selection.md §4): all N rows; the weight of row i is clip(sigmoid(s_i / tau), w_min, w_max)
   where s_i is the cosine of the row's position-weighted mean-pooled last-layer hidden state (taken
   from the training forward itself, no extra pass) to the anchors' centroid (re-encoded every
   `refresh_every` steps), or a BM25 score to the anchors computed once before training.
@@ -171,7 +171,7 @@ class FilterThenWeight(_GradientPolicy):
         self._projection = None
 
     def _scales(self, model, optimizer) -> dict[str, torch.Tensor]:
-        """sqrt(D) for the weight of every selection layer (D: linearised Adam, note §1.5)."""
+        """sqrt(D) for the weight of every selection layer (D: linearised Adam, docs/online-selection.md (12))."""
         from curate.training.adam_precond import adam_preconditioner
 
         modules = selection_modules(model)
@@ -216,7 +216,7 @@ class Adapt(Policy):
         self.standardize = standardize
         self.reweights = cfg["signal"] == "embed"
         self.bm25: np.ndarray | None = None
-        if cfg["signal"] == "bm25":  # once, before training (note §2.3 step 2)
+        if cfg["signal"] == "bm25":  # once, before training (docs/online-selection.md (7))
             from curate.selection.bm25 import bm25_scores
 
             scores = np.asarray(bm25_scores(list(texts), [a.text for a in self.anchors]), dtype=np.float64)

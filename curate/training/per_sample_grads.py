@@ -1,5 +1,5 @@
-"""Per-sample gradients of linear layers in factorised (outer-product) form (online-selection note §1.5
-steps 2-3, §3.4).
+"""Per-sample gradients of linear layers in factorised (outer-product) form (docs/online-selection.md §5,
+(9)-(11)).
 
 For a linear layer z_t = W x_t applied at positions t = 1..T of sample i, with output gradients
 δ_t = ∂L/∂z_t, the sample's weight gradient is G_i = Σ_t δ_t x_tᵀ = Δ_iᵀ X_i (X_i: T×d_in, Δ_i:
@@ -19,7 +19,7 @@ X holds at padding positions drops out of G_i.
 
 LoRA needs nothing special: peft's lora_A / lora_B are nn.Linear modules, the only trainable ones,
 and the LoRA scale lands in lora_B's output gradient, so ∇B = s Σ δ (A x)ᵀ and ∇A = s Σ (Bᵀδ) xᵀ
-(note TV3) come out of the same hooks. Bias gradients are Δ_i summed over t (`bias_grads`,
+come out of the same hooks. Bias gradients are Δ_i summed over t (`bias_grads`,
 `LinearGradCapture.bias_grads`); the inner products and features below cover the weights only
 (Llama/LoRA layers have no bias).
 """

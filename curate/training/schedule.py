@@ -1,4 +1,6 @@
-"""Learning-rate schedules with linear warmup (IterIT note §3: cosine, warmup_ratio 0.03).
+"""Learning-rate schedules with linear warmup (docs/iterit.md §9, (17)-(18)).
+
+The reference uses cosine with warmup_ratio 0.03 (params/iterit-llama3-8b.yaml).
 
 `lr_at` has the semantics of Hugging Face's LambdaLR schedules (`get_cosine_schedule_with_warmup`,
 `get_linear_schedule_with_warmup`, `get_constant_schedule_with_warmup`): `step` is the number of

@@ -1,4 +1,4 @@
-"""Trainer state on disk without pickle (design §4: checkpoints inside and between rounds).
+"""Trainer state on disk without pickle (docs/architecture.md §6: checkpoints inside and between rounds).
 
 A `trainer_state/` directory holds
 - `optimizer.safetensors`: every optimizer state tensor, keyed `<parameter name>/<state key>`;

@@ -1,4 +1,4 @@
-"""One training round of supervised fine-tuning on the selected rows (IterIT note §3).
+"""One training round of supervised fine-tuning on the selected rows (docs/iterit.md §9).
 
 - Loss: causal-LM cross-entropy on the response span only (equivalent to labels = input ids on the
   span, -100 elsewhere; the span includes the end-of-turn token, as the reference's `output + eos`
@@ -19,9 +19,9 @@
 - Weights are loaded, trained and saved in float32 (CPU-first; a bf16 checkpoint is upcast); with
   `precision` bf16 the forward passes run under bf16 autocast. With `lora` enabled the trained
   weights are LoRA adapters on a frozen base and the checkpoint is the adapter (`curate.training.lora`).
-- Online policies (`online`, see `curate.training.online`): each step's rows (the candidate batch)
-  go through the policy, which picks the rows the step trains on and their loss weights; every
-  trained row's (row_id, step, weight, score) goes to the round's lineage table.
+- Online policies (`online`, see `curate.training.online` and docs/online-selection.md §1): each
+  step's rows (the candidate batch) go through the policy, which picks the rows the step trains on
+  and their loss weights; every trained row's (row_id, step, weight, score) goes to the round's lineage table.
 - Every round starts from a torch RNG seeded by (seed, round): a round's result is a function of
   its inputs, not of the process history. Checkpoints inside a round (`save_every`) hold weights,
   optimizer, data order, position and RNG, so a killed round resumes to bit-identical weights.

@@ -1,5 +1,5 @@
 """Every online policy trains the demo model end to end from params, with per-step lineage in Parquet,
-MLflow and `curate audit checkpoint` (issue 6)."""
+MLflow and `curate audit checkpoint` (docs/online-selection.md §1)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """`curate serve` on a real Prefect server: two overlapping runs of the nightly deployment, only one
-executes (issue 7); a transient failure in a service-facing stage is retried, a permanent one is not."""
+executes (docs/architecture.md §8); a transient failure in a service-facing stage is retried, a
+permanent one is not."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Every selection strategy runs end to end from params, with the same lineage (issue 4)."""
+"""Every selection strategy runs end to end from params, with the same lineage (docs/iterit.md §8)."""
 from __future__ import annotations
 
 import pyarrow.parquet as pq

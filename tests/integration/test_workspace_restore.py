@@ -1,5 +1,5 @@
 """Audit keeps working after the workspace's artifacts are deleted: from MLflow + DVC alone, and
-`dvc pull` restores the workspace so that `curate audit verify` passes again (issue 7)."""
+`dvc pull` restores the workspace so that `curate audit verify` passes again (docs/architecture.md §5, §7)."""
 from __future__ import annotations
 
 import json

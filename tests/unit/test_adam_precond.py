@@ -1,5 +1,5 @@
-"""Linearised Adam: the note's TV7 (exact step, variants A/B, data-dependent part) and the
-preconditioner read from a real torch AdamW state."""
+"""Linearised Adam (docs/online-selection.md (12)-(14)): a hand-checked example (exact step, variants A/B,
+data-dependent part) and the preconditioner read from a real torch AdamW state."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from curate.training.adam_precond import adam_preconditioner, data_dependent_update, exact_adam_step, linearized_adam_step
 
-TV7 = dict(lr=1e-3, step=3, beta1=0.9, beta2=0.999, eps=1e-8)
+EXAMPLE = dict(lr=1e-3, step=3, beta1=0.9, beta2=0.999, eps=1e-8)
 M, V, G = (torch.tensor(x, dtype=torch.float64) for x in ([0.01, -0.02], [1e-4, 2e-4], [0.05, 0.01]))
 
 
@@ -15,28 +15,30 @@ def expect(values):
     return torch.tensor(values, dtype=torch.float64)
 
 
-# TV7 prints 12 decimals (9 significant digits for the steps, i.e. ~2e-9 relative): the computed
-# values must round to the printed ones, |error| <= half a unit in the last printed place.
+# The expected values are printed to 12 decimals (9 significant digits for the steps, i.e. ~2e-9
+# relative): the computed values must round to the printed ones, |error| <= half a unit in the last printed place.
 PRINTED = dict(rtol=0, atol=5e-13)
 
 
-def test_tv7_exact_and_linearised_steps():
-    torch.testing.assert_close(exact_adam_step(M, V, G, **TV7), expect([-0.000279480935, 0.000242893929]), **PRINTED)
-    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="A", **TV7), expect([-0.000230975078, 0.000198322056]),
+def test_exact_and_linearised_steps():
+    torch.testing.assert_close(exact_adam_step(M, V, G, **EXAMPLE), expect([-0.000279480935, 0.000242893929]),
                                **PRINTED)
-    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="B", **TV7), expect([-0.000282956334, 0.000242954706]),
-                               **PRINTED)
+    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="A", **EXAMPLE),
+                               expect([-0.000230975078, 0.000198322056]), **PRINTED)
+    torch.testing.assert_close(linearized_adam_step(M, V, G, variant="B", **EXAMPLE),
+                               expect([-0.000282956334, 0.000242954706]), **PRINTED)
 
 
-def test_tv7_data_dependent_part_and_affinity():
+def test_data_dependent_part_and_affinity():
     part = data_dependent_update(G, V, variant="A", step=3, beta1=0.9, beta2=0.999, eps=1e-8)
     torch.testing.assert_close(part, expect([0.082491099286, 0.011666003291]), **PRINTED)
     # the linearised step is affine in g: step(g) − step(0) = −lr · P_t(g)
     for variant in ("A", "B"):
-        diff = linearized_adam_step(M, V, G, variant=variant, **TV7) - linearized_adam_step(M, V, 0 * G, variant=variant, **TV7)
+        diff = (linearized_adam_step(M, V, G, variant=variant, **EXAMPLE)
+                - linearized_adam_step(M, V, 0 * G, variant=variant, **EXAMPLE))
         torch.testing.assert_close(diff, -1e-3 * data_dependent_update(G, V, variant=variant, step=3, beta1=0.9, beta2=0.999, eps=1e-8))
     with pytest.raises(ValueError, match="variant"):
-        linearized_adam_step(M, V, G, variant="C", **TV7)
+        linearized_adam_step(M, V, G, variant="C", **EXAMPLE)
 
 
 def test_preconditioner_reads_torch_adamw_state():

@@ -53,3 +53,11 @@ def test_paths_from_params_cannot_escape_the_project(tmp_path, section, key, val
     f.write_text(f"{section}:\n  {key}: {value}\n")
     with pytest.raises(ParamsError, match="inside the project"):
         load_params(f)
+
+
+def test_stage_slices_leave_out_tracking_only_keys():
+    """The MLflow experiment name is in no stage's cache key: renaming it re-runs no stage."""
+    a = Params().slice("base_model", "scoring", "project")
+    b = Params.model_validate({"project": {"experiment": "other"}}).slice("base_model", "scoring", "project")
+    assert a == b and a["project"] == {"seed": 42}
+    assert Params.model_validate({"project": {"seed": 7}}).slice("project")["project"] == {"seed": 7}

@@ -1,4 +1,5 @@
-"""GREATS greedy selection with its code's semantics: the note's TV5, picks and score trace."""
+"""GREATS greedy selection with its code's semantics: a hand-checked example (docs/online-selection.md (20)),
+picks and score trace."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,12 +14,12 @@ KERNEL = [[1.25, 1.1, 0, -0.5, 0.45], [1.1, 0.98, 0.1, -0.43, 0.42], [0, 0.1, 1,
           [-0.5, -0.43, 0.2, 0.29, -0.09], [0.45, 0.42, 0.3, -0.09, 0.27]]
 
 
-def test_tv5_intermediates():
+def test_example_intermediates():
     np.testing.assert_allclose((CANDS @ VALS.T).mean(axis=1), [0.95, 0.89, 0.40, -0.37, 0.42])
     np.testing.assert_allclose(CANDS @ CANDS.T, KERNEL)
 
 
-def test_tv5_picks_and_score_trace():
+def test_example_picks_and_score_trace():
     tracin = (CANDS @ VALS.T).mean(axis=1)
     picks, trace = greats_select(tracin, CANDS @ CANDS.T, 3, 0.5, return_scores=True)
     assert picks == [0, 2, 1]  # sample 1 (second-best raw score) is delayed: redundant with sample 0

@@ -1,4 +1,4 @@
-"""IFD scorer (IterIT note §1): batched == naive loop, span masking, variants, bf16 storage."""
+"""IFD scorer (docs/iterit.md §2, (1)-(5)): batched == naive loop, span masking, variants, bf16 storage."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
-"""IterIT greedy selection and per-round reordering, against the worked examples of the method note
-(TV2a, TV5) and property tests (incremental == naive, decay 1 == static ranking, bookkeeping)."""
+"""IterIT greedy selection and per-round reordering, against hand-checked examples
+(docs/iterit.md §4-§6) and property tests (incremental == naive, decay 1 == static ranking, bookkeeping)."""
 from __future__ import annotations
 
 import math
@@ -35,9 +35,9 @@ def selection_problem(draw):
     return docs, c, draw(st.integers(0, len(docs) + 2)), draw(decays)
 
 
-# --- TV2a -------------------------------------------------------------------------------------------
+# --- two-document TF-IDF example (docs/iterit.md (8)-(11)) ----------------------------------------
 
-def test_tv2a_tfidf_features_idf_and_rows():
+def test_two_documents_tfidf_features_idf_and_rows():
     t = fit_tfidf(["red blue", "red green"])
     assert t.features == ["blue", "green", "red", "red blue", "red green"]
     np.testing.assert_allclose(t.idf, [1.405465, 1.405465, 1.0, 1.405465, 1.405465], atol=1e-6)
@@ -48,7 +48,7 @@ def test_tv2a_tfidf_features_idf_and_rows():
 
 
 @pytest.mark.parametrize("naive", [False, True])
-def test_tv2a_greedy_order_and_scores(naive):
+def test_two_documents_greedy_order_and_scores(naive):
     picks = greedy_select_detailed(["red blue", "red green"], [0.5, 0.75], 2, 0.1, naive=naive)
     assert [p.index for p in picks] == [1, 0]
     assert picks[0].score == pytest.approx(1.284578, abs=1e-6)
@@ -57,7 +57,7 @@ def test_tv2a_greedy_order_and_scores(naive):
 
 
 def test_eos_string_is_part_of_the_document():
-    # The caller appends EOS; it is tokenised (end_of_text) and flips this pick, as the note warns.
+    # The caller appends EOS; it is tokenised (end_of_text) and flips this pick (docs/iterit.md §4).
     eos = "<|end_of_text|>"
     assert fit_tfidf(["blue" + eos]).features == ["blue", "blue end_of_text", "end_of_text"]
     assert greedy_select(["blue", "sky blue"], [0.65, 0.42], 1, 0.1) == [1]
@@ -171,16 +171,16 @@ def test_row_informativeness_is_the_row_sum():
     assert row_informativeness(m, scale, rows).tolist() == row_informativeness(m, scale)[rows].tolist()
 
 
-# --- TV5 bookkeeping and reorder --------------------------------------------------------------------
+# --- budget, window and reorder bookkeeping (docs/iterit.md (13)-(15)) ----------------------------
 
-def test_tv5_budget_and_window():
+def test_budget_and_window():
     assert selection_budget(40, 0.05) == 2 and rescore_window(40, 2, 3) == 6
     assert selection_budget(52002, 0.05) == 2600 and rescore_window(52002, 2600, 3) == 7800
     assert rescore_window(40, 2, 1) == 40  # update_ratio <= 1: re-score everything
     assert selection_budget(100, 7) == 7  # ratio > 1: absolute count
 
 
-def test_tv5_reorder_window_layout():
+def test_reorder_window_layout():
     n, k = 40, 2
     scores = [0.01 * i for i in range(n)]  # higher position -> higher score, all < 1
     for p in (3, 10, 25):

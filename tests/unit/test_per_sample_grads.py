@@ -1,4 +1,5 @@
-"""Factorised per-sample gradients: the note's TV1 and TV3, torch.func agreement, ghost = materialised, projection."""
+"""Factorised per-sample gradients (docs/online-selection.md (9)-(10)): hand-checked examples, torch.func
+agreement, ghost = materialised, projection."""
 from __future__ import annotations
 
 import pytest
@@ -33,7 +34,7 @@ def padded(*pairs):
     return {"layer": (X, D)}
 
 
-def test_tv1_factorised_inner_products():
+def test_factorised_inner_products_by_hand():
     factors = padded((X1, D1), (X2, D2))
     G = materialized_grads(factors)["layer"]
     assert torch.equal(G[0], torch.tensor([[3, -1, 2, 0], [2, -1, 3, -2], [-4, 3, 1, -2]], dtype=torch.float64))
@@ -62,7 +63,7 @@ def lora_loss_factors(A, B, s, X, delta):
     return materialized_grads(cap.factors()), lora_A.weight.grad, lora_B.weight.grad
 
 
-def test_tv3_lora_gradients_from_hooks():
+def test_lora_gradients_from_hooks():
     A = torch.tensor([[0.5, -1, 0, 1], [1, 0.5, -0.5, 0]], dtype=torch.float64)
     B = torch.tensor([[1, 0], [0.5, -1], [0, 2]], dtype=torch.float64)
     grads, autograd_A, autograd_B = lora_loss_factors(A, B, 2.0, X1, D1)
@@ -72,7 +73,7 @@ def test_tv3_lora_gradients_from_hooks():
     assert torch.allclose(autograd_B, expected_B) and torch.allclose(autograd_A, expected_A)
 
 
-def test_tv3_with_a_peft_lora_layer():
+def test_lora_gradients_with_a_peft_lora_layer():
     peft = pytest.importorskip("peft", reason="peft is in requirements.txt; this runs whenever it is installed")
     base = nn.Sequential()
     base.add_module("proj", nn.Linear(4, 3, bias=False).double())

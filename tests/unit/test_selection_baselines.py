@@ -20,7 +20,7 @@ def test_random_select_is_seeded_distinct_and_bounded():
 
 
 def test_ifd_rank_eligibility_and_stable_ties():
-    # TV1 bf16 values: 0.999 is stored as 1.0 and is no longer a candidate; NaN is never one.
+    # bf16-stored values (docs/iterit.md (5)): 0.999 is stored as 1.0 and is no longer a candidate; NaN is never one.
     scores = [0.47265625, 1.0, 0.7421875, math.nan, 0.7421875, 1.6484375, 0.0, 0.98828125]
     assert ifd_rank(scores, 10) == [7, 2, 4, 0, 6]
     assert ifd_rank(scores, 2) == [7, 2]

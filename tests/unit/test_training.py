@@ -69,7 +69,7 @@ def test_schedule_values():
     assert lr_at(500, 110, 10, 1.0) == pytest.approx(0.0, abs=1e-12)  # stays at the end value
     assert lr_at(60, 110, 10, 2.0, "linear") == pytest.approx(1.0)
     assert lr_at(60, 110, 10, 2.0, "constant") == 2.0
-    assert warmup_steps_for(243, 0.03) == 8  # IterIT Alpaca arithmetic (note TV5)
+    assert warmup_steps_for(243, 0.03) == 8  # ceil(243 steps x 0.03) = 8 (S_w, docs/iterit.md §9)
     with pytest.raises(ValueError):
         lr_at(1, 10, 1, 1.0, "step")
 
