@@ -9,7 +9,6 @@ from curate.models.chat import (
     TINY_CHAT_TEMPLATE,
     ChatTemplateError,
     encode_conditional,
-    encode_conversation,
     encode_prior,
     render_ids,
 )

@@ -34,7 +34,7 @@ def run(base, out, policy: str, progress=None, **over):
 
 def test_uniform_policy_is_plain_training(base, tmp_path):
     kw = kwargs(epochs=1, batch_size=4, grad_accum=1)
-    plain = train_round(base, tmp_path / "plain", TRAIN_ROWS, **kw)
+    train_round(base, tmp_path / "plain", TRAIN_ROWS, **kw)
     uniform = train_round(base, tmp_path / "uniform", TRAIN_ROWS, online=online("uniform"), **kw)
     w_a, w_b = weights(tmp_path / "plain"), weights(tmp_path / "uniform")
     assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)

@@ -282,16 +282,21 @@ def test_resume_inside_a_round_gives_bit_identical_weights(tmp_path):
     assert all(torch.equal(o_full[k], o_res[k]) for k in o_full)
 
     # control: the same run without restoring the RNG diverges (so the check above can fail)
+    w_norng = weights(resumed_with_another_rng(base, tmp_path / "norng" / "r0", kill_after_step_3, kw))
+    assert any(not torch.equal(w_full[n], w_norng[n]) for n in w_full)
+
+
+def resumed_with_another_rng(base, out, kill, kw) -> Path:
+    """A round killed by `kill`, then resumed from its in-round checkpoint with a different RNG state."""
     with pytest.raises(Killed):
-        train_round(base, tmp_path / "norng" / "r0", ROWS, progress=kill_after_step_3, **kw)
-    state_file = tmp_path / "norng" / ".inprogress-r0" / "trainer_state" / "state.json"
+        train_round(base, out, ROWS, progress=kill, **kw)
+    state_file = out.parent / f".inprogress-{out.name}" / "trainer_state" / "state.json"
     state = json.loads(state_file.read_text())
     torch.manual_seed(123)
     state["rng"] = state_mod.rng_state()
     state_file.write_text(json.dumps(state))
-    train_round(base, tmp_path / "norng" / "r0", ROWS, **kw)
-    w_norng = weights(tmp_path / "norng" / "r0")
-    assert any(not torch.equal(w_full[n], w_norng[n]) for n in w_full)
+    train_round(base, out, ROWS, **kw)
+    return out
 
 
 def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path):
