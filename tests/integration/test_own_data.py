@@ -61,6 +61,13 @@ RUN_SETTINGS = {
     "tiny": (as_set_flags(TEST_PARAMS) + ["--set", "selection.ratio=12"],
              {"selection.ratio": "12.0", "selection.rounds": "2", "base_model.hidden_size": "64",
               "selection.mismatch_gate": "off"}),
+    # the real model of its preset (LoRA), on small budgets: the path a user with their own model takes
+    "smollm2-135m-instruct": (
+        as_set_flags({"scoring": {"max_length": 128}, "training": {"max_length": 128},
+                      "selection": {"ratio": 8, "rounds": 2, "mismatch_gate": "off"},
+                      "evaluation": {"max_rows_per_skill": 10}, "embed": {"max_length": 64}}),
+        {"base_model.source": "smollm2-135m-instruct", "training.lora.enabled": "True", "selection.ratio": "8.0",
+         "scoring.max_length": "128"}),
 }
 
 
