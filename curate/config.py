@@ -235,6 +235,11 @@ class Params(_P):
             path = Path(value)
             if path.is_absolute() or ".." in path.parts:
                 raise ValueError(f"{key} must be a path inside the project (relative, no '..'), got {value!r}")
+        gate_on = self.selection.mismatch_gate == "on" or (self.selection.mismatch_gate == "auto"
+                                                           and self.selection.mode == "clean")
+        if gate_on and not self.scoring.contrast:
+            raise ValueError("the mismatch gate (selection.mismatch_gate; auto = on in clean mode) needs the contrast "
+                             "scores: set scoring.contrast: true, or selection.mismatch_gate: off")
         return self
 
     def slice(self, *names: str) -> dict:

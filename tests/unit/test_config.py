@@ -61,3 +61,12 @@ def test_stage_slices_leave_out_tracking_only_keys():
     b = Params.model_validate({"project": {"experiment": "other"}}).slice("base_model", "scoring", "project")
     assert a == b and a["project"] == {"seed": 42}
     assert Params.model_validate({"project": {"seed": 7}}).slice("project")["project"] == {"seed": 7}
+
+
+def test_the_mismatch_gate_without_contrast_scores_fails_fast():
+    """Without contrast scores every margin is NaN and the gate would make every row ineligible."""
+    for gate in ("on", "auto"):
+        with pytest.raises(ValueError, match="scoring.contrast: true, or selection.mismatch_gate: off"):
+            Params.model_validate({"scoring": {"contrast": False}, "selection": {"mismatch_gate": gate}})
+    Params.model_validate({"scoring": {"contrast": False}, "selection": {"mismatch_gate": "off"}})
+    Params.model_validate({"scoring": {"contrast": False}, "selection": {"mode": "faithful"}})
