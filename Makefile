@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/online_quality.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/real.py
 
 clean-state:
 	rm -rf .curate data/ingest data/dedup data/embed data/score data/rounds data/eval data/models
