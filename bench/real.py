@@ -43,14 +43,10 @@ CURATE = str(Path(sys.executable).parent / "curate")
 
 
 def du(path: Path) -> int:
-    seen, total = set(), 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            st = os.lstat(os.path.join(root, f))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+    """Bytes of the files under `path`, each inode once (hard links are not counted twice)."""
+    from curate.disk_usage import file_stats
+
+    return sum({(st.st_dev, st.st_ino): st.st_size for st in file_stats(path)}.values())
 
 
 def curate(project: Path, *args: str, env: dict) -> tuple[float, str]:

@@ -28,7 +28,11 @@ def area_paths(project: Path | str, dvc_remote: str) -> dict[str, Path]:
             "dvc_remote": (Path(project) / dvc_remote).resolve(), "mlflow_artifacts": state / "mlruns"}
 
 
-def _files(root: Path):
+def file_stats(root: Path):
+    """The stat of every regular file at or under `root` (symlinks not followed; unreadable parts skipped)."""
+    if root.is_file():
+        yield root.stat()
+        return
     stack = [str(root)]
     while stack:
         try:
@@ -52,7 +56,7 @@ def census(paths: dict[str, Path]) -> Census:
     out: Census = {}
     for area in AREAS:
         files = {}
-        for st in _files(paths[area]):
+        for st in file_stats(paths[area]):
             ident = (st.st_dev, st.st_ino)
             if ident not in seen:
                 seen.add(ident)

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 
 from curate import gc
+from curate.disk_usage import file_stats
 from curate.env import STATE_DIR_NAME, state_dir
 
 HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
@@ -34,9 +35,7 @@ PARTIAL_SUFFIX = ".model"  # tasks/train.py: a finished round's weights before t
 
 
 def _tree(path: Path) -> list[os.stat_result]:
-    if path.is_file():
-        return [path.stat()]
-    return [p.lstat() for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    return list(file_stats(path))
 
 
 def freeable_bytes(path: Path) -> int:

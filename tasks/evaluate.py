@@ -8,16 +8,16 @@ import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, read_json, write_json
 from curate.evaluation.heldout import evaluate as evaluate_model
+from curate.evaluation.split import KIND as HOLDOUT_KIND
 from curate.ingest import ingest_path
 from curate.ingest.formats import discover
 from curate.models.loading import load_causal_lm
 from tasks.base_model import model_path
 from tasks.caching import Stage
-from tasks.holdout import KIND as HOLDOUT_KIND
 
 STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/truncation.py",
                                   "curate/models/loading.py",
-                                  "curate/scoring/ifd.py", "tasks/holdout.py"))
+                                  "curate/scoring/ifd.py"))
 
 
 def has_heldout_files(eval_dir: Path) -> bool:

@@ -14,11 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, digest, write_json, write_parquet
-from curate.evaluation.split import holdout_mask
+from curate.evaluation.split import KIND, holdout_mask
 from tasks.caching import Stage
 
 STAGE = Stage("holdout", code=("curate/evaluation/split.py",))
-KIND = "holdout"  # heldout/stats.json `kind`: how evaluation recognises a split's held-out directory
 
 
 @STAGE.task()

@@ -12,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 SALT = b"curate-holdout\0"
+KIND = "holdout"  # `kind` in the held-out part's stats.json: how evaluation recognises a split's held-out rows
 
 
 def holdout_point(row_id: str) -> float:
