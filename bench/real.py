@@ -202,6 +202,8 @@ def main() -> None:
          "nan_share": score_stats.get("nan", 0) / max(score_stats.get("rows", 1), 1),
          "rows_truncated_at_scoring": score_stats.get("rows_truncated"),
          "base_heldout_loss": base_loss, "rounds": rounds, "bytes_added_to_project": added,
+         "summary_disk_added": next((x.split("disk added", 1)[1].strip() for x in summary.splitlines()
+                                     if x.strip().startswith("disk added")), None),
          "audit_checkpoint_rows": len(audited.get("rows", [])),
          "command": command, "date": date, "machine": machine, "note": setting},
     ]

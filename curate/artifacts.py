@@ -52,15 +52,18 @@ def file_digest(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def digest(path: Path | str) -> str:
-    """Content digest of a file or a directory tree (hidden temp files excluded)."""
+def digest(path: Path | str, exclude: Iterable[str] = ()) -> str:
+    """Content digest of a file or a directory tree (hidden temp files, and any entry of a directory
+    whose name is in `exclude`, left out)."""
     path = Path(path)
     if path.is_file():
         return file_digest(path)
     if not path.is_dir():
         raise FileNotFoundError(f"artifact not found: {path}")
+    excluded = set(exclude)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+                    and not excluded.intersection(p.relative_to(path).parts)):
         h.update(f.relative_to(path).as_posix().encode())
         h.update(b"\0")
         h.update(file_digest(f).encode())
@@ -158,8 +161,9 @@ def ref_json(ref: dict | None, name: str = "stats.json") -> dict:
     return read_json(path) if path and path.exists() else {}
 
 
-def link_tree(src: Path, dst: Path) -> None:
-    """Place a copy of `src` (file or dir) at `dst` using hard links where possible.
+def link_tree(src: Path, dst: Path, exclude: Iterable[str] = (), exist_ok: bool = False) -> None:
+    """Place a copy of `src` (file or dir; entries named in `exclude` left out) at `dst`, using hard
+    links where possible.
 
     Artifacts are never modified in place (every write is a rename), so sharing inodes is safe.
     """
@@ -170,18 +174,19 @@ def link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(s, d)
 
     if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link)
+        shutil.copytree(src, dst, copy_function=_link, ignore=shutil.ignore_patterns(*exclude), dirs_exist_ok=exist_ok)
     else:
         _link(str(src), str(dst))
 
 
-def materialize(src: Path | str, dst: Path | str) -> Path:
-    """Atomically replace `dst` with the content of `src` (skipped when the digests already match)."""
+def materialize(src: Path | str, dst: Path | str, exclude: Iterable[str] = ()) -> Path:
+    """Atomically replace `dst` with the content of `src` minus the entries named in `exclude`
+    (skipped when the digests already match)."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and digest(dst) == digest(src):
+    if dst.exists() and digest(dst) == digest(src, exclude):
         return dst
     with atomic_path(dst) as tmp:
-        link_tree(src, tmp)
+        link_tree(src, tmp, exclude)
     return dst
 
 

@@ -1,4 +1,4 @@
-"""The bytes a run adds to disk: store, DVC cache, DVC remote, MLflow artifacts.
+"""The bytes a run adds to disk: store, workspace (`data/`), DVC cache, DVC remote, MLflow artifacts.
 
 A census lists every file of each area by inode (`stat` only, nothing is read), so a file that is
 hard-linked (or the same inode reached twice) is counted once, in the first area that holds it.
@@ -14,8 +14,8 @@ from pathlib import Path
 from curate.env import state_dir
 from curate.gc import human_bytes
 
-AREAS = ("store", "dvc_cache", "dvc_remote", "mlflow_artifacts")
-LABELS = {"store": "store", "dvc_cache": "DVC cache", "dvc_remote": "DVC remote", "mlflow_artifacts": "MLflow artifacts"}
+AREAS = ("store", "workspace", "dvc_cache", "dvc_remote", "mlflow_artifacts")
+LABELS = {"store": "store", "workspace": "data/", "dvc_cache": "DVC cache", "dvc_remote": "DVC remote", "mlflow_artifacts": "MLflow artifacts"}
 Census = dict[str, dict[tuple[int, int], int]]  # area -> (device, inode) -> size in bytes
 
 
@@ -24,7 +24,7 @@ def area_paths(project: Path | str, dvc_remote: str) -> dict[str, Path]:
     from curate.versioning.dvc import cache_dir
 
     state = state_dir(Path(project))
-    return {"store": state / "store", "dvc_cache": cache_dir(project),
+    return {"store": state / "store", "workspace": Path(project) / "data", "dvc_cache": cache_dir(project),
             "dvc_remote": (Path(project) / dvc_remote).resolve(), "mlflow_artifacts": state / "mlruns"}
 
 

@@ -25,9 +25,10 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from curate import gc
+from curate import gc, published
 from curate.disk_usage import file_stats
-from curate.env import STATE_DIR_NAME, state_dir
+from curate.env import state_dir
+from curate.published import store_name
 
 HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 INPROGRESS_PREFIX = ".inprogress-"  # curate/training/trainer.py: a killed round's in-round checkpoint
@@ -56,19 +57,10 @@ def _last_written(path: Path) -> float:
     return max(max(st.st_mtime, st.st_ctime) for st in stats)
 
 
-def store_name(path: str | Path) -> str | None:
-    """`<stage>/<key>` of a path inside a content store (`.../.curate/store/<stage>/<key>[/...]`), else None.
-    By name, so that a moved project still matches its recorded paths."""
-    parts = Path(path).parts
-    for i in range(len(parts) - 3):
-        if parts[i] == STATE_DIR_NAME and parts[i + 1] == "store":
-            return f"{parts[i + 2]}/{parts[i + 3]}"
-    return None
-
-
 def store_candidates(project: Path) -> list[gc.Candidate]:
     root = state_dir(project) / "store"
-    workspace = _inodes(project / "data")
+    listed = published.entries(project)
+    workspace = _inodes(project / "data") if listed is None else set()  # a project from before the manifest
     out = []
     for stage in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         for entry in sorted(p for p in stage.iterdir() if p.is_dir()):
@@ -78,7 +70,8 @@ def store_candidates(project: Path) -> list[gc.Candidate]:
             out.append(gc.Candidate(
                 area=gc.PARTIAL if partial else gc.STORE, name=f"{stage.name}/{entry.name}", path=str(entry),
                 size=freeable_bytes(entry), written=_last_written(entry),
-                in_workspace=not partial and bool(_inodes(entry) & workspace)))
+                in_workspace=not partial and (f"{stage.name}/{entry.name}" in listed if listed is not None
+                                              else bool(_inodes(entry) & workspace))))
     return out
 
 

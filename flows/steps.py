@@ -17,6 +17,7 @@ from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
+from curate.training.state import TRAINER_STATE
 from tasks.evaluate import evaluate, has_heldout_files
 from tasks.holdout import split_refs
 from tasks.publish import LAYOUT, prune, publish
@@ -97,10 +98,13 @@ def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: di
 
 
 def publish_rounds(project: str, rounds: list[dict]) -> None:
+    """Each round's parts under data/rounds. The optimizer state stays in the store only: it serves
+    resuming (which reads the store), and versioning it would push the largest file of a round
+    (twice the trainable weights) to the DVC remote every night."""
     for r, rd in enumerate(rounds):
         for part in ("rescore", "select", "train"):
             if rd.get(part):
-                publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}")
+                publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}", exclude=(TRAINER_STATE,))
     prune(project, LAYOUT["rounds"], {f"round-{r}" for r in range(len(rounds))})
 
 

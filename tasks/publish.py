@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from curate import published
 from curate.artifacts import materialize, write_json
 
 # Stage -> workspace path (relative to the project). dvc.yaml declares these as outs.
@@ -20,9 +21,12 @@ LAYOUT = {
 }
 
 
-def publish(project: str, ref: dict, rel: str) -> Path:
-    """Hard-link (or copy) a store artifact to `project/rel`, replacing what was there atomically."""
-    return materialize(ref["path"], Path(project) / rel)
+def publish(project: str, ref: dict, rel: str, exclude: tuple[str, ...] = ()) -> Path:
+    """Hard-link (or copy) a store artifact, minus the entries named in `exclude`, to `project/rel`,
+    replacing what was there atomically."""
+    out = materialize(ref["path"], Path(project) / rel, exclude)
+    published.record(project, rel, ref["path"])
+    return out
 
 
 def publish_base_model(project: str, ref: dict, source: str) -> Path:
@@ -33,6 +37,7 @@ def publish_base_model(project: str, ref: dict, source: str) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     write_json({"source": source, "path": ref["path"], "digest": ref["digest"]}, dst / "pointer.json")
+    published.record(project, LAYOUT["base_model"], ref["path"])
     return dst
 
 
@@ -43,3 +48,4 @@ def prune(project: str, rel: str, keep: set[str]) -> None:
         for child in root.iterdir():
             if child.name not in keep:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+                published.forget(project, f"{rel}/{child.name}")

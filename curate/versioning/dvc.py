@@ -38,13 +38,22 @@ def is_repo(project: Path | str) -> bool:
     return (Path(project) / ".dvc").is_dir()
 
 
+# The workspace outputs under data/ are hard links to store entries, so with hard-linked cache files
+# the store, the workspace and the DVC cache hold one copy of each byte (DVC makes them read-only:
+# artifacts are never edited in place anyway). A cache on another filesystem falls back to copies.
+CACHE_TYPE = "hardlink,copy"
+
+
 def ensure_repo(project: Path | str, remote: str) -> None:
-    """Make `project` a DVC repo (inside git when there is one) with analytics off and a local remote."""
+    """Make `project` a DVC repo (inside git when there is one) with analytics off, hard-linked cache
+    files and a local remote."""
     project = Path(project)
     if not is_repo(project):
         args = ["init"] if (project / ".git").exists() else ["init", "--no-scm"]
         dvc(project, *args)
         dvc(project, "config", "core.analytics", "false")
+    if dvc(project, "config", "cache.type", check=False).stdout.strip() != CACHE_TYPE:
+        dvc(project, "config", "cache.type", CACHE_TYPE)
     remote_path = (project / remote).resolve()
     remote_path.mkdir(parents=True, exist_ok=True)
     listed = dvc(project, "remote", "list").stdout

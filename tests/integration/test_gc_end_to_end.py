@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from curate.gc_adapter import store_name
+from curate.published import store_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,11 +52,16 @@ def test_gc_keeps_everything_a_kept_run_needs(make_project):
 
     # the bytes each run added: in its summary and on its MLflow run, one figure per area adding up
     line = next(x for x in first_summary.splitlines() if x.strip().startswith("disk added"))
-    assert re.search(r"store [\d.]+ [kM]B, DVC cache [\d.]+ [kM]B, DVC remote [\d.]+ [kM]B, MLflow artifacts [\d.]+ [kM]B", line)
+    size = r"[\d.]+ k?M?B"
+    assert re.search(rf"store {size}, data/ {size}, DVC cache {size}, DVC remote {size}, MLflow artifacts {size}", line)
     for run in (old, new):
         m = run.data.metrics
-        areas = ("store", "dvc_cache", "dvc_remote", "mlflow_artifacts")
-        assert all(m[f"disk.added.{a}"] > 0 for a in areas) and m["disk.added.all"] == sum(m[f"disk.added.{a}"] for a in areas)
+        areas = ("store", "workspace", "dvc_cache", "dvc_remote", "mlflow_artifacts")
+        assert m["disk.added.all"] == sum(m[f"disk.added.{a}"] for a in areas)
+        assert m["disk.added.store"] > 0 and m["disk.added.dvc_remote"] > 0
+        # data/ and the DVC cache hard-link the store's files: they add only their own small files
+        # (DVC's directory listings, pointer files), not a second copy of the run's artifacts
+        assert m["disk.added.workspace"] + m["disk.added.dvc_cache"] < 0.05 * m["disk.added.store"]
     assert new.data.metrics["disk.total.all"] > old.data.metrics["disk.total.all"]
 
     # keeping both runs removes nothing

@@ -10,6 +10,8 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pyarrow.parquet as pq
 import pytest
@@ -131,6 +133,17 @@ def test_curate_your_own_data(tmp_path, prefect_api, model):
     selected = {row for r in range(len(rounds)) for row in pq.read_table(
         project / "data" / "rounds" / f"round-{r}" / "select" / "selection.parquet")["row_id"].to_pylist()}
     assert audit["distinct_rows"] == len(selected) > 0
+
+    # one copy on disk: the published checkpoint is the store's file, hard-linked into the DVC cache
+    # (and, for an adapter, into MLflow's artifacts); the optimizer state is not versioned
+    checkpoint = project / "data" / "rounds" / f"round-{len(rounds) - 1}" / "train" / "model"
+    assert not (checkpoint / "trainer_state").exists()
+    weights = next(checkpoint.glob("*.safetensors"))
+    assert weights.stat().st_nlink >= 3, "store, data/ and the DVC cache should share the checkpoint's inode"
+    if logged.get("training.lora.enabled") == "True":
+        model_id = last.data.tags["curate.model_uri"].removeprefix("models:/")
+        logged_dir = Path(url2pathname(urlparse(client.get_logged_model(model_id).artifact_location).path))
+        assert (logged_dir / weights.name).stat().st_ino == weights.stat().st_ino
 
     # curate resume FLOW_RUN_ID reads that run's --set values from Prefect and applies them again
     flow_run = [line for line in summary.splitlines() if "Prefect            flow run" in line][0].split()[-1]

@@ -8,7 +8,8 @@ import pytest
 
 from curate import gc
 from curate.disk_usage import added_bytes, census
-from curate.gc_adapter import freeable_bytes, store_name
+from curate.gc_adapter import freeable_bytes
+from curate.published import store_name
 
 T0 = 1_700_000_000.0  # start of the newest recorded run
 
@@ -91,16 +92,35 @@ def test_census_counts_hard_links_once_and_added_bytes_only_new_inodes(tmp_path)
     store.mkdir()
     cache.mkdir()
     (store / "old").write_bytes(b"o" * 10)
-    paths = {"store": store, "dvc_cache": cache, "dvc_remote": tmp_path / "none", "mlflow_artifacts": tmp_path / "none"}
+    paths = {"store": store, "workspace": tmp_path / "none", "dvc_cache": cache, "dvc_remote": tmp_path / "none",
+             "mlflow_artifacts": tmp_path / "none"}
     before = census(paths)
     (store / "new").write_bytes(b"n" * 1000)
     os.link(store / "new", cache / "linked")  # the same bytes in a second area: not counted again
     (cache / "copy").write_bytes(b"c" * 300)
     after = census(paths)
-    assert added_bytes(before, after) == {"store": 1000, "dvc_cache": 300, "dvc_remote": 0, "mlflow_artifacts": 0}
+    assert added_bytes(before, after) == {"store": 1000, "workspace": 0, "dvc_cache": 300, "dvc_remote": 0,
+                                          "mlflow_artifacts": 0}
 
 
 def test_store_name_matches_recorded_paths_of_a_moved_project():
     assert store_name("/old/place/.curate/store/base_model/abc/model") == "base_model/abc"
     assert store_name("/new/.curate/store/train/def") == "train/def"
     assert store_name("/somewhere/else/model") is None
+
+
+def test_published_manifest_names_the_entry_each_workspace_path_came_from(tmp_path):
+    from curate import published
+
+    store = tmp_path / ".curate" / "store"
+    assert published.entries(tmp_path) is None  # before the first publish: gc falls back to inodes
+    published.record(tmp_path, "data/rounds/round-0/train", store / "train" / "k0")
+    published.record(tmp_path, "data/rounds/round-1/train", store / "train" / "k1")
+    published.record(tmp_path, "data/score", store / "score" / "s0")
+    published.record(tmp_path, "data/score", store / "score" / "s1")  # republished: the old entry is gone
+    assert published.entries(tmp_path) == {"train/k0", "train/k1", "score/s1"}
+    published.record(tmp_path, "data/rounds", store / "rounds" / "r")  # a parent path replaces its children
+    assert published.entries(tmp_path) == {"rounds/r", "score/s1"}
+    published.forget(tmp_path, "data/rounds")
+    published.record(tmp_path, "data/models/base", tmp_path / "elsewhere")  # not a store path: nothing listed
+    assert published.entries(tmp_path) == {"score/s1"}
