@@ -44,12 +44,14 @@ def _project(args) -> Path:
 
 def cmd_init(args) -> int:
     """`curate init DIR --model M`: scaffold a project for your own data (nothing is written into the cwd)."""
+    from flows.dvc_yaml import render
+
     from curate.config import ParamsError
     from curate.project_init import InitError, init_project, next_steps
     from curate.versioning.dvc import DvcError
 
     try:
-        result = init_project(args.dir, args.model)
+        result = init_project(args.dir, render(with_code=False), args.model)
     except (InitError, ParamsError, DvcError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,7 +117,12 @@ def cmd_run(args) -> int:
     except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
         print(f"error: {failure_message(e, args.params, args.set)}", file=sys.stderr)
         return 1
-    print(render_summary(project, p, result))
+    if args.json:
+        from curate.summary import summary_json
+
+        print(json.dumps(summary_json(p, result), indent=2, default=str))
+    else:
+        print(render_summary(project, p, result))
     return 0
 
 
@@ -170,6 +177,25 @@ def cmd_stage(args) -> int:
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_dvc_yaml(args) -> int:
+    from flows.dvc_yaml import render
+
+    project = _project(args)
+    text = render(with_code=(project / "tasks" / "pipeline.py").is_file())  # a project of `curate init` holds no code
+    target = project / "dvc.yaml"
+    if args.check:
+        if not target.is_file() or target.read_text() != text:
+            print(f"{target} differs from the stage declarations: run `curate dvc-yaml --write`", file=sys.stderr)
+            return 1
+        print(f"{target} matches the stage declarations")
+    elif args.write:
+        target.write_text(text)
+        print(f"wrote {target}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -288,7 +314,14 @@ def _add_set(parser: argparse.ArgumentParser, note: str = "") -> None:
                              "(dotted key, YAML value; repeatable, the last of a key wins)" + note)
 
 
+def _add_json_result(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result instead of the summary: "
+                        "stages (executed or cached), artifact digests, MLflow and Prefect ids, the summary numbers")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.pipeline import groups  # pure data: the stage names
+
     ap = argparse.ArgumentParser(prog="curate", description="Model-aware curation of instruction-tuning data.")
     ap.add_argument("--project", default=".", help="project directory (default: current directory)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -310,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the curation flow end to end")
     r.add_argument("--params", default=DEFAULT_PARAMS)
     _add_set(r)
+    _add_json_result(r)
     r.set_defaults(fn=cmd_run)
 
     rs = sub.add_parser("resume", help="resume a failed or killed run: finished stages come from the cache, "
@@ -317,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("flow_run", nargs="?", help="Prefect flow-run id of the run to resume (its params file is used)")
     rs.add_argument("--params", default=DEFAULT_PARAMS, help="the params file of the run to resume")
     _add_set(rs, " (with FLOW_RUN: applied after that run's own --set values)")
+    _add_json_result(rs)
     rs.set_defaults(fn=cmd_resume)
 
     sv = sub.add_parser("serve", help="serve the nightly deployment on the Prefect server of PREFECT_API_URL "
@@ -331,10 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(fn=cmd_server)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
-    s.add_argument("name", choices=["ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "rounds", "evaluate"])
+    s.add_argument("name", choices=list(groups()))
     s.add_argument("--params", default=DEFAULT_PARAMS)
     _add_set(s)
     s.set_defaults(fn=cmd_stage)
+
+    dy = sub.add_parser("dvc-yaml", help="dvc.yaml generated from the stage declarations (tasks/pipeline.py)")
+    mode = dy.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write it to the project's dvc.yaml")
+    mode.add_argument("--check", action="store_true", help="exit 1 when the project's dvc.yaml differs")
+    dy.set_defaults(fn=cmd_dvc_yaml)
 
     a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row; verify artifacts")
     a.add_argument("what", choices=["checkpoint", "row", "verify", "diff"])

@@ -206,11 +206,6 @@ class TrackingParams(_P):
     regression_threshold: float = Field(0.05, ge=0)  # flag a run whose final held-out loss is worse by more than this
 
 
-# Keys no stage computes with: changing them must not re-run any stage (the record stage, which logs
-# every parameter, is keyed on the whole parameter set).
-TRACKING_ONLY = {"project": ("experiment",)}
-
-
 class Params(_P):
     project: ProjectParams = ProjectParams()
     raw: RawParams = RawParams()
@@ -241,11 +236,6 @@ class Params(_P):
             raise ValueError("the mismatch gate (selection.mismatch_gate; auto = on in clean mode) needs the contrast "
                              "scores: set scoring.contrast: true, or selection.mismatch_gate: off")
         return self
-
-    def slice(self, *names: str) -> dict:
-        """The parameter slice a stage uses (part of its cache key), without the tracking-only keys."""
-        return {n: {k: v for k, v in getattr(self, n).model_dump(mode="json").items() if k not in TRACKING_ONLY.get(n, ())}
-                for n in names}
 
 
 class ParamsError(ValueError):

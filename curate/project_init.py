@@ -1,7 +1,7 @@
 """`curate init DIR --model M`: a project for your own data, without code (the code is the installed package).
 
 The project holds `params/default.yaml` (every parameter, commented, with a preset for the base model),
-`dvc.yaml` (the pipeline stages, as in the demo checkout but without its code paths), `.gitignore`,
+`dvc.yaml` (the pipeline stages, generated from the declarations without deps on code), `.gitignore`,
 `data/raw/` for the pool and `data/raw/eval/` for optional held-out sets; git and DVC are initialised
 with the local DVC remote. A preset is a few dotted-key overrides over the `Params()` defaults, each
 with the reason shown as its comment in the written file; the comments of the other keys are the
@@ -56,7 +56,6 @@ __pycache__/
 /compare/
 /report/
 """
-CODE_DIRS = ("curate/", "tasks/", "flows/")  # the demo's dvc.yaml deps on its own code: here, installed code
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<rest>.*)$")
 
 
@@ -160,27 +159,15 @@ def params_yaml(p: Preset) -> str:
     return text
 
 
-def dvc_yaml() -> str:
-    """The demo's dvc.yaml stages without the deps on the demo checkout's code (here it is installed)."""
-    spec = yaml.safe_load(_template("dvc.yaml"))
-    for stage in spec["stages"].values():
-        deps = [d for d in stage.pop("deps", []) if not str(d).startswith(CODE_DIRS)]
-        if deps:
-            stage["deps"] = deps
-    header = ("# The curation pipeline for `dvc repro` (no Prefect needed); `curate run` executes the same stages\n"
-              "# through Prefect and then runs `dvc commit`. The code is the installed `curate` package: a code\n"
-              "# change is seen by `curate run` (its cache keys hold code digests), not by `dvc status`.\n")
-    return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120)
-
-
 def _run(cmd: list[str], cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InitError(f"`{' '.join(cmd)}` failed in {cwd}:\n{proc.stdout}{proc.stderr}")
 
 
-def init_project(directory: Path | str, model: str = TINY) -> dict[str, Any]:
-    """Scaffold a project in `directory` (new or empty); never touches a non-empty one."""
+def init_project(directory: Path | str, dvc_yaml: str, model: str = TINY) -> dict[str, Any]:
+    """Scaffold a project in `directory` (new or empty); never touches a non-empty one. `dvc_yaml`: the
+    pipeline's `dvc.yaml` text (generated from the stage declarations by the caller)."""
     from curate.versioning import dvc
 
     root = Path(directory).expanduser().resolve()
@@ -190,7 +177,7 @@ def init_project(directory: Path | str, model: str = TINY) -> dict[str, Any]:
                         "Choose a new directory, or empty this one.")
     p = preset(model)
     params = preset_params(p)
-    files = {"params/default.yaml": params_yaml(p), "dvc.yaml": dvc_yaml(), ".gitignore": GITIGNORE}
+    files = {"params/default.yaml": params_yaml(p), "dvc.yaml": dvc_yaml, ".gitignore": GITIGNORE}
     git = shutil.which("git") is not None
     existed = root.exists()
     try:

@@ -28,6 +28,51 @@ def _truncated_line(p: Params, score: dict, trains: list[dict], base_eval: dict)
             f"{p.training.max_length}), {base_eval.get('rows_truncated', '-')} held-out rows")
 
 
+def _call_name(call: dict) -> str:
+    r = call.get("round")
+    if r is None:
+        return call["stage"]
+    return f"{call['stage']}[{'base' if r < 0 else r}]"
+
+
+def stages_line(calls: list[dict]) -> list[str]:
+    """Which stages executed this run and which came from the cache, by name (`train[1]`: round 1)."""
+    executed = [_call_name(c) for c in calls if c["executed"]]
+    cached = [_call_name(c) for c in calls if not c["executed"]]
+    return [f"  stages executed    {', '.join(executed) or 'none'}",
+            f"  from cache         {', '.join(cached) or 'none'}"]
+
+
+def summary_json(p: Params, result: dict) -> dict[str, Any]:
+    """`curate run --json`: the run's stages (executed or cached, output digest), artifact digests, the
+    MLflow and Prefect ids and the summary's numbers."""
+    refs, rounds = result["refs"], result["rounds"]
+    ing, ded, sco = ref_json(refs["ingest"]), ref_json(refs["dedup"]), ref_json(refs["score"])
+    sem, base_eval = ref_json(refs.get("semdedup")), ref_json(refs["evaluate_base"], "metrics.json")
+    lineage = result.get("lineage") or {}
+    recorded = lineage.get("rounds") or []
+    per_round = []
+    for r, rd in enumerate(rounds):
+        sel, tr, ev = ref_json(rd["select"]), ref_json(rd["train"]), ref_json(rd.get("evaluate"), "metrics.json")
+        per_round.append({"round": r, "k": sel.get("k"), "selected": sel.get("selected"), "rows_trained": tr.get("rows_trained"),
+                          "steps": tr.get("steps"), "train_loss": tr.get("final_loss"), "heldout_loss": ev.get("mean_loss"),
+                          "checkpoint_digest": rd["train"]["digest"],
+                          "model_uri": (recorded[r].get("model_uri") if r < len(recorded) else None)})
+    return {
+        "strategy": p.selection.strategy, "base_model": p.base_model.source,
+        "stages": result.get("stages", []),
+        "artifacts": {name: ref["digest"] for name, ref in refs.items() if ref},
+        "mlflow_parent_run_id": lineage.get("parent_run_id"), "mlflow_experiment": p.project.experiment,
+        "prefect_flow_run_id": result.get("flow_run_id"),
+        "rows_in": ing.get("rows_in"), "quarantined_ingest": ing.get("quarantined"), "nan_scores": sco.get("nan", 0),
+        "removed_exact": ded.get("removed_exact", 0), "removed_near": ded.get("removed_near", 0),
+        "removed_semantic": sem.get("removed_semantic", 0), "pool": sem.get("kept", ded.get("kept")),
+        "eligible_share": sco.get("eligible_share"), "base_heldout_loss": base_eval.get("mean_loss"),
+        "rounds": per_round, "dvc": result.get("version"), "disk": result.get("disk"),
+        "warnings": list(result.get("warnings", [])) + ([sco["warning"]] if sco.get("warning") else []),
+    }
+
+
 def render_summary(project: Path, p: Params, result: dict) -> str:
     refs, rounds = result["refs"], result["rounds"]
     ing, ded, sco = ref_json(refs["ingest"]), ref_json(refs["dedup"]), ref_json(refs["score"])
@@ -92,6 +137,7 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"  disk added         {describe(result['disk']) if result.get('disk') else '-'}",
         "                     (free the disk of older runs with `curate gc --keep-runs N`)",
         f"  Prefect            flow run {result.get('flow_run_id', '-')}",
+        *stages_line(result.get("stages", [])),
         "",
         "  where to look:",
         f"    mlflow ui --backend-store-uri sqlite:///{project}/.curate/mlflow.db --port 5000",

@@ -6,6 +6,7 @@ nothing changed executes no stage, and a changed parameter re-runs its stage and
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -17,13 +18,15 @@ from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
-from flows.steps import (check_scorer_fit, holdout_params, pool_and_heldout, pool_warnings, publish_evaluations,
+from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, pool_warnings, publish_evaluations,
                          publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
-from tasks.dedup import dedup, previous_dedup, stage_params
+from tasks.caching import REGISTRY
+from tasks.dedup import dedup, previous_dedup
 from tasks.embed import embed
 from tasks.holdout import holdout
 from tasks.ingest import ingest
+from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record, record_disk_usage
 from tasks.score import score_pool
@@ -31,12 +34,30 @@ from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
 
 
-def run(task, **kwargs) -> dict:
-    """Call a stage; if its cached result points at an artifact that no longer exists, recompute it."""
-    result = task(**kwargs)
-    if isinstance(result, dict) and "path" in result and not Path(result["path"]).exists():
-        result = task.with_options(refresh_cache=True)(**kwargs)
-    return result
+class Runner:
+    """Calls stages as Prefect tasks and notes, per call, whether it executed or came from the cache.
+
+    A call executed when Prefect ran it and its content-store entry did not exist before (a Prefect
+    cache miss whose entry exists computes nothing). If a cached result points at an artifact that no
+    longer exists, the stage is recomputed."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, task, **kwargs) -> dict:
+        stage = REGISTRY.get(task.name)
+        arguments = inspect.signature(task.fn).bind(**kwargs)
+        arguments.apply_defaults()  # a task keys on locals(), defaults included
+        stored = stage is not None and stage.is_stored(arguments.arguments)
+        state = task(**kwargs, return_state=True)
+        result = state.result()
+        if isinstance(result, dict) and "path" in result and not Path(result["path"]).exists():
+            state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
+            result, stored = state.result(), False
+        executed = state.name != "Cached" and not stored
+        self.calls.append({"stage": task.name, "round": kwargs.get("round_index"), "executed": executed,
+                           "digest": result.get("digest") if isinstance(result, dict) else None})
+        return result
 
 
 @flow(name="curate-run", persist_result=False)
@@ -56,27 +77,28 @@ def curate_run(project: str, params_file: str = "params/default.yaml", overrides
         if arrived:
             get_run_logger().warning(f"incoming: {len(arrived)} new raw file(s) joined the pool: "
                                      + ", ".join(a.name for a in arrived))
-        result = _run(project, params_file, p, overrides)
+        run = Runner()
+        result = _run(run, project, params_file, p, overrides)
         disk = record_disk_usage(lineage=result["lineage"], usage=usage.finish(), started=usage.started)
         return {**result, "disk": disk, "incoming": [str(a) for a in arrived]}
 
 
-def _run(project: str, params_file: str, p, overrides: list[str]) -> dict:
+def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -> dict:
     raw = Ref.of(Path(project) / p.raw.dir).to_dict()
 
-    rows = run(ingest, project=project, raw=raw, params=p.slice("ingest"))
-    deduped = run(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p)),
-                  params=stage_params(p))
-    embeddings = run(embed, project=project, rows=deduped, params=p.slice("embed"))
-    pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"),
-               previous=previous_semdedup(project, deduped, embeddings, p.slice("dedup")))
-    split = run(holdout, project=project, pool=pool, params=holdout_params(project, p))
+    rows = run(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
+    deduped = run(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p, "dedup")),
+                  params=stage_params(p, "dedup"))
+    embeddings = run(embed, project=project, rows=deduped, params=stage_params(p, "embed"))
+    pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"),
+               previous=previous_semdedup(project, deduped, embeddings, stage_params(p, "semdedup")))
+    split = run(holdout, project=project, pool=pool, **holdout_arguments(project, p))
     selectable, heldout = pool_and_heldout(project, p, split)
     warnings = pool_warnings(p, selectable)
     for w in warnings:
         get_run_logger().warning(w)
-    base = run(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
-    scores = run(score_pool, project=project, pool=selectable, model=base, params=p.slice("scoring", "base_model"))
+    base = run(base_model, project=project, params=stage_params(p, "base_model"))
+    scores = run(score_pool, project=project, pool=selectable, model=base, params=stage_params(p, "score"))
     check_scorer_fit(p, scores)
     rounds = run_rounds(run, project, p, selectable, scores, base, heldout)
     evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
@@ -97,4 +119,4 @@ def _run(project: str, params_file: str, p, overrides: list[str]) -> dict:
                   dvc_lock=Ref.of(lock).to_dict() if lock.exists() else None,
                   flow_run_id=str(flow_run.id), params_file=params_file, overrides=overrides)
     return {"refs": refs, "rounds": rounds, "version": versioned, "lineage": lineage, "flow_run_id": str(flow_run.id),
-            "warnings": warnings}
+            "warnings": warnings, "stages": run.calls}

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from curate.artifacts import Ref
 from curate.config import load_params
-from flows.steps import (check_scorer_fit, holdout_params, pool_and_heldout, publish_evaluations, publish_rounds,
+from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, publish_evaluations, publish_rounds,
                          run_evaluations, run_rounds)
 from tasks.base_model import base_model
-from tasks.dedup import dedup, previous_dedup, stage_params
+from tasks.dedup import dedup, previous_dedup
 from tasks.embed import embed
 from tasks.holdout import holdout
 from tasks.ingest import ingest
+from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.score import score_pool
 from tasks.semdedup import previous_semdedup, semdedup
@@ -34,31 +35,31 @@ def run_stage(project: str, name: str, params_file: str, overrides: Sequence[str
 
     def base() -> dict:
         return ws(LAYOUT["base_model"]) if p.base_model.source == "tiny" else direct(
-            base_model, project=project, params=p.slice("base_model", "scoring", "project"))
+            base_model, project=project, params=stage_params(p, "base_model"))
 
     if name == "ingest":
-        publish(project, direct(ingest, project=project, raw=ws(p.raw.dir), params=p.slice("ingest")), LAYOUT[name])
+        publish(project, direct(ingest, project=project, raw=ws(p.raw.dir), params=stage_params(p, "ingest")), LAYOUT[name])
     elif name == "dedup":
         rows = ws(LAYOUT["ingest"])
-        ref = direct(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p)),
-                     params=stage_params(p))
+        ref = direct(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p, "dedup")),
+                     params=stage_params(p, "dedup"))
         publish(project, ref, LAYOUT[name])
     elif name == "embed":
-        publish(project, direct(embed, project=project, rows=ws(LAYOUT["dedup"]), params=p.slice("embed")), LAYOUT[name])
+        publish(project, direct(embed, project=project, rows=ws(LAYOUT["dedup"]), params=stage_params(p, "embed")), LAYOUT[name])
     elif name == "semdedup":
         rows, embeddings = ws(LAYOUT["dedup"]), ws(LAYOUT["embed"])
-        ref = direct(semdedup, project=project, rows=rows, embeddings=embeddings, params=p.slice("dedup"),
-                     previous=previous_semdedup(project, rows, embeddings, p.slice("dedup")))
+        ref = direct(semdedup, project=project, rows=rows, embeddings=embeddings, params=stage_params(p, "semdedup"),
+                     previous=previous_semdedup(project, rows, embeddings, stage_params(p, "semdedup")))
         publish(project, ref, LAYOUT[name])
     elif name == "holdout":
-        ref = direct(holdout, project=project, pool=ws(LAYOUT["semdedup"]), params=holdout_params(project, p))
+        ref = direct(holdout, project=project, pool=ws(LAYOUT["semdedup"]), **holdout_arguments(project, p))
         publish(project, ref, LAYOUT[name])
     elif name == "base_model":
-        ref = direct(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
+        ref = direct(base_model, project=project, params=stage_params(p, "base_model"))
         publish_base_model(project, ref, p.base_model.source)
     elif name == "score":
         pool, _ = pool_and_heldout(project, p, ws(LAYOUT["holdout"]))
-        ref = direct(score_pool, project=project, pool=pool, model=base(), params=p.slice("scoring", "base_model"))
+        ref = direct(score_pool, project=project, pool=pool, model=base(), params=stage_params(p, "score"))
         publish(project, ref, LAYOUT[name])
         check_scorer_fit(p, ref)
     elif name == "rounds":

@@ -17,9 +17,9 @@ from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
-from curate.training.state import TRAINER_STATE
 from tasks.evaluate import evaluate, has_heldout_files
 from tasks.holdout import split_refs
+from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, prune, publish
 from tasks.score import rescore_window
 from tasks.select import select
@@ -28,10 +28,10 @@ from tasks.train import needs_anchors, train
 Call = Callable[..., dict]
 
 
-def holdout_params(project: str, p: Params) -> dict:
-    """The holdout stage's parameters: no split when raw.eval_dir holds held-out files."""
-    files = has_heldout_files(Path(project) / p.raw.eval_dir)
-    return {"holdout": 0.0 if files else p.evaluation.holdout, "eval_files": files}
+def holdout_arguments(project: str, p: Params) -> dict:
+    """The holdout stage's arguments: its parameters, and whether raw.eval_dir holds held-out files
+    (then nothing is split off)."""
+    return {"params": stage_params(p, "holdout"), "eval_files": has_heldout_files(Path(project) / p.raw.eval_dir)}
 
 
 def pool_and_heldout(project: str, p: Params, split: dict) -> tuple[dict, dict]:
@@ -79,11 +79,11 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
         window = None
         if r > 0 and p.selection.strategy in RESCORING:
             window = call(rescore_window, project=project, pool=pool, model=checkpoint, state=previous,
-                          params=p.slice("scoring", "base_model"), round_index=r)
+                          params=stage_params(p, "rescore"), round_index=r)
         previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
-                        model=base, params=p.slice("selection", "project"), round_index=r)
+                        model=base, params=stage_params(p, "select"), round_index=r)
         checkpoint = call(train, project=project, pool=pool, selection=previous, checkpoint=checkpoint,
-                          params=p.slice("training", "scoring", "project", "base_model"), round_index=r, total_steps=total,
+                          params=stage_params(p, "train"), round_index=r, total_steps=total,
                           **anchors)
         rounds.append({"rescore": window, "select": previous, "train": checkpoint})
     return rounds
@@ -91,20 +91,17 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
 
 def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: dict, checkpoints: list[dict]) -> list[dict]:
     """Held-out metrics of the base model and of every round's checkpoint: [base, round 0, round 1, ...]."""
-    params = p.slice("evaluation", "scoring", "base_model")
+    params = stage_params(p, "evaluate")
     models = [base] + checkpoints
     return [call(evaluate, project=project, heldout=heldout, model=m, params=params, round_index=i - 1)
             for i, m in enumerate(models)]
 
 
 def publish_rounds(project: str, rounds: list[dict]) -> None:
-    """Each round's parts under data/rounds. The optimizer state stays in the store only: it serves
-    resuming (which reads the store), and versioning it would push the largest file of a round
-    (twice the trainable weights) to the DVC remote every night."""
     for r, rd in enumerate(rounds):
         for part in ("rescore", "select", "train"):
             if rd.get(part):
-                publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}", exclude=(TRAINER_STATE,))
+                publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}")
     prune(project, LAYOUT["rounds"], {f"round-{r}" for r in range(len(rounds))})
 
 

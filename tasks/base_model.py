@@ -20,7 +20,7 @@ from curate.models import smollm2
 from curate.progress import Progress
 from tasks.caching import Stage
 
-STAGE = Stage("base_model", code=("curate/models", "curate/demo"))
+STAGE = Stage("base_model")
 
 
 def resolve_external(source: str) -> Path:
@@ -48,7 +48,7 @@ def base_model(project: str, params: dict) -> dict:
     if p["source"] != "tiny":
         path = resolve_external(p["source"])
         return Ref(str(path), digest(path)).to_dict()
-    out = STAGE.out(project, locals())
+    out = STAGE.out(project, {"project": project, "params": params})
     if not out.exists():
         from curate.demo.pool import pretrain_prose, pretrain_rows
         from curate.models.pretrain import build_base_model

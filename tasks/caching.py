@@ -1,7 +1,7 @@
 """Content-keyed stage caching (docs/architecture.md §4).
 
-A stage's cache key = stage name + the content digests of its input artifacts + the parameter slice
-it uses + a code version: the digest of the source files of the library modules it calls (Prefect's
+A stage's cache key = stage name + the content digests of its input artifacts + the values of the
+parameter paths it declares (tasks/pipeline.py) + a code version: the digest of the source files of the library modules it calls (Prefect's
 TASK_SOURCE alone hashes only the task's own lines and misses helpers; INPUTS hashes a Path by its
 name; the default policy includes the run id). The same key names the stage's output directory in the
 content store `.curate/store/<stage>/<key>/`, which is written once, atomically, and never modified,
@@ -20,8 +20,10 @@ from prefect.serializers import JSONSerializer
 
 from curate.artifacts import Ref, text_digest
 from curate.env import state_dir
+from tasks.pipeline import StageSpec, pick, spec
 
 ROOT = Path(__file__).resolve().parent.parent
+REGISTRY: dict[str, "Stage"] = {}  # task name -> its Stage (filled when a task module is imported)
 
 
 def is_ref(x: Any) -> bool:
@@ -74,41 +76,51 @@ def store_dir(project: Path, stage: str, key: str) -> Path:
 
 @dataclass(frozen=True)
 class Stage:
-    """A pipeline stage: its name and the code its output depends on.
+    """A pipeline stage as declared in tasks/pipeline.py, with its cache key and its Prefect task.
 
     Usage in a task module::
 
-        STAGE = Stage("ingest", code=("curate/ingest",))
+        STAGE = Stage("ingest")
 
         @STAGE.task()
         def ingest(project: str, raw: dict, params: dict) -> dict:
             out = STAGE.out(project, locals())   # called first thing: locals() == the arguments
 
-    Arguments must be JSON-able (artifact Ref dicts, parameter slices); `project` (the project
+    Arguments must be JSON-able (artifact Ref dicts, `stage_params(p, name)`); `project` (the project
     directory) is excluded from the key. The result must be JSON-able (usually a Ref dict).
     """
 
     name: str
-    code: tuple[str, ...]
     ignore: tuple[str, ...] = ()  # arguments that do not change the output (e.g. the flow-run id)
-    module: str = ""  # the task's own file when it is not tasks/<name>.py
+
+    @property
+    def spec(self) -> StageSpec:
+        return spec(self.name)
 
     @property
     def all_code(self) -> tuple[str, ...]:
-        return tuple(self.code) + (self.module or f"tasks/{self.name}.py", "tasks/caching.py")
+        return tuple(self.spec.code) + (self.spec.task_module, "tasks/caching.py")
 
     def key(self, arguments: dict[str, Any]) -> str:
         args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}
+        if "params" in args and pick(args["params"], self.spec.params) != args["params"]:
+            raise ValueError(f"stage {self.name!r} was handed parameters it does not declare: call it with "
+                             f"stage_params(p, {self.name!r}) (declared: {', '.join(self.spec.params)})")
         return stage_key(self.name, self.all_code, args)
 
     def out(self, project: str | Path, arguments: dict[str, Any]) -> Path:
         return store_dir(Path(project), self.name, self.key(arguments))
+
+    def is_stored(self, arguments: dict[str, Any]) -> bool:
+        """Is this call's output already in the content store (so calling it computes nothing)?"""
+        return self.out(arguments["project"], arguments).exists()
 
     def task(self, **task_kwargs) -> Callable:
         def cache_key(_context, parameters: dict[str, Any]) -> str:
             return f"{self.name}-{self.key(parameters)}"
 
         def decorate(fn: Callable) -> Callable:
+            REGISTRY[self.name] = self
             return task(
                 name=self.name,
                 cache_key_fn=cache_key,

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, digest, iter_batches, read_json, write_json, write_parquet
-from curate.config import Params
 from curate.dedup import DedupSettings, dedup_batches
 from curate.dedup.incremental import (ID_COLUMNS, INDEX_DIR, KEPT_FILE, REMOVED_FILE, TEXT_COLUMNS,
                                       previous_from_artifact)
@@ -39,17 +38,10 @@ from curate.schema import ROWS
 from tasks.caching import Stage
 from tasks.publish import LAYOUT
 
-STAGE = Stage("dedup", code=("curate/dedup", "curate/schema.py"))
+STAGE = Stage("dedup")
 BATCH_ROWS = 65_536
 LINEAGE_FILE = "lineage.json"
 log = logging.getLogger("curate.dedup")
-
-
-def stage_params(p: Params) -> dict:
-    """The parameter slice of the dedup stage: dedup.exact and dedup.near (dedup.semantic is the semdedup
-    stage's, and changing it must not re-run this one)."""
-    dedup_params = p.slice("dedup")["dedup"]
-    return {"dedup": {"exact": dedup_params["exact"], "near": dedup_params["near"]}}
 
 
 def settings_of(params: dict) -> DedupSettings:

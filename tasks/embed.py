@@ -12,7 +12,7 @@ from curate.progress import Progress
 from curate.schema import embedding_schema, user_text
 from tasks.caching import Stage
 
-STAGE = Stage("embed", code=("curate/embed", "curate/schema.py"))
+STAGE = Stage("embed")
 
 
 def row_text(row: dict) -> str:

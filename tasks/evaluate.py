@@ -15,9 +15,7 @@ from curate.models.loading import load_causal_lm
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-STAGE = Stage("evaluate", code=("curate/evaluation", "curate/ingest", "curate/models/chat.py", "curate/models/truncation.py",
-                                  "curate/models/loading.py",
-                                  "curate/scoring/ifd.py"))
+STAGE = Stage("evaluate")
 
 
 def has_heldout_files(eval_dir: Path) -> bool:

@@ -17,15 +17,15 @@ from curate.artifacts import Ref, atomic_path, digest, write_json, write_parquet
 from curate.evaluation.split import KIND, holdout_mask
 from tasks.caching import Stage
 
-STAGE = Stage("holdout", code=("curate/evaluation/split.py",))
+STAGE = Stage("holdout")
 
 
 @STAGE.task()
-def holdout(project: str, pool: dict, params: dict) -> dict:
-    """`params`: {"holdout": share, "eval_files": does raw.eval_dir hold the held-out sets (then share is 0)}."""
+def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
+    """`eval_files`: does raw.eval_dir hold the held-out sets? Then nothing is split off (share 0)."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        share = params["holdout"]
+        share = 0.0 if eval_files else params["evaluation"]["holdout"]
         table = pq.read_table(Path(pool["path"]) / "rows.parquet")
         mask = pa.array(holdout_mask(table["row_id"].to_pylist(), share))
         kept, held = table.filter(pc.invert(mask)), table.filter(mask)
@@ -35,7 +35,7 @@ def holdout(project: str, pool: dict, params: dict) -> dict:
             write_json({"kind": KIND, "rows": held.num_rows, "share": share,
                         "digest": digest(tmp / "heldout" / "rows.parquet")}, tmp / "heldout" / "stats.json")
             stats = {"rows_in": table.num_rows, "kept": kept.num_rows, "heldout": held.num_rows, "share": share,
-                     "eval_files": params["eval_files"]}
+                     "eval_files": eval_files}
             write_json(stats, tmp / "pool" / "stats.json")
             write_json(stats, tmp / "stats.json")
     return Ref.of(out).to_dict()

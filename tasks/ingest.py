@@ -7,7 +7,7 @@ from curate.artifacts import Ref, atomic_path, write_json, write_parquet
 from curate.ingest import ingest_path
 from tasks.caching import Stage
 
-STAGE = Stage("ingest", code=("curate/ingest", "curate/schema.py", "curate/artifacts.py"))
+STAGE = Stage("ingest")
 
 
 @STAGE.task()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from curate import published
 from curate.artifacts import materialize, write_json
+from curate.training.state import TRAINER_STATE
 
 # Stage -> workspace path (relative to the project). dvc.yaml declares these as outs.
 LAYOUT = {
@@ -21,10 +22,16 @@ LAYOUT = {
 }
 
 
-def publish(project: str, ref: dict, rel: str, exclude: tuple[str, ...] = ()) -> Path:
-    """Hard-link (or copy) a store artifact, minus the entries named in `exclude`, to `project/rel`,
-    replacing what was there atomically."""
-    out = materialize(ref["path"], Path(project) / rel, exclude)
+# Entries of a store artifact that are never published: a round's optimizer state serves resuming,
+# which reads the store; versioning it would push the largest file of a round (twice the trainable
+# weights) to the DVC remote every night.
+NOT_PUBLISHED = (TRAINER_STATE,)
+
+
+def publish(project: str, ref: dict, rel: str) -> Path:
+    """Hard-link (or copy) a store artifact, minus `NOT_PUBLISHED` entries, to `project/rel`, replacing
+    what was there atomically."""
+    out = materialize(ref["path"], Path(project) / rel, NOT_PUBLISHED)
     published.record(project, rel, ref["path"])
     return out
 

@@ -8,16 +8,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from curate.artifacts import ref_json
+from curate.artifacts import digest, ref_json
 from curate.disk_usage import describe
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
 from tasks.caching import Stage
-from tasks.publish import LAYOUT
+from tasks.publish import LAYOUT, NOT_PUBLISHED
 from tasks.retry import RETRY
 
-STAGE = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
+STAGE = Stage("record", ignore=("flow_run_id",))
 
 
 def git_commit(project: str) -> str:
@@ -66,6 +66,9 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     # where `dvc pull` restores each artifact when the store entry is gone (audit verify / export fall back to it)
     tags["curate.project"] = str(Path(project).resolve())
     tags.update({f"curate.workspace.{k}": rel for k, rel in workspace_paths(artifact_refs).items()})
+    for k, v in artifact_refs.items():  # the published copy leaves out the optimizer state: its own digest
+        if v and Path(v["path"]).is_dir() and any(next(Path(v["path"]).rglob(n), None) for n in NOT_PUBLISHED):
+            tags[f"curate.workspace_digest.{k}"] = digest(v["path"], NOT_PUBLISHED)
     if refs.get("holdout"):  # the held-out rows split off the pool (none when raw.eval_dir holds the held-out sets)
         held = ref_json(refs["holdout"], "heldout/stats.json")
         tags.update({"curate.holdout.rows": str(held.get("rows", 0)), "curate.holdout.digest": held.get("digest", ""),

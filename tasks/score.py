@@ -23,10 +23,8 @@ from curate.scoring.ifd import score_rows
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-CODE = ("curate/scoring", "curate/models/chat.py", "curate/models/truncation.py", "curate/models/loading.py",
-        "curate/schema.py")
-POOL = Stage("score", code=CODE)
-WINDOW = Stage("rescore", code=CODE, module="tasks/score.py")
+POOL = Stage("score")
+WINDOW = Stage("rescore")
 NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
 
 

@@ -16,7 +16,7 @@ from curate.selection.rounds import (RESCORING, Selected, eligibility, ineligibl
 from tasks.base_model import model_path
 from tasks.caching import Stage
 
-STAGE = Stage("select", code=("curate/selection", "curate/scoring/misalignment.py"))
+STAGE = Stage("select")
 
 
 def eos_string(model: dict) -> str:

@@ -26,7 +26,7 @@ from curate.schema import REMOVED
 from tasks.caching import Stage
 from tasks.dedup import LINEAGE_FILE, previous_artifact, remember, usable_previous, write_lineage
 
-STAGE = Stage("semdedup", code=("curate/dedup/semantic.py", "curate/dedup/exact.py", "curate/schema.py", "tasks/dedup.py"))
+STAGE = Stage("semdedup")
 log = logging.getLogger("curate.dedup")
 
 

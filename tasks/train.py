@@ -21,9 +21,7 @@ from tasks.base_model import model_path
 from tasks.caching import Stage
 from tasks.evaluate import anchor_set
 
-STAGE = Stage("train", code=("curate/training", "curate/selection", "curate/models/chat.py", "curate/models/truncation.py",
-                             "curate/models/loading.py",
-                             "curate/scoring/ifd.py", "curate/ingest", "tasks/evaluate.py"))
+STAGE = Stage("train")
 LINEAGE = "online_weights.parquet"
 
 

@@ -133,10 +133,11 @@ def prepare_pool(workspace: Path, name: str, variant, p: Params) -> dict[str, An
     """Write the variant's demo data and run the pool stages once; returns the refs and the pool facts."""
     from curate.demo.pool import write_demo
     from tasks.base_model import base_model
-    from tasks.dedup import dedup, stage_params
+    from tasks.dedup import dedup
     from tasks.embed import embed
     from tasks.evaluate import evaluate
     from tasks.ingest import ingest
+    from tasks.pipeline import stage_params
     from tasks.score import score_pool
     from tasks.semdedup import semdedup
 
@@ -145,14 +146,14 @@ def prepare_pool(workspace: Path, name: str, variant, p: Params) -> dict[str, An
                         eval_per_skill=variant.eval_per_skill, skill_mix=variant.skill_mix)
     project, call = str(workspace), Timed()
     raw, heldout = Ref.of(data / "pool.jsonl").to_dict(), Ref.of(data / "eval").to_dict()
-    rows = call(ingest, project=project, raw=raw, params=p.slice("ingest"))
-    deduped = call(dedup, project=project, rows=rows, previous=None, params=stage_params(p))
-    embeddings = call(embed, project=project, rows=deduped, params=p.slice("embed"))
-    pool = call(semdedup, project=project, rows=deduped, embeddings=embeddings, params=p.slice("dedup"), previous=None)
-    base = call(base_model, project=project, params=p.slice("base_model", "scoring", "project"))
-    scores = call(score_pool, project=project, pool=pool, model=base, params=p.slice("scoring", "base_model"))
+    rows = call(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
+    deduped = call(dedup, project=project, rows=rows, previous=None, params=stage_params(p, "dedup"))
+    embeddings = call(embed, project=project, rows=deduped, params=stage_params(p, "embed"))
+    pool = call(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"), previous=None)
+    base = call(base_model, project=project, params=stage_params(p, "base_model"))
+    scores = call(score_pool, project=project, pool=pool, model=base, params=stage_params(p, "score"))
     base_eval = call(evaluate, project=project, heldout=heldout, model=base,
-                     params=p.slice("evaluation", "scoring", "base_model"), round_index=-1)
+                     params=stage_params(p, "evaluate"), round_index=-1)
     labels = pool_labels(pool)
     facts = {"description": variant.description, "generated": counts, "seconds": {c["stage"]: c["seconds"] for c in call.calls},
              **pool_facts(pool, scores, base_eval, labels, p.scoring.contrast, call.seconds("score_pool"))}

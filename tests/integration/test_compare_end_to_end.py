@@ -81,13 +81,14 @@ def test_lm_eval_on_a_local_task_offline(tmp_path, monkeypatch):
     from curate.compare.lmeval import evaluate_checkpoints, local_task
     from curate.config import Params
     from curate.demo.pool import generate_eval_sets
+    from tasks.pipeline import stage_params
     from tasks.base_model import base_model, model_path
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     p = Params.model_validate({"base_model": TEST_PARAMS["base_model"]})
-    model = model_path(base_model.fn(project=str(tmp_path), params=p.slice("base_model", "scoring", "project")))
+    model = model_path(base_model.fn(project=str(tmp_path), params=stage_params(p, "base_model")))
     data = tmp_path / "arithmetic.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in generate_eval_sets(per_skill=6)["arithmetic"]))
     local_task("demo_arithmetic", data, tmp_path / "tasks")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -180,15 +181,32 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch,
     # Prefect: a re-run with nothing changed executes no stage
     first_states = _states_by_stage(_task_states(prefect_api, _flow_run_id(project)))
     assert first_states.get("train") == {"Completed"}, first_states
-    second = project.curate("run")
-    assert "status clean" in second.stdout
-    flow_run = [line for line in second.stdout.splitlines() if "Prefect            flow run" in line][0].split()[-1]
-    _assert_all_cached(_task_states(prefect_api, flow_run))
+    second = json.loads(project.curate("run", "--json").stdout)
+    assert second["dvc"]["clean"]
+    _assert_all_cached(_task_states(prefect_api, second["prefect_flow_run_id"]))
+    # ... and says so: every stage call of the run, each from the cache, with its output's digest
+    stage_calls = second["stages"]
+    assert {c["stage"] for c in stage_calls} == {"ingest", "dedup", "embed", "semdedup", "holdout", "base_model",
+                                                 "score", "rescore", "select", "train", "evaluate", "record"}
+    assert not [c for c in stage_calls if c["executed"]], stage_calls
+    assert second["artifacts"]["semdedup"] == _dir_digest(project.root / "data" / "semdedup")
+    assert [r["checkpoint_digest"] for r in second["rounds"]] == [c["digest"] for c in stage_calls if c["stage"] == "train"]
+
+    # a tracking-only change (the MLflow experiment) executes no stage before record
+    renamed = json.loads(project.curate("run", "--set", "project.experiment=other", "--json").stdout)
+    assert [c["stage"] for c in renamed["stages"] if c["executed"]] == ["record"], renamed["stages"]
+    assert renamed["mlflow_experiment"] == "other" and renamed["mlflow_parent_run_id"] != second["mlflow_parent_run_id"]
 
     # change one training parameter: upstream stages are cached, training and everything after re-runs
     project.set_params({"training": {"lr": 0.0005}})
     third = project.curate("run")
     flow_run = [line for line in third.stdout.splitlines() if "Prefect            flow run" in line][0].split()[-1]
+    # the summary names what executed: nothing before round 0's train
+    executed = next(line for line in third.stdout.splitlines() if line.strip().startswith("stages executed"))
+    assert executed.split(None, 2)[2].startswith("train[0], "), executed
+    cached = next(line for line in third.stdout.splitlines() if line.strip().startswith("from cache"))
+    for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "select[0]"):
+        assert name in cached.split(None, 2)[2].split(", "), (name, cached)
     states = _states_by_stage(_task_states(prefect_api, flow_run))
     for cached in ("ingest", "dedup", "embed", "base_model", "score"):
         assert states[cached] == {"Cached"}, (cached, states)
@@ -215,6 +233,7 @@ def test_demo_run_rerun_and_param_change(make_project, prefect_api, monkeypatch,
     clean = json.loads(project.curate("audit", "verify", "--json").stdout)
     assert clean["checked"] >= 10 and clean["problems"] == []
     score = next(c for c in clean["checks"] if c["artifact"] == "score")
+    os.chmod(f"{score['path']}/stats.json", 0o644)  # published artifacts are read-only (DVC's hard-linked cache)
     with open(f"{score['path']}/stats.json", "a") as f:
         f.write(" ")
     broken = project.curate("audit", "verify", "--json", check=False)

@@ -4,6 +4,7 @@ import pytest
 from curate.artifacts import digest
 from curate.config import Params
 from tasks.base_model import base_model, model_path
+from tasks.pipeline import stage_params
 
 SMALL = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
          "max_positions": 64, "pretrain": {"steps": 3, "batch_size": 4, "seq_len": 32, "corpus_rows": 60}}
@@ -11,7 +12,7 @@ SMALL = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, 
 
 @pytest.mark.slow
 def test_tiny_digest_is_the_model_content_not_the_pretraining_timings(tmp_path):
-    params = Params.model_validate({"base_model": SMALL}).slice("base_model", "scoring", "project")
+    params = stage_params(Params.model_validate({"base_model": SMALL}), "base_model")
     first = base_model.fn(project=str(tmp_path / "a"), params=params)
     second = base_model.fn(project=str(tmp_path / "b"), params=params)  # same build, other wall times
     assert first["digest"] == digest(first["path"]) == digest(model_path(first))

@@ -10,10 +10,10 @@ from prefect import Task
 import tasks.caching as caching
 from tasks.caching import ROOT, Stage, code_version, stage_key
 
-S = Stage("ingest", code=("curate/ingest",))
+S = Stage("ingest")
 # tasks/ modules a task may import from without them shaping its output: the cache machinery, the
-# published-path layout, the retry policy and `model_path` (which only resolves a directory)
-NOT_OUTPUT_CODE = {"tasks.caching", "tasks.publish", "tasks.retry", "tasks.base_model"}
+# stage declarations, the published-path layout, the retry policy and `model_path` (which only resolves a directory)
+NOT_OUTPUT_CODE = {"tasks.caching", "tasks.pipeline", "tasks.publish", "tasks.retry", "tasks.base_model"}
 
 
 def all_stages() -> list[tuple[object, Stage]]:
@@ -38,15 +38,16 @@ def stage_tasks() -> list[tuple[Stage, Task]]:
 
 
 def test_key_ignores_paths_and_project():
-    a = S.key({"project": "/a", "raw": {"path": "/a/data/raw", "digest": "d1"}, "params": {"x": 1}})
-    b = S.key({"project": "/b", "raw": {"path": "/b/elsewhere", "digest": "d1"}, "params": {"x": 1}})
+    params = {"ingest": {"max_bytes": 1}}
+    a = S.key({"project": "/a", "raw": {"path": "/a/data/raw", "digest": "d1"}, "params": params})
+    b = S.key({"project": "/b", "raw": {"path": "/b/elsewhere", "digest": "d1"}, "params": params})
     assert a == b
 
 
 def test_key_changes_with_content_and_params():
-    base = {"raw": {"path": "p", "digest": "d1"}, "params": {"x": 1}}
+    base = {"raw": {"path": "p", "digest": "d1"}, "params": {"ingest": {"max_bytes": 1}}}
     assert S.key(base) != S.key({**base, "raw": {"path": "p", "digest": "d2"}})
-    assert S.key(base) != S.key({**base, "params": {"x": 2}})
+    assert S.key(base) != S.key({**base, "params": {"ingest": {"max_bytes": 2}}})
 
 
 def test_code_version_covers_helpers_not_only_the_task():
@@ -83,8 +84,8 @@ def test_code_version_refuses_a_missing_path():
     code_version.cache_clear()
     with pytest.raises(FileNotFoundError, match="tasks/no_such_stage.py"):
         code_version("curate/ingest", "tasks/no_such_stage.py")
-    with pytest.raises(FileNotFoundError):
-        Stage("no_such_stage", code=()).key({})
+    with pytest.raises(KeyError, match="declared"):
+        Stage("no_such_stage").key({})
 
 
 def test_every_stage_code_path_exists():
@@ -113,5 +114,5 @@ def test_tasks_helpers_a_stage_imports_are_in_its_code():
 
 
 def test_ignored_arguments_do_not_change_the_key():
-    rec = Stage("record", code=("curate/tracking",), ignore=("flow_run_id",))
+    rec = Stage("record", ignore=("flow_run_id",))
     assert rec.key({"flow_run_id": "a", "x": 1}) == rec.key({"flow_run_id": "b", "x": 1})

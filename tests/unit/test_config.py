@@ -31,11 +31,6 @@ def test_missing_file_says_what_to_pass(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
-def test_slice_is_json():
-    s = Params().slice("selection", "project")
-    assert set(s) == {"selection", "project"} and s["selection"]["strategy"] == "iterit"
-
-
 def test_llama3_8b_params_reproduce_the_paper_setup_without_downloading():
     p = load_params(ROOT / "params" / "iterit-llama3-8b.yaml")
     assert p.base_model.source == "meta-llama/Meta-Llama-3-8B" and p.base_model.dtype == "bfloat16"
@@ -53,14 +48,6 @@ def test_paths_from_params_cannot_escape_the_project(tmp_path, section, key, val
     f.write_text(f"{section}:\n  {key}: {value}\n")
     with pytest.raises(ParamsError, match="inside the project"):
         load_params(f)
-
-
-def test_stage_slices_leave_out_tracking_only_keys():
-    """The MLflow experiment name is in no stage's cache key: renaming it re-runs no stage."""
-    a = Params().slice("base_model", "scoring", "project")
-    b = Params.model_validate({"project": {"experiment": "other"}}).slice("base_model", "scoring", "project")
-    assert a == b and a["project"] == {"seed": 42}
-    assert Params.model_validate({"project": {"seed": 7}}).slice("project")["project"] == {"seed": 7}
 
 
 def test_the_mismatch_gate_without_contrast_scores_fails_fast():

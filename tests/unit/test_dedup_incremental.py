@@ -267,8 +267,7 @@ def test_stage_two_nights_and_cache_keys(tmp_path):
     project = tmp_path / "project"
     params = {"dedup": {"exact": {"enabled": True, "casefold": True, "keep": "first"},
                         "near": {"enabled": True, "num_perm": 128, "ngram": 3, "threshold": 0.7, "seed": 1,
-                                 "verify": "exact"},
-                        "semantic": {"enabled": False}}}
+                                 "verify": "exact"}}}
     night1 = night1_records()
 
     def ingest(table: pa.Table, name: str) -> dict:

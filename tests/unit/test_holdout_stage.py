@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from curate.artifacts import Ref, write_parquet
 from curate.config import Params
 from curate.schema import ROWS
-from flows.steps import holdout_params, pool_and_heldout
+from flows.steps import holdout_arguments, pool_and_heldout
 from tasks.evaluate import anchor_set, heldout_sets, read_heldout
 from tasks.holdout import holdout
 
@@ -28,7 +28,7 @@ def _ids(path) -> list[str]:
 
 def test_split_pool_and_heldout_are_disjoint_and_complete(tmp_path):
     project = tmp_path / "project"
-    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params={"holdout": 0.25, "eval_files": False})
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params={"evaluation": {"holdout": 0.25}}, eval_files=False)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
     pool, held = pool_and_heldout(str(project), p, ref)
     kept, out = _ids(Path(pool["path"])), _ids(Path(held["path"]))
@@ -47,11 +47,11 @@ def test_held_out_files_mean_no_split(tmp_path):
     project = tmp_path / "project"
     (project / "data" / "raw" / "eval").mkdir(parents=True)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
-    assert holdout_params(str(project), p) == {"holdout": 0.25, "eval_files": False}
+    assert holdout_arguments(str(project), p) == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": False}
     (project / "data" / "raw" / "eval" / "qa.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
-    params = holdout_params(str(project), p)
-    assert params == {"holdout": 0.0, "eval_files": True}
-    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params=params)
+    arguments = holdout_arguments(str(project), p)
+    assert arguments == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": True}
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), **arguments)
     pool, held = pool_and_heldout(str(project), p, ref)
     assert len(_ids(Path(pool["path"]))) == N
     assert held == Ref.of(project / "data" / "raw" / "eval").to_dict()

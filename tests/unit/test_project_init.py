@@ -8,7 +8,8 @@ import yaml
 
 from curate.cli import main
 from curate.config import Params, ParamsError, load_params
-from curate.project_init import PRESETS, InitError, Preset, dvc_yaml, params_yaml, preset, preset_params
+from curate.project_init import PRESETS, InitError, Preset, params_yaml, preset, preset_params
+from flows.dvc_yaml import render
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,11 +40,14 @@ def test_init_tiny_scaffolds_a_project_without_code(tmp_path, cwd, capsys):
     remotes = subprocess.run([str(BIN / "python"), "-m", "dvc", "remote", "list"], cwd=project, capture_output=True,
                              text=True, check=True).stdout
     assert remotes.split()[0] == "local" and (project / ".curate" / "dvc-remote").is_dir()
+    # its dvc.yaml is the generated one, without code deps (`curate dvc-yaml --check` agrees)
+    assert (project / "dvc.yaml").read_text() == render(with_code=False)
+    assert main(["--project", str(project), "dvc-yaml", "--check"]) == 0
 
 
 def test_dvc_yaml_has_the_demo_stages_without_code_deps():
     demo = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    mine = yaml.safe_load(dvc_yaml())["stages"]
+    mine = yaml.safe_load(render(with_code=False))["stages"]
     assert list(mine) == list(demo)
     for name, stage in mine.items():
         assert stage["cmd"] == demo[name]["cmd"] and stage["outs"] == demo[name]["outs"]

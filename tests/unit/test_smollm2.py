@@ -107,11 +107,12 @@ def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_base_model_stage_refers_to_the_cache_with_a_content_digest(smollm2_cache, smollm2_dir, tmp_path, monkeypatch):
     from curate.config import Params
+    from tasks.pipeline import stage_params
     from tasks.base_model import base_model, model_path
 
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(smollm2_cache))
     p = Params.model_validate({"base_model": {"source": smollm2.NAME}})
-    ref = base_model.fn(project=str(tmp_path), params=p.slice("base_model", "scoring", "project"))
+    ref = base_model.fn(project=str(tmp_path), params=stage_params(p, "base_model"))
     assert model_path(ref) == smollm2_dir and ref["digest"] == digest(smollm2_dir)
 
 

@@ -1,0 +1,99 @@
+"""The stage declarations (tasks/pipeline.py): complete, consistent with the code, the only source of
+the stages' parameters and of dvc.yaml."""
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+
+import pytest
+
+from curate.config import Params
+from flows.dvc_yaml import render
+from tasks.caching import REGISTRY, Stage, code_version
+from tasks.pipeline import SPECS, STAGES, groups, pick, stage_params
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK_MODULES = ("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "select", "train", "evaluate",
+                "record")
+# a new value for every leaf of these sections: what no stage but record may depend on
+TRACKING_ONLY = {"project.experiment": "other", "tracking.dvc_remote": "elsewhere", "tracking.push": False,
+                 "tracking.log_models": False, "tracking.regression_threshold": 0.5, "schedule.cron": "0 3 * * *",
+                 "schedule.timezone": "Europe/Paris", "schedule.overlap": "enqueue", "schedule.deployment": "other",
+                 "raw.incoming": "data/elsewhere", "scorer_fit.min_eligible_share": 0.5, "scorer_fit.max_nan_share": 0.5}
+
+
+def _set(p: Params, path: str, value) -> Params:
+    data = p.model_dump(mode="json")
+    node = data
+    *parents, leaf = path.split(".")
+    for k in parents:
+        node = node[k]
+    node[leaf] = value
+    return Params.model_validate(data)
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_checked_in_dvc_yaml_is_generated_from_the_declarations():
+    assert (ROOT / "dvc.yaml").read_text() == render(with_code=True), "run `curate dvc-yaml --write`"
+
+
+def test_every_declaration_resolves():
+    p = Params()
+    for s in STAGES:
+        stage_params(p, s.name)  # every declared parameter path exists
+        pick(p.model_dump(mode="json"), s.when)
+        code_version(*s.code, s.task_module)  # every declared code path exists and holds Python
+        for i in s.inputs:
+            assert i in SPECS or i in ("raw", "raw_eval"), (s.name, i)
+    assert all(len({m.output for m in members}) == 1 for members in groups().values())
+
+
+def test_every_task_is_keyed_by_its_declaration():
+    for name in TASK_MODULES:
+        importlib.import_module(f"tasks.{name}")
+    assert set(REGISTRY) == set(SPECS)
+    for name, stage in REGISTRY.items():
+        assert stage.spec is SPECS[name] and stage.all_code[:len(SPECS[name].code)] == SPECS[name].code
+
+
+def test_tracking_and_schedule_settings_reach_no_stage_but_record():
+    base = Params()
+    for path, value in TRACKING_ONLY.items():
+        changed = _set(base, path, value)
+        for s in STAGES:
+            same = stage_params(changed, s.name) == stage_params(base, s.name)
+            assert same != (s.name == "record"), (path, s.name)
+
+
+@pytest.mark.parametrize("name", [s.name for s in STAGES if s.name != "record"])
+def test_a_stage_gets_exactly_its_declared_leaves(name):
+    """Every leaf of the declared paths changes the stage's parameters; no other leaf does."""
+    full = Params().model_dump(mode="json")
+    declared = {path for path, _ in _leaves(stage_params(Params(), name))}
+    for path, value in _leaves(full):
+        data = copy.deepcopy(full)
+        node = data
+        *parents, leaf = path.split(".")
+        for k in parents:
+            node = node[k]
+        node[leaf] = ["changed"] if not isinstance(value, list) else value + ["changed"]
+        changed = pick(data, SPECS[name].params) != pick(full, SPECS[name].params)
+        assert changed == (path in declared), (name, path)
+
+
+def test_undeclared_parameters_are_refused():
+    with pytest.raises(KeyError, match="training.nope"):
+        pick(Params().model_dump(mode="json"), ("training.nope",))
+    stage = Stage("select")
+    params = stage_params(Params(), "select")
+    stage.key({"project": "/p", "params": params})
+    with pytest.raises(ValueError, match="stage_params"):
+        stage.key({"project": "/p", "params": {**params, "training": {"lr": 1.0}}})
