@@ -17,7 +17,8 @@ from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
-from tasks.evaluate import evaluate, has_heldout_files
+from curate.evaluation.sets import has_heldout_files
+from tasks.evaluate import evaluate
 from tasks.holdout import split_refs
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, prune, publish

@@ -77,8 +77,3 @@ def base_model(project: str, params: dict) -> dict:
     return Ref.of(out / "model").to_dict()
 
 
-def model_path(ref: dict) -> Path:
-    """The Hugging Face model directory of a model artifact (a round's checkpoint keeps it under `model/`;
-    a base model's Ref points at it directly)."""
-    path = Path(ref["path"])
-    return path / "model" if (path / "model").is_dir() else path

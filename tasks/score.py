@@ -14,13 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, write_json, write_parquet
-from curate.models.loading import load_causal_lm
+from curate.models.loading import load_causal_lm, model_path
 from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
 from curate.scoring.ifd import score_rows
-from tasks.base_model import model_path
 from tasks.caching import Stage
 
 POOL = Stage("score")

@@ -13,7 +13,7 @@ from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import (RESCORING, Selected, eligibility, ineligible_counts, mismatch_gate_on, nothing_to_select,
                                      revisit_on, select_round, trained_before)
-from tasks.base_model import model_path
+from curate.models.loading import model_path
 from tasks.caching import Stage
 
 STAGE = Stage("select")

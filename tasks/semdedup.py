@@ -2,7 +2,7 @@
 cosine > 1 - epsilon inside a cluster are duplicates, one row kept per component. Off by default:
 templated pools (like the demo) are semantically near-identical without being duplicates.
 
-Incremental across runs, like the dedup stage (tasks/dedup.py): `previous` is the earlier semdedup
+Incremental across runs, like the dedup stage (tasks/dedup.py, tasks/previous.py): `previous` is the earlier semdedup
 artifact (chosen by `previous_semdedup`, part of the cache key). Rows it kept are never removed and
 never compared with one another; rows it removed whose kept row is still in the pool are removed again
 with the same record; every other row is new and compared with the kept rows and the other new rows.
@@ -24,7 +24,7 @@ from curate.artifacts import atomic_path, read_json, ref_json, text_digest, writ
 from curate.dedup.semantic import semantic_duplicates
 from curate.schema import REMOVED
 from tasks.caching import Stage
-from tasks.dedup import LINEAGE_FILE, previous_artifact, remember, usable_previous, write_lineage
+from tasks.previous import LINEAGE_FILE, previous_artifact, remember, usable_previous, write_lineage
 
 STAGE = Stage("semdedup")
 log = logging.getLogger("curate.dedup")

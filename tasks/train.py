@@ -17,9 +17,9 @@ from curate.progress import Progress
 from curate.training.schedule import warmup_steps_for
 from curate.training.online import POLICY_CLASSES
 from curate.training.trainer import train_round
-from tasks.base_model import model_path
+from curate.models.loading import model_path
+from curate.evaluation.sets import anchor_set
 from tasks.caching import Stage
-from tasks.evaluate import anchor_set
 
 STAGE = Stage("train")
 LINEAGE = "online_weights.parquet"

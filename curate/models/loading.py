@@ -137,3 +137,10 @@ def local_model_dir(source: str | Path) -> Path:
 def model_digest(source: str | Path) -> str:
     """Content digest of a model directory (weights, config and tokenizer files), local or cached."""
     return digest(local_model_dir(source))
+
+
+def model_path(ref: dict) -> Path:
+    """The Hugging Face model directory of a model artifact (a round's checkpoint keeps it under `model/`;
+    a base model's Ref points at it directly)."""
+    path = Path(ref["path"])
+    return path / "model" if (path / "model").is_dir() else path

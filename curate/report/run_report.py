@@ -52,7 +52,7 @@ def collect_run(tags: dict[str, str]) -> dict[str, Any]:
 
 def checkpoints(tags: dict[str, str]) -> dict[str, Path]:
     """The base model and every round's checkpoint directory of a run, by name."""
-    from tasks.base_model import model_path
+    from curate.models.loading import model_path
 
     refs = _paths(tags)
     out = {"base": model_path(refs["base_model"])} if "base_model" in refs else {}

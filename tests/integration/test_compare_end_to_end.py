@@ -82,7 +82,8 @@ def test_lm_eval_on_a_local_task_offline(tmp_path, monkeypatch):
     from curate.config import Params
     from curate.demo.pool import generate_eval_sets
     from tasks.pipeline import stage_params
-    from tasks.base_model import base_model, model_path
+    from curate.models.loading import model_path
+    from tasks.base_model import base_model
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")

@@ -3,7 +3,8 @@ import pytest
 
 from curate.artifacts import digest
 from curate.config import Params
-from tasks.base_model import base_model, model_path
+from curate.models.loading import model_path
+from tasks.base_model import base_model
 from tasks.pipeline import stage_params
 
 SMALL = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,

@@ -9,7 +9,7 @@ from curate.artifacts import Ref, write_parquet
 from curate.config import Params
 from curate.schema import ROWS
 from flows.steps import holdout_arguments, pool_and_heldout
-from tasks.evaluate import anchor_set, heldout_sets, read_heldout
+from curate.evaluation.sets import anchor_set, heldout_sets, read_heldout
 from tasks.holdout import holdout
 
 N = 400

@@ -108,7 +108,8 @@ def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
 def test_base_model_stage_refers_to_the_cache_with_a_content_digest(smollm2_cache, smollm2_dir, tmp_path, monkeypatch):
     from curate.config import Params
     from tasks.pipeline import stage_params
-    from tasks.base_model import base_model, model_path
+    from curate.models.loading import model_path
+    from tasks.base_model import base_model
 
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(smollm2_cache))
     p = Params.model_validate({"base_model": {"source": smollm2.NAME}})
