@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lmeval.tx
 	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps -e . $(QUIET_PIP)
-	$(BIN)/python -c "import curate.cli, torch, prefect, mlflow, dvc" 
+	$(BIN)/python -c "import app.cli, torch, prefect, mlflow, dvc" 
 	touch $@
 
 demo: setup
@@ -23,10 +23,12 @@ demo: setup
 
 # Both print the 15 slowest tests; a skip not listed in tests/skips_allowed.txt fails them (tests/conftest.py).
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q --durations=15
 
 # Unit tests only (no Prefect server, nothing marked slow): a few minutes.
 test-fast: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not integration and not slow" --durations=15
 
 bench: setup

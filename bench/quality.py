@@ -64,7 +64,7 @@ def main() -> int:
     configure(ROOT)
     from _record import machine_info, record, utc_now
 
-    from curate.compare import compare
+    from app.compare import compare
 
     command = "python bench/quality.py" + "".join(f" {a}" for a in sys.argv[1:])
     start = time.perf_counter()

@@ -1,9 +1,10 @@
-"""Which content-store entry each published workspace path (`data/...`) came from.
+"""Which content-store artifact each published workspace path (`data/...`) came from.
 
 The workspace files are hard links to store files, but inodes cannot say which entry a path was
 published from: with a hard-linked DVC cache, DVC links a new output whose bytes it already holds to
-the existing cache file, i.e. to an older entry's inode. So every publish records its source entry
-by name in `<state>/published.json`, and `curate gc` keeps the entries listed there.
+the existing cache file, i.e. to an older entry's inode. So every publish records its source by
+name in `<state>/published.json` (its path inside the store: `<stage>/<key>[/sub/path]`); `curate gc`
+keeps the entries listed there and `curate stage` reads its inputs from them.
 """
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ from curate.env import STATE_DIR_NAME, state_dir
 MANIFEST = "published.json"
 
 
-def store_name(path: str | Path) -> str | None:
-    """`<stage>/<key>` of a path inside a content store (`.../.curate/store/<stage>/<key>[/...]`), else None.
-    By name, so that a moved project still matches its recorded paths."""
+def _store_relative(path: str | Path) -> str | None:
+    """`<stage>/<key>[/...]` of a path inside a content store, else None."""
     parts = Path(path).parts
     for i in range(len(parts) - 3):
         if parts[i] == STATE_DIR_NAME and parts[i + 1] == "store":
-            return f"{parts[i + 2]}/{parts[i + 3]}"
+            return "/".join(parts[i + 2:])
     return None
+
+
+def store_name(path: str | Path) -> str | None:
+    """`<stage>/<key>` of a path inside a content store (`.../.curate/store/<stage>/<key>[/...]`), else None.
+    By name, so that a moved project still matches its recorded paths."""
+    inside = _store_relative(path)
+    return "/".join(inside.split("/")[:2]) if inside else None
 
 
 def _manifest(project: Path | str) -> Path:
@@ -31,7 +38,7 @@ def _manifest(project: Path | str) -> Path:
 
 
 def read(project: Path | str) -> dict[str, str] | None:
-    """Workspace path (relative to the project) -> store entry name; None before the first publish."""
+    """Workspace path (relative to the project) -> its source inside the store; None before the first publish."""
     path = _manifest(project)
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -41,11 +48,11 @@ def _under(path: str, rel: str) -> bool:
 
 
 def record(project: Path | str, rel: str, source: str | Path) -> None:
-    """`rel` now holds the store entry of `source` (nothing, if `source` is not in a store)."""
+    """`rel` now holds `source`, a store artifact (nothing is listed if `source` is not in a store)."""
     current = {k: v for k, v in (read(project) or {}).items() if not _under(k, rel)}
-    name = store_name(source)
-    if name:
-        current[rel] = name
+    inside = _store_relative(source)
+    if inside:
+        current[rel] = inside
     write_json(current, _manifest(project))
 
 
@@ -56,7 +63,14 @@ def forget(project: Path | str, rel: str) -> None:
         write_json({k: v for k, v in current.items() if not _under(k, rel)}, _manifest(project))
 
 
+def source(project: Path | str, rel: str) -> Path | None:
+    """The store artifact `rel` was published from, when the manifest names one that still exists."""
+    inside = (read(project) or {}).get(rel)
+    path = state_dir(Path(project)) / "store" / inside if inside else None
+    return path if path is not None and path.exists() else None
+
+
 def entries(project: Path | str) -> set[str] | None:
-    """The store entries the workspace was published from; None before the first publish."""
+    """The store entries (`<stage>/<key>`) the workspace was published from; None before the first publish."""
     current = read(project)
-    return None if current is None else set(current.values())
+    return None if current is None else {"/".join(v.split("/")[:2]) for v in current.values()}

@@ -1,13 +1,17 @@
 """One stage at a time without Prefect: the commands `dvc repro` runs (see dvc.yaml).
 
-Inputs are read from the published `data/` paths; their digests equal the store's, so a stage whose
-inputs and parameters did not change finds its output in the content store and only re-publishes it.
+An input is the store entry its `data/` path was published from (`.curate/published.json`), so the
+keys are the flow's and a stage whose inputs and parameters did not change finds its output in the
+content store and only re-publishes it. Without that entry (a fresh clone after `dvc pull`) the
+published copy is the input; a round's published checkpoint lacks the optimizer state, so its
+digest, and the keys of the stages that read it, differ from the flow's and those stages re-run.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from curate import published
 from curate.artifacts import Ref
 from curate.config import load_params
 from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, publish_evaluations, publish_rounds,
@@ -31,7 +35,7 @@ def run_stage(project: str, name: str, params_file: str, overrides: Sequence[str
     p = load_params(Path(project) / params_file, overrides)
 
     def ws(rel: str) -> dict:
-        return Ref.of(Path(project) / rel).to_dict()
+        return Ref.of(published.source(project, rel) or Path(project) / rel).to_dict()
 
     def base() -> dict:
         return ws(LAYOUT["base_model"]) if p.base_model.source == "tiny" else direct(

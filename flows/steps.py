@@ -5,7 +5,6 @@ function (`task.fn`) under `dvc repro`. Both write the same content-keyed store 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +16,7 @@ from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RESCORING
+from curate.training.schedule import steps_per_round
 from curate.evaluation.sets import has_heldout_files
 from tasks.evaluate import evaluate
 from tasks.holdout import split_refs
@@ -64,7 +64,7 @@ def planned_steps(p: Params, pool_rows: int) -> int:
     """Optimizer steps of the whole run (the LR schedule spans every round)."""
     k = pool_rows if p.selection.strategy == "full" else selection_budget(pool_rows, p.selection.ratio)
     t = p.training
-    per_round = math.ceil(math.ceil(k / t.batch_size) / t.grad_accum) * t.epochs_per_round
+    per_round = steps_per_round(k, t.batch_size, t.grad_accum, t.epochs_per_round)
     return max(1, per_round * p.selection.rounds)
 
 

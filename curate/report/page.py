@@ -1,7 +1,7 @@
 """The comparison report: one Markdown page (report.md) with PNG plots, per pool variant, and a
 conclusion in plain words computed from the numbers (README, "Does curation help?").
 
-Input: the comparison results (curate.compare.run) and their summary (curate.compare.summary).
+Input: the comparison results (app/compare.py, with curate.compare.facts) and their summary (curate.compare.summary).
 """
 from __future__ import annotations
 

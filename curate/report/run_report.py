@@ -33,7 +33,7 @@ def _paths(tags: dict[str, str]) -> dict[str, dict]:
 
 def collect_run(tags: dict[str, str]) -> dict[str, Any]:
     """Pool facts and per-round metrics of a recorded run (same shapes as a comparison's)."""
-    from curate.compare.run import pool_facts, pool_labels, round_metrics
+    from curate.compare.facts import pool_facts, pool_labels, round_metrics
 
     refs = _paths(tags)
     for need in ("semdedup", "score", "evaluate_base", "round0.select"):

@@ -35,3 +35,9 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, kind: 
 def warmup_steps_for(total_steps: int, warmup_ratio: float) -> int:
     """Warmup length from a ratio, rounded up as Hugging Face's TrainingArguments does."""
     return math.ceil(total_steps * warmup_ratio)
+
+
+def steps_per_round(rows: int, batch_size: int, grad_accum: int, epochs: int = 1) -> int:
+    """Optimizer steps of a round over `rows` rows: ceil(ceil(rows / batch_size) / grad_accum) per epoch
+    (the last, smaller batch and accumulation group are steps too)."""
+    return math.ceil(math.ceil(rows / batch_size) / grad_accum) * epochs

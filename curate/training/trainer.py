@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -171,12 +170,6 @@ def micro_batch_loss(model, examples: Sequence[Example], pad_id: int, denom: flo
     n = torch.bincount(seq_idx, minlength=len(examples)).to(w)
     return MicroBatch((w[seq_idx] * losses).sum() / denom, int(mask.sum()), int(losses.numel()),
                       float((w * n).sum()), w.tolist(), scores)
-
-
-def steps_per_round(n_rows: int, batch_size: int, grad_accum: int, epochs: int = 1) -> int:
-    """Optimizer steps a round over `n_rows` trainable rows takes (for planning `total_steps`)."""
-    micro_batches = math.ceil(n_rows / batch_size)
-    return epochs * math.ceil(micro_batches / grad_accum)
 
 
 def epoch_order(n: int, seed: int, round_index: int, epoch: int) -> list[int]:

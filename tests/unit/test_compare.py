@@ -8,7 +8,8 @@ import pytest
 
 from curate.compare import model_aware
 from curate.compare.metrics import IFD_BINS, beats, composition, ifd_histogram, mean_std, overlap, shares
-from curate.compare.run import match_full_steps, steps_per_round
+from curate.compare.facts import match_full_steps
+from curate.training.schedule import steps_per_round
 from curate.compare.spec import CompareSpec, merge
 from curate.compare.summary import summarise_strategy
 from curate.config import Params, ParamsError

@@ -124,3 +124,9 @@ def test_published_manifest_names_the_entry_each_workspace_path_came_from(tmp_pa
     published.forget(tmp_path, "data/rounds")
     published.record(tmp_path, "data/models/base", tmp_path / "elsewhere")  # not a store path: nothing listed
     assert published.entries(tmp_path) == {"score/s1"}
+    # `curate stage` reads an input from the very store path it was published from (a sub-path too)
+    (store / "base_model" / "b" / "model").mkdir(parents=True)
+    published.record(tmp_path, "data/models/base", store / "base_model" / "b" / "model")
+    assert published.source(tmp_path, "data/models/base") == store / "base_model" / "b" / "model"
+    assert published.entries(tmp_path) == {"score/s1", "base_model/b"}
+    assert published.source(tmp_path, "data/score") is None  # its entry is gone (gc): the caller uses data/

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.cli import build_parser
+from app.cli import build_parser
 from curate.config import Params, ParamsError, apply_overrides, load_params, parse_override
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curate.cli import main
+from app.cli import main
 from curate.config import Params, ParamsError, load_params
 from curate.project_init import PRESETS, InitError, Preset, params_yaml, preset, preset_params
 from flows.dvc_yaml import render

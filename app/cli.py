@@ -3,12 +3,14 @@
     curate init DIR [--model tiny|smollm2-135m-instruct|PATH]
                                      a project for your own data: params preset for the model, data/raw/, git + DVC
     curate demo-data                 write the synthetic demo pool + held-out sets, track them in data.dvc
-    curate run [--params FILE] [--set KEY=VALUE ...]
+    curate run [--params FILE] [--set KEY=VALUE ...] [--json]
                                      run the curation flow (Prefect) end to end and print a summary
-    curate resume [FLOW_RUN] [--params FILE]  resume a failed/killed run (same as run: the caches make it a resume)
+                                     (--json: stages executed/cached, digests, ids, numbers)
+    curate resume [FLOW_RUN] [--params FILE] [--json]  resume a failed/killed run (the caches make it a resume)
     curate serve [--params FILE]     serve the nightly deployment (cron from params, never two runs at once)
     curate server [--port N]         run a local Prefect server bound to 127.0.0.1
     curate stage NAME                run one stage without Prefect (what dvc.yaml's stages call)
+    curate dvc-yaml [--write|--check]  dvc.yaml generated from the stage declarations (tasks/pipeline.py)
     (run, resume, serve, stage and compare take --set KEY=VALUE: one parameter over the params file)
     curate audit checkpoint REF      rows that trained a checkpoint (MLflow run id or models:/ URI)
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
@@ -229,7 +231,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from curate.compare import compare
+    from app.compare import compare
     from curate.config import ParamsError
 
     project = _project(args)
@@ -291,7 +293,7 @@ def cmd_gc(args) -> int:
 
 def cmd_serve(args) -> int:
     from curate.config import ParamsError
-    from curate.serve import serve
+    from app.serve import serve
 
     try:
         serve(_project(args), args.params, args.cron, args.set)
@@ -302,7 +304,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_server(args) -> int:
-    from curate.serve import server
+    from app.serve import server
 
     server(args.host, args.port)
     return 0
