@@ -67,7 +67,7 @@ def worker(policy: str, model: str, out: str) -> None:
             Path(model), Path(tmp) / "r0", rows, system_prompt="You are a helpful assistant.", max_length=256,
             batch_size=BATCH, grad_accum=1, lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=STEPS,
             schedule="constant", seed=0, round_index=0, online=OnlineParams(policy=policy).model_dump(), anchors=anchors)
-    seconds = result.log.column("seconds").to_pylist()[WARMUP:]
+    seconds = result.step_seconds[WARMUP:]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps({"policy": policy, "step_seconds": statistics.median(seconds),
                                      "peak_rss_mb": peak_mb, "steps": len(seconds)}))

@@ -52,15 +52,18 @@ def file_digest(path: Path | str) -> str:
     return h.hexdigest()
 
 
+TIMINGS = "timings.json"  # an artifact's wall times: recorded beside its content, never part of its digest
+
+
 def digest(path: Path | str, exclude: Iterable[str] = ()) -> str:
-    """Content digest of a file or a directory tree (hidden temp files, and any entry of a directory
-    whose name is in `exclude`, left out)."""
+    """Content digest of a file or a directory tree: the same bytes give the same digest on any machine
+    and in any run. Left out: hidden temp files, `TIMINGS` files, and any entry whose name is in `exclude`."""
     path = Path(path)
     if path.is_file():
         return file_digest(path)
     if not path.is_dir():
         raise FileNotFoundError(f"artifact not found: {path}")
-    excluded = set(exclude)
+    excluded = {TIMINGS, *exclude}
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
                     and not excluded.intersection(p.relative_to(path).parts)):

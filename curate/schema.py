@@ -70,6 +70,21 @@ SELECTION = pa.schema(
 )
 
 
+# The contract between rounds (select stage's `state.parquet`): every pool row in the round's order,
+# read by the next round's select (ifd, margin, trained_round, order) and re-score (in_next_window).
+STATE = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("ifd", pa.float64()),  # the IFD the round ranked by (re-scored rows: the newest checkpoint's)
+        ("margin", pa.float64()),  # mismatch margin, nats (NaN without contrast scores)
+        ("eligible", pa.bool_()),
+        ("ineligible_reason", pa.string()),  # null when eligible
+        ("in_next_window", pa.bool_()),  # re-scored before the next round's select
+        ("trained_round", pa.int64()),  # the first round that trained the row, null if none
+    ]
+)
+
+
 def embedding_schema(dim: int) -> pa.Schema:
     return pa.schema([("row_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parquet
-from curate.schema import SELECTION
+from curate.schema import SELECTION, STATE
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import (RESCORING, Selected, eligibility, ineligible_counts, mismatch_gate_on, nothing_to_select,
@@ -96,8 +96,8 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
             "eligible": [bool(eligible[p]) for p in result.order],
             "ineligible_reason": [why_not[p] for p in result.order],
             "in_next_window": [p in next_window for p in result.order],
-            "trained_round": pa.array([trained_round[p] for p in result.order], pa.int64()),  # first round it trained
-        })
+            "trained_round": [trained_round[p] for p in result.order],
+        }, schema=STATE)
         with atomic_path(out) as tmp:
             write_parquet(selection, tmp / "selection.parquet")
             write_parquet(state, tmp / "state.parquet")

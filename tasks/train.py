@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parquet
 from curate.progress import Progress
 from curate.training.schedule import warmup_steps_for
 from curate.training.online import POLICY_CLASSES
@@ -85,6 +85,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             tmp.mkdir()
             os.rename(model_out, tmp / "model")
             write_parquet(result.log, tmp / "train_log.parquet")
+            write_json({"step_seconds": result.step_seconds, "seconds": sum(result.step_seconds)}, tmp / TIMINGS)
             write_parquet(result.lineage, tmp / LINEAGE)
             log = result.log.to_pylist()
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows),

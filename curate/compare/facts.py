@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from curate.artifacts import read_json
+from curate.artifacts import TIMINGS, read_json
 from curate.compare.metrics import composition, ifd_histogram, overlap
 from curate.compare.spec import merge, validated
 from curate.config import Params
@@ -73,7 +73,7 @@ def round_metrics(rounds: list[dict], evaluations: list[dict], labels: dict, wal
             "ifd_hist": ifd_histogram(state["ifd"].to_pylist(), [labels[x][1] for x in state["row_id"].to_pylist()]),
             "train": {"steps": len(train_log), "tokens": sum(x["tokens"] for x in train_log),
                       "response_tokens": sum(x["response_tokens"] for x in train_log),
-                      "seconds": sum(x["seconds"] for x in train_log),
+                      "seconds": read_json(Path(rd["train"]["path"]) / TIMINGS)["seconds"],
                       "wall_seconds": wall.seconds("train", r) if wall else None},
             "rescore": None,
         }

@@ -33,7 +33,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -75,7 +75,6 @@ LOG_SCHEMA = pa.schema(
         ("lr", pa.float64()),
         ("tokens", pa.int64()),  # non-padding tokens processed in the step
         ("response_tokens", pa.int64()),  # tokens the loss was taken on
-        ("seconds", pa.float64()),
         ("candidates", pa.int64()),  # rows the policy chose from
         ("kept", pa.int64()),  # rows the step trained on
         ("weight_sum", pa.float64()),  # sum of their loss weights
@@ -102,11 +101,12 @@ class RoundResult:
     out_dir: Path
     steps: int  # optimizer steps taken in this round
     final_loss: float  # loss of the round's last optimizer step (NaN when no step was taken)
-    log: pa.Table  # LOG_SCHEMA, one row per optimizer step
+    log: pa.Table  # LOG_SCHEMA, one row per optimizer step (content only: no timings)
     lineage: pa.Table  # LINEAGE_SCHEMA, one row per (trained row, step)
     trained_rows: int
     skipped_rows: int  # rows with an empty response span (an empty response)
     truncated_rows: int = 0  # trained rows cut to the token budget (curate.models.truncation)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step (kept out of `log`)
 
 
 @dataclass
@@ -406,4 +406,4 @@ def train_round(
     lineage = pa.Table.from_pylist(lineage_rows, schema=LINEAGE_SCHEMA)
     final_loss = log_rows[-1]["loss"] if log_rows else float("nan")
     return RoundResult(out_dir, len(plan), final_loss, log, lineage, len(examples), skipped,
-                       sum(e.encoded.truncated for e in examples))
+                       sum(e.encoded.truncated for e in examples), [r["seconds"] for r in log_rows])

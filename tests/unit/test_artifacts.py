@@ -3,7 +3,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from curate.artifacts import Ref, atomic_path, digest, materialize, remove_stale_temps, text_digest, write_json, write_parquet
+from curate.artifacts import TIMINGS, Ref, atomic_path, digest, materialize, remove_stale_temps, text_digest, write_json, write_parquet
 
 
 def test_digest_is_content_not_path_or_mtime(tmp_path):
@@ -22,6 +22,16 @@ def test_directory_digest_covers_names_and_bytes(tmp_path):
     assert digest(tmp_path / "d1") == digest(tmp_path / "d2")
     (tmp_path / "d2" / "f.json").rename(tmp_path / "d2" / "g.json")
     assert digest(tmp_path / "d1") != digest(tmp_path / "d2")
+
+
+def test_timings_and_excluded_entries_are_not_content(tmp_path):
+    for d, seconds in (("d1", 1.0), ("d2", 2.5)):
+        write_json({"k": 1}, tmp_path / d / "f.json")
+        write_json({"seconds": seconds}, tmp_path / d / "sub" / TIMINGS)  # wall times differ run to run
+    assert digest(tmp_path / "d1") == digest(tmp_path / "d2")
+    write_json({"moments": 1}, tmp_path / "d2" / "model" / "trainer_state" / "s.json")
+    assert digest(tmp_path / "d1") != digest(tmp_path / "d2")
+    assert digest(tmp_path / "d1") == digest(tmp_path / "d2", exclude=("trainer_state",))
 
 
 def test_failed_write_leaves_old_artifact_and_no_temp(tmp_path):
