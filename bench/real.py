@@ -109,6 +109,44 @@ def plain_forward_seconds(model, tokenizer, rows: list[dict], max_length: int, r
     return time.perf_counter() - start
 
 
+def scoring_entry(n_tokens: int, plain_s: float, score_s: float, t_plain: list[float], t_score: list[float],
+                  rows: int, command: str, setting: str) -> dict:
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    return {"benchmark": "real", "metric": "scoring tokens/s vs plain forward",
+            "value": round(n_tokens / score_s, 1), "unit": "tokens/s (conditional + prior texts)",
+            "baseline": "plain model(input_ids, attention_mask) over the same pre-padded length-bucketed batches",
+            "baseline_value": round(n_tokens / plain_s, 1), "ratio": round(plain_s / score_s, 3),
+            "runs_scoring_s": [round(x, 2) for x in t_score], "runs_plain_s": [round(x, 2) for x in t_plain],
+            "rows": rows, "tokens": n_tokens, "command": command, "date": utc_now(), "machine": machine_info(threads),
+            "note": "SmolLM2-135M-Instruct (Q4_1 dequantised to fp32), real ShareGPT rows truncated to the "
+                    "scoring budget; " + setting}
+
+
+def scoring_only(project: Path, args, command: str) -> None:
+    """Re-measure the scorer against a plain forward on the pool of a project an earlier run kept."""
+    import pyarrow.parquet as pq
+    import torch
+    import yaml
+
+    from curate.config import Params
+    from curate.env import configure
+    from curate.models.loading import load_causal_lm
+    from curate.models.smollm2 import provision
+
+    torch.set_num_threads(args.threads)
+    configure(project)
+    p = Params.model_validate(yaml.safe_load((project / "params" / "default.yaml").read_text()))
+    model, tokenizer = load_causal_lm(provision())
+    sample = pq.read_table(project / "data" / "ingest" / "rows.parquet").to_pylist()[: args.score_rows]
+    n_tokens, plain_s, score_s, t_plain, t_score, _ = scoring_vs_forward(
+        model, tokenizer, sample, p.scoring.max_length, p.scoring.response_share, args.repeats)
+    setting = (f"the first {len(sample)} pool rows of a kept bench project; scoring.max_length {p.scoring.max_length}; "
+               f"CPU fp32, {args.threads} threads; shared machine (other processes may run)")
+    entry = scoring_entry(n_tokens, plain_s, score_s, t_plain, t_score, len(sample), command, setting)
+    update(RESULT, [entry])
+    print(json.dumps(entry, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=300)
@@ -116,8 +154,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", default=None, help="keep the project in this directory (default: a temp dir)")
+    ap.add_argument("--scoring-only", metavar="PROJECT", default=None,
+                    help="only re-measure scoring vs plain forward, on the pool of a project kept by --keep")
     args = ap.parse_args()
     command = "python bench/real.py" + "".join(f" {a}" for a in sys.argv[1:])
+    if args.scoring_only:
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        return scoring_only(Path(args.scoring_only), args, command)
 
     import pyarrow.parquet as pq
     import torch
@@ -180,18 +223,12 @@ def main() -> None:
     setting = (f"{n_in} ShareGPT conversations ({counts['damaged_lines']} lines damaged) + 40 held out; "
                f"curate init --model smollm2-135m-instruct preset: LoRA r={p.training.lora.rank}, "
                f"K={p.selection.ratio:g}/round, {p.selection.rounds} rounds, scoring.max_length {p.scoring.max_length}, "
-               f"training.max_length {p.training.max_length}, contrast_partners {p.scoring.contrast_partners}; "
+               f"training.max_length {p.training.max_length}, contrast "
+               f"{f'on ({p.scoring.contrast_partners} partners)' if p.scoring.contrast else 'off'}; "
                f"CPU fp32, {args.threads} threads; shared machine (other processes may run)")
     date, machine = utc_now(), machine_info(args.threads)
     entries = [
-        {"benchmark": "real", "metric": "scoring tokens/s vs plain forward",
-         "value": round(n_tokens / score_s, 1), "unit": "tokens/s (conditional + prior texts)",
-         "baseline": "plain model(input_ids, attention_mask) over the same pre-padded length-bucketed batches",
-         "baseline_value": round(n_tokens / plain_s, 1), "ratio": round(plain_s / score_s, 3),
-         "runs_scoring_s": [round(x, 2) for x in t_score], "runs_plain_s": [round(x, 2) for x in t_plain],
-         "rows": len(sample), "tokens": n_tokens, "command": command, "date": date, "machine": machine,
-         "note": "SmolLM2-135M-Instruct (Q4_1 dequantised to fp32), real ShareGPT rows truncated to the "
-                 "scoring budget; " + setting},
+        scoring_entry(n_tokens, plain_s, score_s, t_plain, t_score, len(sample), command, setting),
         {"benchmark": "real", "metric": "seconds per 1,000 rows end to end",
          "value": round(per_1000, 1), "unit": "s per 1,000 pool rows",
          "baseline": "one plain forward over every pool row's conditional text",
