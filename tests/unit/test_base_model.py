@@ -1,7 +1,9 @@
 """The base-model artifact: its digest is the model's content (weights, config, tokenizer), never timings."""
+from pathlib import Path
+
 import pytest
 
-from curate.artifacts import digest
+from curate.artifacts import TIMINGS, digest, read_json
 from curate.config import Params
 from curate.models.loading import model_path
 from tasks.base_model import base_model
@@ -19,3 +21,6 @@ def test_tiny_digest_is_the_model_content_not_the_pretraining_timings(tmp_path):
     assert first["digest"] == digest(first["path"]) == digest(model_path(first))
     assert (model_path(first) / "config.json").is_file() and not (model_path(first) / "stats.json").exists()
     assert first["digest"] == second["digest"]
+    entry = Path(first["path"]).parent  # the store entry: stats without wall times, and the timings apart
+    assert "wall_s" not in read_json(entry / "stats.json") and "wall_s" in read_json(entry / TIMINGS)
+    assert digest(entry) == digest(Path(second["path"]).parent)
