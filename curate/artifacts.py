@@ -15,6 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,6 +163,14 @@ def ref_json(ref: dict | None, name: str = "stats.json") -> dict:
     """A JSON file inside an artifact directory given by its Ref dict; {} when absent."""
     path = Path(ref["path"]) / name if ref else None
     return read_json(path) if path and path.exists() else {}
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a `file:` URI or a plain path (an MLflow artifact location); None for a remote one."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(uri) if not parsed.scheme else None
 
 
 def link_tree(src: Path, dst: Path, exclude: Iterable[str] = (), exist_ok: bool = False) -> None:

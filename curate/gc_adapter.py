@@ -21,11 +21,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import yaml
 
 from curate import gc, published
+from curate.artifacts import local_path
 from curate.disk_usage import file_stats
 from curate.env import state_dir
 from curate.published import store_name
@@ -89,19 +89,12 @@ def dvc_objects(root: Path, area: str) -> list[gc.Candidate]:
     return out
 
 
-def _local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    return Path(uri) if not parsed.scheme else None
-
-
 def model_candidates() -> list[gc.Candidate]:
     from curate.tracking import mlflow_tracking as mt
 
     out = []
     for m in mt.logged_models():
-        path = _local_path(m["artifact_location"])
+        path = local_path(m["artifact_location"])
         if path is None or not path.exists():
             continue  # a remote artifact store, or already removed
         directory = path.parent if path.name == "artifacts" else path

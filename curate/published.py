@@ -26,11 +26,16 @@ def _store_relative(path: str | Path) -> str | None:
     return None
 
 
+def _entry(inside: str) -> str:
+    """`<stage>/<key>` of a path inside the store given as `<stage>/<key>[/...]`."""
+    return "/".join(inside.split("/")[:2])
+
+
 def store_name(path: str | Path) -> str | None:
     """`<stage>/<key>` of a path inside a content store (`.../.curate/store/<stage>/<key>[/...]`), else None.
     By name, so that a moved project still matches its recorded paths."""
     inside = _store_relative(path)
-    return "/".join(inside.split("/")[:2]) if inside else None
+    return _entry(inside) if inside else None
 
 
 def _manifest(project: Path | str) -> Path:
@@ -73,4 +78,4 @@ def source(project: Path | str, rel: str) -> Path | None:
 def entries(project: Path | str) -> set[str] | None:
     """The store entries (`<stage>/<key>`) the workspace was published from; None before the first publish."""
     current = read(project)
-    return None if current is None else {"/".join(v.split("/")[:2]) for v in current.values()}
+    return None if current is None else {_entry(v) for v in current.values()}

@@ -21,11 +21,7 @@ RAW = "data/raw"  # raw.dir; the held-out files (raw.eval_dir) live under it by 
 
 
 def _unique(items) -> list[str]:
-    out: list[str] = []
-    for x in items:
-        if x not in out:
-            out.append(x)
-    return out
+    return list(dict.fromkeys(items))
 
 
 def _params(paths: list[str]) -> list[str]:

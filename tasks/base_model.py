@@ -78,5 +78,3 @@ def base_model(project: str, params: dict) -> dict:
             write_json({k: v for k, v in stats.items() if k not in timing}, tmp / "stats.json")
             write_json({k: stats[k] for k in timing if k in stats}, tmp / TIMINGS)
     return Ref.of(out / "model").to_dict()
-
-

@@ -14,14 +14,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import mlflow
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from curate.artifacts import link_tree
+from curate.artifacts import link_tree, local_path
 
 TAG_KIND = "curate.kind"  # parent | stage | round
 TAG_ROUND = "curate.round"
@@ -69,19 +67,9 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k.replace("/", "."): float(v) for k, v in _flat(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _local_dir(artifact_uri: str) -> Path | None:
-    """The directory of a `file:` (or plain path) artifact location; None for a remote store."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme not in ("", "file"):
-        return None
-    return Path(url2pathname(parsed.path))
-
-
 def _log_adapter(adapter_dir: Path, name: str, digest: str) -> str:
     """Log a LoRA checkpoint as an MLflow model: the adapter directory (adapter weights and config,
     tokenizer, `base.json`) with the base model's path and digest as tags; the base is not copied."""
-    import shutil
-
     from curate.models.loading import read_base_ref
     from curate.training.state import TRAINER_STATE  # optimizer state: for resuming, not part of the model
 
@@ -89,12 +77,12 @@ def _log_adapter(adapter_dir: Path, name: str, digest: str) -> str:
     tags = {"curate.checkpoint_digest": digest, TAG_BASE_PATH: base["path"], TAG_BASE_DIGEST: base["digest"]}
     model = mlflow.initialize_logged_model(name=name, source_run_id=mlflow.active_run().info.run_id, tags=tags,
                                            model_type="peft-lora-adapter")
-    local = _local_dir(model.artifact_location)
+    local = local_path(model.artifact_location)
     if local is not None:  # a file-based artifact store: hard links, so the adapter is on disk once
         link_tree(adapter_dir, local, exclude=(TRAINER_STATE,), exist_ok=True)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(adapter_dir, Path(tmp) / "adapter", ignore=shutil.ignore_patterns(TRAINER_STATE))
+            link_tree(adapter_dir, Path(tmp) / "adapter", exclude=(TRAINER_STATE,))
             MlflowClient().log_model_artifacts(model.model_id, str(Path(tmp) / "adapter"))
     mlflow.set_tags({TAG_BASE_PATH: base["path"], TAG_BASE_DIGEST: base["digest"]})
     mlflow.finalize_logged_model(model.model_id, "READY")

@@ -10,12 +10,12 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+
+from curate.artifacts import local_path
 
 _spec = importlib.util.spec_from_file_location("integration_conftest", Path(__file__).with_name("conftest.py"))
 _conftest = importlib.util.module_from_spec(_spec)
@@ -142,7 +142,7 @@ def test_curate_your_own_data(tmp_path, prefect_api, model):
     assert weights.stat().st_nlink >= 3, "store, data/ and the DVC cache should share the checkpoint's inode"
     if logged.get("training.lora.enabled") == "True":
         model_id = last.data.tags["curate.model_uri"].removeprefix("models:/")
-        logged_dir = Path(url2pathname(urlparse(client.get_logged_model(model_id).artifact_location).path))
+        logged_dir = local_path(client.get_logged_model(model_id).artifact_location)
         assert (logged_dir / weights.name).stat().st_ino == weights.stat().st_ino
 
     # curate resume FLOW_RUN_ID reads that run's --set values from Prefect and applies them again
