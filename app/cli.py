@@ -101,6 +101,13 @@ def cmd_run(args) -> int:
     except (ParamsError, UnsupportedFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from flows.execution import ExecutionError, require_api_server
+
+    try:
+        require_api_server(p.execution.runner)
+    except ExecutionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from curate.env import state_dir
     from curate.lock import ProjectLocked, project_lock
 

@@ -53,9 +53,9 @@ def build_model(path: Path) -> None:
 def worker(policy: str, model: str, out: str) -> None:
     import torch
 
-    from curate.config import OnlineParams
+    from curate.config import ONLINE_POLICIES
     from curate.demo.pool import generate_eval_sets, generate_pool
-    from curate.training import train_round
+    from curate.training import RoundConfig, RoundRecipe
 
     torch.set_num_threads(1)
     rows = [{**r, "response": r["output"], "row_id": str(i), "system": "", "context": []}
@@ -63,10 +63,10 @@ def worker(policy: str, model: str, out: str) -> None:
     anchors = [{**r, "response": r["output"], "system": "", "context": []}
                for rs in generate_eval_sets(per_skill=ANCHORS_PER_SKILL).values() for r in rs]
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_round(
-            Path(model), Path(tmp) / "r0", rows, system_prompt="You are a helpful assistant.", max_length=256,
-            batch_size=BATCH, grad_accum=1, lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=STEPS,
-            schedule="constant", seed=0, round_index=0, online=OnlineParams(policy=policy).model_dump(), anchors=anchors)
+        config = RoundConfig(system_prompt="You are a helpful assistant.", max_length=256, batch_size=BATCH,
+                             grad_accum=1, lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=STEPS,
+                             schedule="constant", seed=0, round_index=0, online=ONLINE_POLICIES[policy]())
+        result = RoundRecipe(config, Path(model), Path(tmp) / "r0", rows, anchors=anchors).run()
     seconds = result.step_seconds[WARMUP:]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps({"policy": policy, "step_seconds": statistics.median(seconds),

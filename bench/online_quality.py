@@ -47,12 +47,12 @@ def base_model(path: Path) -> None:
                      seed=p.project.seed)
 
 
-def online_params(spec: str) -> dict:
-    """`policy[:key=value...]` -> the training.online section."""
-    from curate.config import OnlineParams
+def online_params(spec: str):
+    """`policy[:key=value...]` -> the training.online section (its policy's model)."""
+    from curate.config import ONLINE_POLICIES
 
     name, *overrides = spec.split(":")
-    return OnlineParams.model_validate({"policy": name, **dict(o.split("=", 1) for o in overrides)}).model_dump()
+    return ONLINE_POLICIES[name].model_validate(dict(o.split("=", 1) for o in overrides))
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     from _record import machine_info, update, utc_now
     from curate.demo.pool import generate_eval_sets, generate_pool
     from curate.evaluation.heldout import evaluate_checkpoint
-    from curate.training import train_round
+    from curate.training import RoundConfig, RoundRecipe
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--policies", default="uniform,adapt,filter-then-weight")
@@ -90,10 +90,11 @@ def main() -> None:
             for policy in policies:
                 t0 = time.perf_counter()
                 out = Path(tmp) / f"{policy}-{seed}"
-                train_round(base, out, stream, system_prompt=SYSTEM, max_length=256, batch_size=BATCH, grad_accum=1,
-                            lr=1e-3, weight_decay=0.0, warmup_steps=max(1, round(0.03 * args.steps)),
-                            total_steps=args.steps, schedule="cosine", seed=seed, round_index=0,
-                            online=online_params(policy), anchors=anchors)
+                config = RoundConfig(system_prompt=SYSTEM, max_length=256, batch_size=BATCH, grad_accum=1, lr=1e-3,
+                                     weight_decay=0.0, warmup_steps=max(1, round(0.03 * args.steps)),
+                                     total_steps=args.steps, schedule="cosine", seed=seed, round_index=0,
+                                     online=online_params(policy))
+                RoundRecipe(config, base, out, stream, anchors=anchors).run()
                 seconds[policy] += time.perf_counter() - t0
                 losses[policy].append(evaluate_checkpoint(out, evaluated, SYSTEM, 256, exact_match=False)["mean_loss"])
                 print(f"seed {seed} {policy:>20}: held-out loss {losses[policy][-1]:.4f}", flush=True)

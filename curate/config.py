@@ -5,10 +5,10 @@ Unknown keys and wrong types fail fast with the dotted path of the offending key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 
 class _P(BaseModel):
@@ -125,7 +125,7 @@ class ScorerFitParams(_P):
 
 
 class SelectionParams(_P):
-    strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full"] = "iterit"
+    strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
     mode: Literal["clean", "faithful"] = "clean"  # faithful: re-score the first window positions
     rounds: int = Field(3, ge=1)
     ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count
@@ -135,30 +135,104 @@ class SelectionParams(_P):
     ifd_max: float = Field(1.0, gt=0, le=1)  # eligible iff IFD < ifd_max (reference: 1.0)
     mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
-    revisit: Literal["auto", "on", "off"] = "auto"  # iterit/ifd-only: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference)
+    revisit: Literal["auto", "on", "off"] = "auto"  # iterit, ifd-only, longest, rds: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference)
+
+    @property
+    def gate_on(self) -> bool:
+        """The misalignment gate is a non-reference option: `auto` turns it on in clean mode only."""
+        return self.mismatch_gate == "on" or (self.mismatch_gate == "auto" and self.mode == "clean")
+
+    @property
+    def revisit_on(self) -> bool:
+        """Re-picking rows trained before is the reference's behaviour: `auto` keeps it in faithful mode only."""
+        return self.revisit == "on" or (self.revisit == "auto" and self.mode == "faithful")
 
 
-class OnlineParams(_P):
+KeepRatio = Annotated[float, Field(gt=0, le=1)]  # selecting policies train on ceil(keep_ratio * N) of each N-row candidate batch
+TargetBatch = Annotated[int, Field(ge=1)]  # anchor (held-out) rows drawn per step for the target gradient
+
+
+class _Online(_P):
     """Per-step online policy inside each round's training (README "Online selection"; docs/online-selection.md §9).
 
-    Every unconfirmed detail of Filter-then-Weight and ADAPT is a parameter here."""
-    policy: Literal["uniform", "adapt", "filter-then-weight", "greats", "random-in-batch"] = "uniform"
-    keep_ratio: float = Field(0.5, gt=0, le=1)  # selecting policies train on ceil(keep_ratio * N) of each N-row candidate batch
-    target_batch: int = Field(4, ge=1)  # anchor (held-out) rows drawn per step for the target gradient
+    One model per policy, holding the fields that policy reads; every unconfirmed detail of
+    Filter-then-Weight and ADAPT is a field of its policy."""
+    policy: str
     loss: Literal["normalized", "raw"] = "normalized"  # normalized: sum w*ce / sum w*n; raw: sum w*ce / sum n (w sets the step size)
-    # Filter-then-Weight
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_other_policies(cls, data):
+        """A field of another policy: say which policy reads it and how to fix the file."""
+        policy, wrong = cls.model_fields["policy"].default, {}
+        for key in data if isinstance(data, dict) else ():
+            owners = tuple(name for name, member in ONLINE_POLICIES.items() if key in member.model_fields)
+            if key not in cls.model_fields and owners:
+                wrong.setdefault(owners, []).append(key)
+        if wrong:
+            raise ValueError("; ".join(
+                f"{', '.join(keys)} {'is a parameter' if len(keys) == 1 else 'are parameters'} of policy "
+                f"{' / '.join(owners)}, not of {policy}: remove {', '.join('training.online.' + k for k in keys)}, "
+                f"or set training.online.policy: {owners[0]}" for owners, keys in wrong.items()))
+        return data
+
+
+class UniformOnline(_Online):
+    policy: Literal["uniform"] = "uniform"  # every row of the step, weight 1
+
+
+class RandomInBatchOnline(_Online):
+    policy: Literal["random-in-batch"] = "random-in-batch"
+    keep_ratio: KeepRatio = 0.5
+
+
+class GreatsOnline(_Online):
+    policy: Literal["greats"] = "greats"
+    keep_ratio: KeepRatio = 0.5
+    target_batch: TargetBatch = 4
+
+
+class FilterThenWeightOnline(_Online):
+    policy: Literal["filter-then-weight"] = "filter-then-weight"
+    keep_ratio: KeepRatio = 0.5
+    target_batch: TargetBatch = 4
     precond_variant: Literal["A", "B"] = "A"  # frozen v: A stored, B next step's; docs/online-selection.md (13)-(14)
     filter_factor: float = Field(1.0, ge=1)  # the filter keeps ceil(filter_factor * k) candidates before NNLS
     lam: float = Field(1.0, gt=0)  # target scale lambda in ||D^1/2 (G w - lambda g_T)||^2
     require_positive: bool = False  # filter only candidates aligned with the target (b_j > 0)
     projection_dim: int = Field(0, ge=0)  # Rademacher projection of gradient features to p dims (0 = off)
-    # ADAPT
+
+
+class AdaptOnline(_Online):
+    policy: Literal["adapt"] = "adapt"
     signal: Literal["embed", "bm25"] = "embed"
     tau: float = Field(1.0, gt=0)
     w_min: float = Field(0.0, ge=0)
     w_max: float = Field(10.0, gt=0)
     standardize: Literal["auto", "on", "off"] = "auto"  # scores -> (s - mean)/std before the gate; auto: on for bm25
     refresh_every: int = Field(50, ge=1)  # re-encode the anchors with the current model every R steps
+
+    @property
+    def standardize_on(self) -> bool:
+        """`auto`: standardise BM25 scores (one scale per pool), not the embedding cosines."""
+        return self.standardize == "on" or (self.standardize == "auto" and self.signal == "bm25")
+
+
+ONLINE_POLICIES: dict[str, type[_Online]] = {
+    m.model_fields["policy"].default: m
+    for m in (UniformOnline, RandomInBatchOnline, GreatsOnline, FilterThenWeightOnline, AdaptOnline)}
+
+
+def _online_policy(data: Any) -> str | None:
+    """The union tag of an online section: its `policy`, uniform when the section does not say."""
+    return data.get("policy", "uniform") if isinstance(data, dict) else getattr(data, "policy", None)
+
+
+OnlineParams = Annotated[
+    Union[tuple(Annotated[m, Tag(name)] for name, m in ONLINE_POLICIES.items())],
+    Discriminator(_online_policy, custom_error_type="online_policy",
+                  custom_error_message=f"training.online.policy must be one of {', '.join(ONLINE_POLICIES)}"),
+]
 
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -185,7 +259,7 @@ class TrainingParams(_P):
     assistant_turns: Literal["last", "all"] = "last"  # loss on the last assistant turn (IterIT) or on every kept one (chat SFT)
     epochs_per_round: int = Field(1, ge=1)
     save_every: int = Field(10, ge=0)  # in-round checkpoint every N optimizer steps (0 = off); a killed round resumes there
-    online: OnlineParams = OnlineParams()
+    online: OnlineParams = UniformOnline()
     lora: LoraParams = LoraParams()
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward, fp32 weights; auto: bf16 on CUDA with bf16 support, else fp32
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
@@ -197,6 +271,7 @@ class EvaluationParams(_P):
     holdout: float = Field(0.05, ge=0, lt=1)  # without files in raw.eval_dir: this share of the pool (by row_id hash) is held out, never selected nor trained
     anchor_rows: int = Field(5, ge=0)  # the last N rows of every held-out set are online anchors/targets, never evaluated
     batch_tokens: int = Field(8192, gt=0)
+    exact_match: bool = True  # also greedy-decode every held-out prompt (48 tokens) and count exact answers; off: loss only (free-form chat answers hardly ever match exactly, and decoding is most of an evaluation's time)
 
 
 class TrackingParams(_P):
@@ -204,6 +279,15 @@ class TrackingParams(_P):
     push: bool = True
     log_models: bool = True
     regression_threshold: float = Field(0.05, ge=0)  # flag a run whose final held-out loss is worse by more than this
+
+
+class ExecutionParams(_P):
+    """Where a run computes, never what: in no stage's cache key, record's included (docs/architecture.md §2)."""
+    runner: Literal["local", "dask"] = "local"  # dask: the score shards run on Dask workers (needs a Prefect API server)
+    address: str = ""  # dask: an existing scheduler (tcp://host:8786); empty = start a LocalCluster for the run
+    workers: int = Field(2, ge=1)  # LocalCluster worker processes
+    threads_per_worker: int = Field(1, ge=1)
+    shards: int = Field(1, ge=1)  # score the pool in this many shards (contiguous groups of its batches); 1 = unsharded
 
 
 class Params(_P):
@@ -220,6 +304,7 @@ class Params(_P):
     evaluation: EvaluationParams = EvaluationParams()
     tracking: TrackingParams = TrackingParams()
     schedule: ScheduleParams = ScheduleParams()
+    execution: ExecutionParams = ExecutionParams()
 
     @model_validator(mode="after")
     def _check(self) -> "Params":
@@ -230,9 +315,9 @@ class Params(_P):
             path = Path(value)
             if path.is_absolute() or ".." in path.parts:
                 raise ValueError(f"{key} must be a path inside the project (relative, no '..'), got {value!r}")
-        gate_on = self.selection.mismatch_gate == "on" or (self.selection.mismatch_gate == "auto"
-                                                           and self.selection.mode == "clean")
-        if gate_on and not self.scoring.contrast:
+        if self.execution.address and self.execution.runner == "local":
+            raise ValueError("execution.address names a Dask scheduler: set execution.runner: dask, or leave address empty")
+        if self.selection.gate_on and not self.scoring.contrast:
             raise ValueError("the mismatch gate (selection.mismatch_gate; auto = on in clean mode) needs the contrast "
                              "scores: set scoring.contrast: true, or selection.mismatch_gate: off")
         return self
@@ -256,9 +341,15 @@ def read_yaml(path: Path | str, missing_hint: str) -> dict:
     return data
 
 
+def _dotted(loc: tuple) -> str:
+    """The dotted path of an error location, without the policy tag pydantic adds under training.online."""
+    parts = [str(x) for i, x in enumerate(loc) if not (i and loc[i - 1] == "online" and x in ONLINE_POLICIES)]
+    return ".".join(parts) or "(top level)"
+
+
 def invalid(header: str, error: ValidationError) -> ParamsError:
     """One line per offending key, by its dotted path."""
-    lines = [header] + [f"  {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in error.errors()]
+    lines = [header] + [f"  {_dotted(err['loc'])}: {err['msg']}" for err in error.errors()]
     return ParamsError("\n".join(lines))
 
 

@@ -108,18 +108,34 @@ def template_comments(text: str) -> dict[str, str]:
     return comments
 
 
+def comment_blocks(text: str) -> dict[str, list[str]]:
+    """dotted key -> the whole-line comments right below it (the online policies' fields, below training.online.loss)."""
+    blocks: dict[str, list[str]] = {}
+    stack: list[str] = []
+    for line in text.splitlines():
+        m = _KEY.match(line)
+        if m:
+            stack[len(m["indent"]) // 2:] = [m["key"]]
+        elif stack and line.lstrip().startswith("#"):
+            blocks.setdefault(".".join(stack), []).append(line)
+    return blocks
+
+
 def _value(v: Any) -> str:
     """One YAML scalar or flow-style list/mapping, on one line."""
     return yaml.safe_dump({"v": v}, default_flow_style=True, width=10**9, sort_keys=False).strip()[len("{v: "):-1]
 
 
-def render_params(params: Params, comments: dict[str, str], notes: dict[str, str], header: str) -> str:
-    """The full parameter file: every key of `params`, its comment from `notes` (preset) or `comments` (demo)."""
+def render_params(params: Params, comments: dict[str, str], notes: dict[str, str], header: str,
+                  blocks: dict[str, list[str]]) -> str:
+    """The full parameter file: every key of `params`, its comment from `notes` (preset) or `comments` (demo),
+    followed by its comment block from `blocks` (demo)."""
     lines = header.rstrip("\n").splitlines()
 
     def emit(text: str, key: str) -> None:
         note = notes.get(key) or comments.get(key)
         lines.append(f"{text.ljust(27)} # {note}" if note else text)
+        lines.extend(blocks.get(key, []))
 
     def walk(model: BaseModel, dumped: dict, prefix: str, depth: int) -> None:
         for name in type(model).model_fields:
@@ -150,10 +166,12 @@ def params_yaml(p: Preset) -> str:
             demo = demo[part]
         notes[key] = f"[preset {p.model}] {why} (demo: {_value(demo)})"
     header = (f"# Parameters of this project's curation runs, preset for base model {p.model} (`curate init`).\n"
-              "# Every key is here; [preset] comments mark the values the preset changed from the demo's defaults.\n"
+              "# Every key is here (the other online policies' keys as comments under training.online); [preset]\n"
+              "# comments mark the values the preset changed from the demo's defaults.\n"
               "# Unknown keys or wrong types fail fast with the offending key's dotted path. One-off changes\n"
               "# without editing: `curate run --set training.lr=1e-4 --set selection.rounds=3`.\n")
-    text = render_params(params, template_comments(_template("params.yaml")), notes, header)
+    template = _template("params.yaml")
+    text = render_params(params, template_comments(template), notes, header, comment_blocks(template))
     if Params.model_validate(yaml.safe_load(text)) != params:
         raise RuntimeError("curate init wrote a params file that does not read back as the preset (a bug)")
     return text

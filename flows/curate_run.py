@@ -18,6 +18,7 @@ from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
+from flows.execution import dask_runner, require_api_server
 from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, pool_warnings, publish_evaluations,
                          publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
@@ -29,7 +30,7 @@ from tasks.ingest import ingest
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record, record_disk_usage
-from tasks.score import score_pool
+from tasks.score import drop_plan, plan_pool, score_pool, score_shard, shard_count
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
 
@@ -55,9 +56,30 @@ class Runner:
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
             result, stored = state.result(), False
         executed = state.name != "Cached" and not stored
+        self._note(task, kwargs, executed, result)
+        return result
+
+    def _note(self, task, kwargs: dict, executed: bool, result) -> None:
         self.calls.append({"stage": task.name, "round": kwargs.get("round_index"), "executed": executed,
                            "digest": result.get("digest") if isinstance(result, dict) else None})
-        return result
+
+    def map(self, task, execution, mapped: dict[str, list], **constant) -> list[dict]:
+        """`task` once per position of the `mapped` argument lists (the others `constant`): one call after the
+        other in this process (execution.runner local), or `.map`ped on Dask workers (dask)."""
+        from prefect.utilities.annotations import unmapped
+
+        calls = [{**constant, **dict(zip(mapped, values))} for values in zip(*mapped.values())]
+        if execution.runner == "local":
+            return [self(task, **kw) for kw in calls]
+        stored = [REGISTRY[task.name].is_stored(kw) for kw in calls]
+        # Prefect's cache is bypassed: the store decides (a stored entry costs a key and a digest on the worker)
+        with dask_runner(execution) as runner:
+            futures = runner.map(task.with_options(refresh_cache=True),
+                                 {**{k: unmapped(v) for k, v in constant.items()}, **mapped})
+            results = [future.result() for future in futures]
+        for kw, was_stored, result in zip(calls, stored, results):
+            self._note(task, kw, not was_stored, result)
+        return results
 
 
 @flow(name="curate-run", persist_result=False)
@@ -67,6 +89,7 @@ def curate_run(project: str, params_file: str = "params/default.yaml", overrides
     so `curate resume FLOW_RUN_ID` applies them again."""
     overrides = list(overrides or [])
     p = load_params(Path(project) / params_file, overrides)
+    require_api_server(p.execution.runner)
     with project_lock(state_dir(Path(project))):
         # leftovers of a killed writer (never read: every artifact is renamed into place whole)
         for root in (state_dir(Path(project)) / "store", Path(project) / "data"):
@@ -98,7 +121,7 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     for w in warnings:
         get_run_logger().warning(w)
     base = run(base_model, project=project, params=stage_params(p, "base_model"))
-    scores = run(score_pool, project=project, pool=selectable, model=base, params=stage_params(p, "score"))
+    scores = _score(run, project, p, selectable, base)
     check_scorer_fit(p, scores)
     rounds = run_rounds(run, project, p, selectable, scores, base, heldout)
     evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
@@ -115,8 +138,22 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
 
     versioned = version(project=project, remote=p.tracking.dvc_remote, push=p.tracking.push)
     lock = Path(project) / "dvc.lock"
-    lineage = run(record, project=project, refs=refs, rounds=rounds, params=p.model_dump(mode="json"),
+    lineage = run(record, project=project, refs=refs, rounds=rounds, params=stage_params(p, "record"),
                   dvc_lock=Ref.of(lock).to_dict() if lock.exists() else None,
                   flow_run_id=str(flow_run.id), params_file=params_file, overrides=overrides)
     return {"refs": refs, "rounds": rounds, "version": versioned, "lineage": lineage, "flow_run_id": str(flow_run.id),
             "warnings": warnings, "stages": run.calls}
+
+
+def _score(run: Runner, project: str, p, pool: dict, base: dict) -> dict:
+    """The score stage; with execution.shards > 1 its batches planned once, scored shard by shard (each
+    shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`."""
+    params = stage_params(p, "score")
+    plan = plan_pool(project, pool, base, params, p.execution.shards)
+    if plan is None:
+        return run(score_pool, project=project, pool=pool, model=base, params=params)
+    results = run.map(score_shard, p.execution, {"shard": list(range(shard_count(plan)))}, project=project, plan=plan,
+                      model=base, params=stage_params(p, "score_shard"))
+    scores = run(score_pool, project=project, pool=pool, model=base, params=params, shards={"plan": plan, "results": results})
+    drop_plan(plan)
+    return scores

@@ -15,13 +15,14 @@ from curate.config import Params
 from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import RESCORING
+from curate.selection.rounds import RANKED, RESCORING
 from curate.training.schedule import steps_per_round
 from curate.evaluation.sets import has_heldout_files
 from tasks.evaluate import evaluate
 from tasks.holdout import split_refs
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, prune, publish
+from tasks.ranking import rank_pool
 from tasks.score import rescore_window
 from tasks.select import select
 from tasks.train import needs_anchors, train
@@ -71,10 +72,13 @@ def planned_steps(p: Params, pool_rows: int) -> int:
 def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict,
                heldout: dict | None = None) -> list[dict]:
     """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train.
-    `heldout` (the held-out sets' Ref) is where anchor-based online policies take their anchors."""
+    `heldout` (the held-out sets' Ref) is where anchor-based online policies and `rds` take their
+    anchors. The baselines `longest` and `rds` first rank the pool once (the ranking stage)."""
     total = planned_steps(p, ref_json(pool)["kept"])
     anchors = ({"heldout": heldout, "anchor_rows": p.evaluation.anchor_rows}
-               if heldout is not None and needs_anchors(p.training.online.model_dump()) else {})
+               if heldout is not None and needs_anchors(p.training.online) else {})
+    ranking = (call(rank_pool, project=project, pool=pool, model=base, heldout=heldout,
+                    params=stage_params(p, "ranking")) if p.selection.strategy in RANKED else None)
     checkpoint, previous, rounds = base, None, []
     for r in range(p.selection.rounds):
         window = None
@@ -82,11 +86,13 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
             window = call(rescore_window, project=project, pool=pool, model=checkpoint, state=previous,
                           params=stage_params(p, "rescore"), round_index=r)
         previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
-                        model=base, params=stage_params(p, "select"), round_index=r)
+                        model=base, params=stage_params(p, "select"), round_index=r,
+                        **({"ranking": ranking} if ranking else {}))
         checkpoint = call(train, project=project, pool=pool, selection=previous, checkpoint=checkpoint,
                           params=stage_params(p, "train"), round_index=r, total_steps=total,
                           **anchors)
-        rounds.append({"rescore": window, "select": previous, "train": checkpoint})
+        rounds.append({"ranking": ranking if r == 0 else None, "rescore": window, "select": previous,
+                       "train": checkpoint})
     return rounds
 
 
@@ -100,7 +106,7 @@ def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: di
 
 def publish_rounds(project: str, rounds: list[dict]) -> None:
     for r, rd in enumerate(rounds):
-        for part in ("rescore", "select", "train"):
+        for part in ("ranking", "rescore", "select", "train"):
             if rd.get(part):
                 publish(project, rd[part], f"{LAYOUT['rounds']}/round-{r}/{part}")
     prune(project, LAYOUT["rounds"], {f"round-{r}" for r in range(len(rounds))})

@@ -23,7 +23,7 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
                                        chat_template=bm["chat_template"])
         metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
                                  max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"],
-                                 response_share=params["scoring"]["response_share"])
+                                 response_share=params["scoring"]["response_share"], exact_match=e["exact_match"])
         with atomic_path(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
     return Ref.of(out).to_dict()

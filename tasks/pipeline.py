@@ -57,10 +57,21 @@ STAGES: tuple[StageSpec, ...] = (
               code=("curate/models", "curate/demo"), output="data/models/base"),
     StageSpec("score", inputs=("holdout", "base_model"), params=("scoring",) + LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/score"),
+    StageSpec("score_shard", inputs=("holdout", "base_model"), params=LOAD,
+              code=("curate/scoring",) + CHAT + ("curate/schema.py",), output=None, module="tasks/score.py",
+              note="one contiguous group of the score stage's planned batches (execution.shards > 1): keyed by the "
+                   "plan's digest (which holds the scoring parameters) and the model's"),
     StageSpec("rescore", inputs=("holdout", "train", "select"), params=("scoring",) + LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/rounds",
               module="tasks/score.py", group="rounds"),
-    StageSpec("select", inputs=("holdout", "score", "rescore", "select", "base_model"),
+    StageSpec("ranking", inputs=("holdout", "base_model", "raw_eval"),
+              params=("selection.strategy", "evaluation.anchor_rows", "scoring.system_prompt", "scoring.max_length",
+                      "scoring.response_share", "scoring.batch_tokens") + LOAD,
+              code=("curate/selection/rds.py", "curate/scoring/ifd.py", "curate/evaluation/sets.py",
+                    "curate/evaluation/split.py", "curate/ingest") + CHAT,
+              output="data/rounds", group="rounds",
+              note="runs only for selection.strategy longest or rds, once before round 0"),
+    StageSpec("select", inputs=("holdout", "score", "rescore", "select", "base_model", "ranking"),
               params=("selection", "project.seed"),
               code=("curate/selection", "curate/scoring/misalignment.py", "curate/models/loading.py"), output="data/rounds",
               group="rounds"),
@@ -72,14 +83,15 @@ STAGES: tuple[StageSpec, ...] = (
               note="evaluation.anchor_rows only when the online policy draws anchors from the held-out rows"),
     StageSpec("evaluate", inputs=("holdout", "raw_eval", "base_model", "train"),
               params=("evaluation.max_rows_per_skill", "evaluation.anchor_rows", "evaluation.batch_tokens",
-                      "scoring.system_prompt", "scoring.max_length", "scoring.response_share") + LOAD,
+                      "evaluation.exact_match", "scoring.system_prompt", "scoring.max_length", "scoring.response_share") + LOAD,
               code=("curate/evaluation", "curate/ingest") + CHAT + ("curate/scoring/ifd.py",), output="data/eval"),
-    StageSpec("record", inputs=("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "select",
+    StageSpec("record", inputs=("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "ranking", "select",
                                 "train", "evaluate"),
               params=("*",), code=("curate/tracking",), output=None,
               note="every parameter: the MLflow run records them all (tracking and schedule included)"),
 )
 SPECS: dict[str, StageSpec] = {s.name: s for s in STAGES}
+UNKEYED = ("execution",)  # where a run computes, never what: no stage gets these sections, record included
 
 
 def spec(name: str) -> StageSpec:
@@ -89,10 +101,10 @@ def spec(name: str) -> StageSpec:
 
 
 def pick(values: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
-    """The nested sub-dict of `values` holding exactly `paths` (dotted; "*" = everything).
+    """The nested sub-dict of `values` holding exactly `paths` (dotted; "*" = every section but UNKEYED).
     An unknown path raises KeyError naming it."""
     if paths == ("*",):
-        return values
+        return {k: v for k, v in values.items() if k not in UNKEYED}
     out: dict[str, Any] = {}
     for path in paths:
         keys = path.split(".")

@@ -2,46 +2,76 @@
 
 `score_pool` scores every kept row with the base model (round 0). `rescore_window` re-scores the
 rows the previous selection put in the next round's window, with the latest checkpoint.
+With execution.shards > 1 the flow plans the pool's scoring once (`plan_pool`: length batches and
+contrast partners over all rows), scores each contiguous group of batches as its own cached task
+(`score_shard`, on Dask workers with execution.runner dask), and `score_pool` merges them in pool order:
+the same bits as one pass (README: Execution).
 Rows whose score is NaN (empty response span) are quarantined with a reason, never silently dropped.
 """
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import TIMINGS, Ref, atomic_path, read_json, text_digest, write_json, write_parquet
+from curate.models.chat import Encoded
 from curate.models.loading import load_causal_lm, model_path
+from curate.models.truncation import token_budget
 from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
-from curate.scoring.ifd import score_rows
+from curate.scoring.ifd import ScoringPlan, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
 from tasks.caching import Stage
 
-POOL = Stage("score")
+POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass
+SHARD = Stage("score_shard")
+SHARD_PIDS = "CURATE_SHARD_PIDS"  # tests: a file every computing shard appends its process id to
 WINDOW = Stage("rescore")
+PASSES = ("conditional", "prior", "contrast")  # the texts scored per row (contrast: with scoring.contrast)
 NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
 
 
-def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str) -> tuple[pa.Table, pa.Table, dict]:
+def _load(model_ref: dict, bm: dict):
+    return load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
+                          chat_template=bm["chat_template"])
+
+
+def _cache(project: str, model_ref: dict, params: dict) -> RowScoreCache:
     s, bm = params["scoring"], params["base_model"]
-    cache = RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], {**s, "chat_template": bm["chat_template"]})
+    return RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], {**s, "chat_template": bm["chat_template"]})
+
+
+def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str,
+           shards: dict | None = None) -> tuple[pa.Table, pa.Table, dict, dict]:
+    """Scores, quarantined rows, stats (with the tokens each pass put through the model) and timings;
+    rows found in the row score cache cost nothing. `shards`: the plan and its shards' results to merge
+    (`plan_pool`, `score_shard`) instead of scoring here."""
+    s, bm = params["scoring"], params["base_model"]
+    cache = _cache(project, model_ref, params)
     known = cache.lookup(r["row_id"] for r in rows)
     todo = [r for r in rows if r["row_id"] not in known]
+    start, cost = time.perf_counter(), {pass_: 0 for pass_ in PASSES}
     if todo:
-        model, tokenizer = load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
-                                          chat_template=bm["chat_template"])
-        res = score_rows(
-            model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
-            batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-            contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
-            progress=Progress(label, "rows"), response_share=s["response_share"],
-        )
+        if shards is None:
+            model, tokenizer = _load(model_ref, bm)
+            res = score_rows(
+                model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
+                batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
+                contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
+                progress=Progress(label, "rows"), response_share=s["response_share"],
+            )
+        else:
+            res = _merge(shards, todo, s)
         res.setdefault("loss_swapped", np.full(len(todo), np.nan))
+        cost = {pass_: int(res.pop(f"tokens_{pass_}", np.zeros(1)).sum()) for pass_ in PASSES}
         fresh = [{"row_id": r["row_id"], **{k: v[i].item() for k, v in res.items()}} for i, r in enumerate(todo)]
         cache.add(fresh)
         known.update({f["row_id"]: f for f in fresh})
@@ -57,8 +87,8 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
         schema=QUARANTINE,
     )
     stats = {**fit_report(scores, rows), "rows_scored": len(todo), "rows_from_cache": len(rows) - len(todo),
-             "rows_truncated": sum(bool(rec.get("truncated")) for rec in records)}
-    return scores, quarantine, stats
+             "rows_truncated": sum(bool(rec.get("truncated")) for rec in records), "forward_tokens": cost}
+    return scores, quarantine, stats, {"seconds": time.perf_counter() - start}
 
 
 def fit_report(scores: pa.Table, rows: list[dict]) -> dict:
@@ -86,19 +116,118 @@ def fit_report(scores: pa.Table, rows: list[dict]) -> dict:
     return report
 
 
-def _write(out: Path, scores: pa.Table, quarantine: pa.Table, stats: dict) -> None:
+def _write(out: Path, scores: pa.Table, quarantine: pa.Table, stats: dict, timings: dict) -> None:
     with atomic_path(out) as tmp:
         write_parquet(scores, tmp / "scores.parquet")
         write_parquet(quarantine, tmp / "quarantine.parquet")
         write_json(stats, tmp / "stats.json")
+        write_json(timings, tmp / TIMINGS)
+
+
+def plan_pool(project: str, pool: dict, model: dict, params: dict, shards: int) -> dict | None:
+    """The score stage's batches planned once over the rows left to score, split into `shards` contiguous
+    groups: a Ref to a directory under .curate/tmp (`plan.parquet`: the sequences in batch order; `meta.json`).
+    None when there is nothing to split: one shard, the stage's entry already stored, or no row left to score."""
+    arguments = {"project": project, "pool": pool, "model": model, "params": params}
+    if shards == 1 or POOL.is_stored(arguments):
+        return None
+    rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
+    known = _cache(project, model, params).lookup(r["row_id"] for r in rows)
+    todo = [r for r in rows if r["row_id"] not in known]
+    if not todo:
+        return None
+    ids = [r["row_id"] for r in todo]
+    out = state_dir(Path(project)) / "tmp" / f"score-plan-{text_digest(POOL.key(arguments), shards, ids)[:24]}"
+    if not out.exists():
+        s = params["scoring"]
+        lm, tokenizer = _load(model, params["base_model"])
+        plan = plan_scoring(tokenizer, todo, s["system_prompt"],
+                            token_budget(s["max_length"], getattr(lm.config, "max_position_embeddings", None)),
+                            s["batch_tokens"], s["contrast_seed"] if s["contrast"] else None, s["contrast_partners"],
+                            s["response_share"])
+        order = [(b, i) for b, batch in enumerate(plan.batches) for i in batch]
+        table = pa.table({
+            "batch": pa.array([b for b, _ in order], pa.int32()),
+            "seq": pa.array([i for _, i in order], pa.int64()),
+            "input_ids": pa.array([plan.seqs[i].input_ids for _, i in order], pa.list_(pa.int64())),
+            "span_start": pa.array([plan.seqs[i].span_start for _, i in order], pa.int64()),
+            "truncated": pa.array([plan.seqs[i].truncated for _, i in order], pa.bool_()),
+        })
+        groups = [[g.start, g.stop] for g in shard_batches(len(plan.batches), min(shards, len(plan.batches)))]
+        with atomic_path(out) as tmp:
+            write_parquet(table, tmp / "plan.parquet")
+            write_json({"row_ids": ids, "rows": plan.rows, "partners": plan.partners, "shards": groups}, tmp / "meta.json")
+    return Ref.of(out).to_dict()
+
+
+def shard_count(plan: dict) -> int:
+    """How many shards `plan_pool` split the plan into (at most one per batch)."""
+    return len(read_json(Path(plan["path"]) / "meta.json")["shards"])
+
+
+def drop_plan(plan: dict) -> None:
+    """Remove a merged plan (its shards' results stay in the store until `curate gc`)."""
+    shutil.rmtree(plan["path"], ignore_errors=True)
+
+
+def _sequences(table: pa.Table) -> list[Encoded]:
+    return [Encoded(input_ids=ids, span_start=start, truncated=cut) for ids, start, cut in
+            zip(table["input_ids"].to_pylist(), table["span_start"].to_pylist(), table["truncated"].to_pylist())]
+
+
+@SHARD.task()
+def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict) -> dict:
+    """Mean span loss of every sequence in one shard's batches of a plan (`means.parquet`: seq, mean)."""
+    out = SHARD.out(project, locals())
+    if not out.exists():
+        if os.environ.get(SHARD_PIDS):
+            with open(os.environ[SHARD_PIDS], "a") as f:
+                f.write(f"{os.getpid()}\n")
+        lo, hi = read_json(Path(plan["path"]) / "meta.json")["shards"][shard]
+        table = pq.read_table(Path(plan["path"]) / "plan.parquet")
+        table = table.slice(*_span(table["batch"].to_numpy(), lo, hi))
+        batch = table["batch"].to_numpy()
+        batches = [np.flatnonzero(batch == b).tolist() for b in range(lo, hi)]
+        lm, tokenizer = _load(model, params["base_model"])
+        means, _ = mean_span_losses(lm, _sequences(table), tokenizer.pad_token_id, batches=batches,
+                                    progress=Progress(f"score shard {shard}", "sequences"))
+        with atomic_path(out) as tmp:
+            write_parquet(pa.table({"seq": table["seq"], "mean": pa.array(means, pa.float64())}), tmp / "means.parquet")
+    return Ref.of(out).to_dict()
+
+
+def _span(batch: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """(offset, length) of batches lo..hi-1 in the plan's rows (stored in batch order)."""
+    start, stop = np.searchsorted(batch, [lo, hi])
+    return int(start), int(stop - start)
+
+
+def _merge(shards: dict, todo: list[dict], s: dict) -> dict[str, np.ndarray]:
+    """`score_rows`' result from a plan's shards: every planned sequence's mean, put back in plan order."""
+    path = Path(shards["plan"]["path"])
+    meta = read_json(path / "meta.json")
+    if meta["row_ids"] != [r["row_id"] for r in todo]:
+        raise RuntimeError(f"score plan {path} does not hold the rows left to score: plan again")
+    table = pq.read_table(path / "plan.parquet")
+    order = np.argsort(table["seq"].to_numpy())
+    means, seen = np.full(len(table), np.nan), np.zeros(len(table), bool)
+    for ref in shards["results"]:
+        part = pq.read_table(Path(ref["path"]) / "means.parquet")
+        seq = part["seq"].to_numpy()
+        means[seq], seen[seq] = part["mean"].to_numpy(), True
+    if not seen.all():
+        raise RuntimeError(f"the shards of score plan {path} miss {int((~seen).sum())} sequences")
+    plan = ScoringPlan(_sequences(table.take(order)), [], meta["rows"], meta["partners"])
+    return finish_scoring(plan, means, s["variant"], s["precision"])
 
 
 @POOL.task()
-def score_pool(project: str, pool: dict, model: dict, params: dict) -> dict:
+def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict | None = None) -> dict:
+    """`shards`: {"plan": `plan_pool`'s Ref, "results": the `score_shard` Refs} to merge instead of scoring here."""
     out = POOL.out(project, locals())
     if not out.exists():
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
-        _write(out, *_score(project, rows, model, params, "score pool"))
+        _write(out, *_score(project, rows, model, params, "score pool", shards))
     return Ref.of(out).to_dict()
 
 
@@ -111,6 +240,6 @@ def rescore_window(project: str, pool: dict, model: dict, state: dict, params: d
             .column("row_id").to_pylist()
         )
         rows = [r for r in pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist() if r["row_id"] in window]
-        scores, quarantine, stats = _score(project, rows, model, params, f"rescore round {round_index}")
-        _write(out, scores, quarantine, {**stats, "round": round_index})
+        scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}")
+        _write(out, scores, quarantine, {**stats, "round": round_index}, timings)
     return Ref.of(out).to_dict()

@@ -2,12 +2,13 @@
 curate/selection/round_state.py)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, read_json, write_json, write_parquet
+from curate.artifacts import TIMINGS, Ref, atomic_path, read_json, write_json, write_parquet
 from curate.models.loading import model_path
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.round_state import advance
@@ -36,6 +37,15 @@ def current_scores(row_ids: list[str], base_scores: dict, previous: dict | None,
     return np.asarray([p[0] for p in pairs], dtype=np.float64), np.asarray([p[1] for p in pairs], dtype=np.float64)
 
 
+def ranking_key(ranking: dict | None, row_ids: list[str]) -> np.ndarray | None:
+    """The ranking stage's key by pool position (None without a ranking: every strategy but longest and rds)."""
+    if ranking is None:
+        return None
+    t = pq.read_table(Path(ranking["path"]) / "ranking.parquet")
+    by_id = dict(zip(t["row_id"].to_pylist(), t["key"].to_pylist()))
+    return np.asarray([by_id.get(r, float("nan")) for r in row_ids], dtype=np.float64)
+
+
 def _score_table(path: Path) -> dict[str, tuple[float, float]]:
     t = pq.read_table(path, columns=["row_id", "ifd", "loss_cond", "loss_swapped"])
     margin = mismatch_margin(t["loss_swapped"].to_numpy(), t["loss_cond"].to_numpy())
@@ -44,12 +54,13 @@ def _score_table(path: Path) -> dict[str, tuple[float, float]]:
 
 @STAGE.task()
 def select(project: str, pool: dict, base_scores: dict, previous: dict | None, window_scores: dict | None,
-           model: dict, params: dict, round_index: int) -> dict:
-    """Reads the pool, the scores and the previous round's state; the round itself is
+           model: dict, params: dict, round_index: int, ranking: dict | None = None) -> dict:
+    """Reads the pool, the scores, the previous round's state and (longest, rds) the ranking; the round itself is
     `curate.selection.round_state.advance`; writes what it returns."""
     out = STAGE.out(project, locals())
     if not out.exists():
         s = params["selection"]
+        start = time.perf_counter()
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["row_id", "response"]).to_pylist()
         row_ids = [r["row_id"] for r in rows]
         eos = eos_string(model) if s["append_eos"] else ""
@@ -57,9 +68,11 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
         round_ = advance(s, params["project"]["seed"], round_index, row_ids, [r["response"] + eos for r in rows],
                          scores, margin,
                          previous_state=pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None,
-                         previous_selection=pq.read_table(Path(previous["path"]) / "selection.parquet") if previous else None)
+                         previous_selection=pq.read_table(Path(previous["path"]) / "selection.parquet") if previous else None,
+                         ranking_key=ranking_key(ranking, row_ids))
         with atomic_path(out) as tmp:
             write_parquet(round_.selection, tmp / "selection.parquet")
             write_parquet(round_.state, tmp / "state.parquet")
             write_json(round_.stats, tmp / "stats.json")
+            write_json({"seconds": time.perf_counter() - start}, tmp / TIMINGS)
     return Ref.of(out).to_dict()

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parquet
+from curate.config import OnlineParams, TrainingParams
 from curate.progress import Progress
-from curate.training.schedule import warmup_steps_for
 from curate.training.online import POLICY_CLASSES
-from curate.training.trainer import train_round
+from curate.training.trainer import RoundConfig, RoundRecipe
 from curate.models.loading import model_path
 from curate.evaluation.sets import anchor_set
 from tasks.caching import Stage
@@ -25,8 +25,8 @@ STAGE = Stage("train")
 LINEAGE = "online_weights.parquet"
 
 
-def needs_anchors(online: dict) -> bool:
-    return POLICY_CLASSES[online["policy"]].needs_anchors
+def needs_anchors(online: OnlineParams) -> bool:
+    return POLICY_CLASSES[online.policy].needs_anchors
 
 
 def subset_rows(pool: dict, selection: dict) -> list[dict]:
@@ -48,39 +48,16 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
     """`heldout` and `anchor_rows` (evaluation.anchor_rows): where an anchor-based online policy takes its anchors."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        t = params["training"]
+        t = TrainingParams.model_validate(params["training"])
         rows = subset_rows(pool, selection)
-        anchors = anchor_set(Path(heldout["path"]), anchor_rows) if heldout and needs_anchors(t["online"]) else []
+        anchors = anchor_set(Path(heldout["path"]), anchor_rows) if heldout and needs_anchors(t.online) else []
+        config = RoundConfig.from_params(t, system_prompt=params["scoring"]["system_prompt"],
+                                         chat_template=params["base_model"]["chat_template"],
+                                         seed=params["project"]["seed"], round_index=round_index, total_steps=total_steps)
         # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
         model_out = out.parent / f"{out.name}.model"
-        result = train_round(
-            model_path(checkpoint),
-            model_out,
-            rows,
-            system_prompt=params["scoring"]["system_prompt"],
-            max_length=t["max_length"],
-            batch_size=t["batch_size"],
-            grad_accum=t["grad_accum"],
-            lr=t["lr"],
-            weight_decay=t["weight_decay"],
-            warmup_steps=warmup_steps_for(total_steps, t["warmup_ratio"]),
-            total_steps=total_steps,
-            schedule=t["schedule"],
-            epochs=t["epochs_per_round"],
-            seed=params["project"]["seed"],
-            round_index=round_index,
-            save_every=t["save_every"],
-            progress=_progress(round_index),
-            online=t["online"],
-            anchors=anchors,
-            response_share=t["response_share"],
-            assistant_turns=t["assistant_turns"],
-            chat_template=params["base_model"]["chat_template"],
-            lora=t["lora"],
-            precision=t["precision"],
-            gradient_checkpointing=t["gradient_checkpointing"],
-            device=t["device"],
-        )
+        result = RoundRecipe(config, model_path(checkpoint), model_out, rows, anchors=anchors,
+                             progress=_progress(round_index)).run()
         with atomic_path(out) as tmp:
             tmp.mkdir()
             os.rename(model_out, tmp / "model")
@@ -90,7 +67,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             log = result.log.to_pylist()
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows),
                         "rows_truncated": result.truncated_rows, "rows_skipped": result.skipped_rows,
-                        "policy": t["online"]["policy"], "anchors": len(anchors),
+                        "policy": t.online.policy, "anchors": len(anchors),
                         "rows_trained": len(set(result.lineage.column("row_id").to_pylist())),
                         "fraction_kept": sum(x["kept"] for x in log) / max(sum(x["candidates"] for x in log), 1),
                         "weight_sum": sum(x["weight_sum"] for x in log)}, tmp / "stats.json")

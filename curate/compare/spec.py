@@ -1,17 +1,19 @@
-"""The comparison spec (`params/compare*.yaml`): pool variants x strategies x seeds on one run config.
+"""The comparison spec (`params/compare*.yaml`): pools x strategies x seeds on one run config.
 
 A strategy is a name and a dict of parameter overrides applied on top of the run parameters, e.g.
 `iterit-clean-gate: {selection: {strategy: iterit, mode: clean, mismatch_gate: on}}`; any parameter
 of `params/default.yaml` may be overridden (an online policy is `{training: {online: {policy: adapt}}}`).
-A pool variant is a set of arguments of the demo generator (`curate.demo.pool.write_demo`).
+A pool is either a set of arguments of the demo generator (`curate.demo.pool.write_demo`), or your
+own pool by `path` (any file or directory ingest reads) with its held-out sets by `heldout` (a file
+or a directory of files, one set per file) or, without it, split off by `evaluation.holdout`.
 Unknown keys fail fast with their dotted path, as for the run parameters.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from curate.config import Params, ParamsError, invalid, read_yaml
 
@@ -31,11 +33,27 @@ class PoolVariant(_S):
     description: str = ""
 
 
+class PoolFile(_S):
+    """Your own pool: relative paths are relative to the project directory."""
+
+    path: str = Field(min_length=1)  # the pool: a file or a directory of files in a format ingest reads
+    heldout: str | None = None  # held-out sets (a file, or a directory: one set per file); None = evaluation.holdout split
+    description: str = ""
+
+
+def _pool_kind(data: Any) -> str:
+    has_path = "path" in data if isinstance(data, dict) else isinstance(data, PoolFile)
+    return "file" if has_path else "demo"
+
+
+Pool = Annotated[Union[Annotated[PoolVariant, Tag("demo")], Annotated[PoolFile, Tag("file")]], Discriminator(_pool_kind)]
+
+
 class CompareSpec(_S):
     name: str = "compare"  # names the workspace (.curate/compare/<name>) and the MLflow run
     experiment: str = "curate-compare"  # MLflow experiment of the comparison's parent run
     params: dict[str, Any] = {}  # overrides of the run parameters shared by every strategy (sizes)
-    pools: dict[str, PoolVariant]
+    pools: dict[str, Pool] = Field(min_length=1)
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
     baseline: str = "random"  # the strategy every other one is compared with
     seeds: list[int] = Field(min_length=1)  # project.seed of the rounds: data order + random draws
@@ -43,10 +61,15 @@ class CompareSpec(_S):
     budget: float = Field(0.1, gt=0)  # selection.ratio: K rows per round (fraction, or a count if > 1)
     rounds: int = Field(3, ge=1)  # selection.rounds
     match_full_steps: bool = True  # `full`: raise grad_accum so it takes the same optimizer steps
+    tried_before: int = Field(0, ge=0)  # variants already tried on these pools before this spec (the verdict corrects for them)
+    chosen_after_results: dict[str, str] = {}  # strategy -> what was changed after looking at earlier results
 
     def check(self) -> "CompareSpec":
         if self.baseline not in self.strategies:
             raise ParamsError(f"baseline {self.baseline!r} is not one of the strategies {list(self.strategies)}")
+        unknown = sorted(set(self.chosen_after_results) - set(self.strategies))
+        if unknown:
+            raise ParamsError(f"chosen_after_results names {unknown}, which are not strategies of this spec")
         for name in self.strategies:
             self.run_params(Params(), name, self.seeds[0])  # every override must be a valid parameter
         return self
@@ -66,7 +89,11 @@ class CompareSpec(_S):
 
 
 def merge(base: dict, over: dict) -> dict:
-    """`over` on top of `base`, recursively for nested dicts."""
+    """`over` on top of `base`, recursively for nested dicts. A section that switches to another
+    `policy` (training.online, a union of one model per policy) replaces the base's section whole:
+    the base's fields belong to its own policy."""
+    if "policy" in over and over["policy"] != base.get("policy"):
+        base = {}
     out = dict(base)
     for k, v in over.items():
         out[k] = merge(base.get(k) or {}, v) if isinstance(v, dict) else v

@@ -1,12 +1,15 @@
 """Aggregate a comparison's runs over seeds: per pool and strategy, mean ± std of the held-out
-metrics per round and per skill, the average subset composition, round-to-round overlap and cost."""
+metrics per round and per skill, the average subset composition, round-to-round overlap, the cost
+of selecting and of training, and the verdict against the baseline."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
+from curate.compare.cost import gain_per_selection_hour
 from curate.compare.metrics import mean_std, shares
+from curate.compare.verdict import verdicts
 
 
 def _avg_shares(counts: list[dict[str, int]]) -> dict[str, float]:
@@ -45,16 +48,31 @@ def summarise_strategy(runs: list[dict], base_eval: dict) -> dict[str, Any]:
         "rescore_response_tokens": mean_std([sum((x["rescore"] or {}).get("response_tokens", 0) for x in r["rounds"]) for r in runs]),
         "rescore_seconds": mean_std([sum((x["rescore"] or {}).get("wall_seconds", 0.0) for x in r["rounds"]) for r in runs]),
         "wall_seconds": mean_std([r["wall_seconds"] for r in runs]),
+        "selection_tokens": mean_std([r["selection_cost"]["tokens"] for r in runs]),
+        "selection_seconds": mean_std([r["selection_cost"]["seconds"] for r in runs]),
+        "selection_parts": {part: mean_std([r["selection_cost"]["parts"][part]["seconds"] for r in runs])
+                            for part in runs[0]["selection_cost"]["parts"]},
     }
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{pool: {strategy: summary}} in spec order."""
+    """{pool: {strategy: summary}} in spec order; against the baseline, each strategy's verdict
+    (curate/compare/verdict.py) and held-out loss gained per hour spent selecting."""
+    spec = results["spec"]
+    baseline = spec["baseline"]
     out: dict[str, dict[str, Any]] = {}
     for pool, facts in results["pools"].items():
         out[pool] = {}
-        for strategy in results["spec"]["strategies"]:
+        for strategy in spec["strategies"]:
             runs = [r for r in results["runs"] if r["pool"] == pool and r["strategy"] == strategy]
             if runs:
                 out[pool][strategy] = summarise_strategy(runs, facts["base_eval"])
+        if baseline not in out[pool]:
+            continue
+        judged = verdicts(out[pool], baseline, spec.get("tried_before", 0), spec.get("chosen_after_results", {}))
+        base_loss = out[pool][baseline]["final_loss"]["mean"]
+        for strategy, x in out[pool].items():
+            x["verdict"] = judged.get(strategy)
+            x["gain_per_selection_hour"] = gain_per_selection_hour(base_loss, x["final_loss"]["mean"],
+                                                                   x["selection_seconds"]["mean"] or 0.0)
     return out

@@ -1,5 +1,6 @@
 """Record a comparison in MLflow: one parent run (tag curate.kind = comparison) with the spec as
-parameters, each strategy's mean final held-out loss per pool as metrics, and the report directory
+parameters, each strategy's mean final held-out loss, selection and training seconds and gain per
+selection-hour per pool as metrics, and the report directory
 (page, PNGs, results.json) as artifacts. MLflow is imported here only, when a comparison is logged."""
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dic
         metrics = {}
         for pool, strategies in summary.items():
             for strategy, s in strategies.items():
-                for what in ("final_loss", "final_exact_match"):
+                for what in ("final_loss", "final_exact_match", "selection_seconds", "train_seconds"):
                     for stat in ("mean", "std"):
                         if s[what][stat] is not None:
                             metrics[f"{pool}.{strategy}.{what}.{stat}"] = float(s[what][stat])
+                if s.get("gain_per_selection_hour") is not None:
+                    metrics[f"{pool}.{strategy}.gain_per_selection_hour"] = float(s["gain_per_selection_hour"])
         mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
         return run.info.run_id

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.compare.metrics import IFD_BINS, beats
+from curate.compare.verdict import ALPHA
 from curate.report import plots
 
 NOISE_FREE = ("clean", "unknown")
@@ -32,19 +33,30 @@ def verdict(candidate: dict, baseline: dict) -> str:
     return "is within two standard deviations of it (no clear difference)"
 
 
+def labelled(facts: dict) -> bool:
+    """Does the pool carry ground truth (the demo's noise kinds)? Your own pool does not."""
+    return any(k != "unknown" for k in facts["truth"])
+
+
 def pool_conclusion(pool: str, facts: dict, summary: dict, baseline: str, model_aware: list[str]) -> tuple[list[str], str | None]:
     """Plain-words findings for one pool, and the best model-aware strategy (None if none ran)."""
     base = summary.get(baseline)
     aware = [s for s in model_aware if s in summary and summary[s]["final_loss"]["mean"] is not None]
     ranked = sorted(summary, key=lambda s: summary[s]["final_loss"]["mean"] if summary[s]["final_loss"]["mean"] is not None else float("inf"))
     lines = [f"Lowest final held-out loss: **{ranked[0]}** ({fmt(summary[ranked[0]]['final_loss'])})."]
+    if base is not None:
+        judged = [(s, x["verdict"]["words"]) for s, x in summary.items() if x.get("verdict")]
+        lines.append("Against " + baseline + ": " + "; ".join(f"**{s}** {w}" for s, w in judged) + ".")
     best = min(aware, key=lambda s: summary[s]["final_loss"]["mean"]) if aware else None
     if best is None or base is None:
         return lines, best
     b, r = summary[best], base
     lines.append(
         f"Best model-aware strategy **{best}**: {fmt(b['final_loss'])} vs {baseline} {fmt(r['final_loss'])} "
-        f"(ratio {r['final_loss']['mean'] / b['final_loss']['mean']:.3f}); it {verdict(b['final_loss'], r['final_loss'])}.")
+        f"(ratio {r['final_loss']['mean'] / b['final_loss']['mean']:.3f}), after {fmt(b['selection_seconds'], 0)} s "
+        f"of selecting against {fmt(b['train_seconds'], 0)} s of training.")
+    if not labelled(facts):
+        return lines, best
     pool_noise = noisy_share({k: v / max(sum(facts['truth'].values()), 1) for k, v in facts["truth"].items()})
     lines.append(
         f"Noisy rows (shuffled, garbage, truncated, empty, duplicates left after dedup): {100 * pool_noise:.1f}% of the "
@@ -66,14 +78,16 @@ def pool_conclusion(pool: str, facts: dict, summary: dict, baseline: str, model_
 def _strategy_table(summary: dict, baseline: str, facts: dict) -> list[str]:
     base = summary.get(baseline, {}).get("final_loss", {}).get("mean")
     rows = ["| strategy | final held-out loss | ratio vs " + baseline + " | exact match | noisy rows selected | "
-            "steps | train tokens | train s | re-score resp. tokens | re-score s |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "steps | train tokens | train s | selection tokens | selection s | gain per selection-hour (nats) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, x in summary.items():
         ratio = f"{base / x['final_loss']['mean']:.3f}" if base and x["final_loss"]["mean"] else "n/a"
-        rows.append(f"| {s} | {fmt(x['final_loss'])} | {ratio} | {fmt(x['final_exact_match'])} | "
-                    f"{100 * noisy_share(x['truth_all']):.1f}% | {'/'.join(map(str, x['steps']))} | "
-                    f"{x['train_tokens']['mean']:.0f} | {x['train_seconds']['mean']:.1f} | "
-                    f"{x['rescore_response_tokens']['mean']:.0f} | {x['rescore_seconds']['mean']:.1f} |")
+        gain = x.get("gain_per_selection_hour")
+        noisy = f"{100 * noisy_share(x['truth_all']):.1f}%" if labelled(facts) else "n/a (no labels)"
+        rows.append(f"| {s} | {fmt(x['final_loss'])} | {ratio} | {fmt(x['final_exact_match'])} | {noisy} | "
+                    f"{'/'.join(map(str, x['steps']))} | {x['train_tokens']['mean']:.0f} | {x['train_seconds']['mean']:.1f} | "
+                    f"{x['selection_tokens']['mean']:.0f} | {x['selection_seconds']['mean']:.1f} | "
+                    f"{'n/a' if gain is None else f'{gain:+.4f}'} |")
     return rows
 
 
@@ -88,11 +102,12 @@ def pool_plots(pool: str, facts: dict, summary: dict, runs: list[dict], out: Pat
                            d / "per_skill_loss.png", f"{pool}: final held-out loss per skill (± 1 std over seeds)",
                            plots.LOSS_UNIT, {k: v["loss"] for k, v in facts["base_eval"]["sets"].items()})
     shown.append(("Final held-out loss per skill", p))
-    p = plots.grouped_bars({s: {k: v["exact_match"] for k, v in x["skills"].items()} for s, x in summary.items()},
-                           d / "per_skill_exact_match.png", f"{pool}: final exact match per skill (greedy decoding)",
-                           "exact match (fraction of held-out rows)",
-                           {k: v["exact_match"] for k, v in facts["base_eval"]["sets"].items()})
-    shown.append(("Final exact match per skill", p))
+    if facts["base_eval"]["mean_exact_match"] is not None:  # evaluation.exact_match off: loss only
+        p = plots.grouped_bars({s: {k: v["exact_match"] for k, v in x["skills"].items()} for s, x in summary.items()},
+                               d / "per_skill_exact_match.png", f"{pool}: final exact match per skill (greedy decoding)",
+                               "exact match (fraction of held-out rows)",
+                               {k: v["exact_match"] for k, v in facts["base_eval"]["sets"].items()})
+        shown.append(("Final exact match per skill", p))
     total = max(sum(facts["truth"].values()), 1)
     p = plots.stacked_shares({"pool": {k: v / total for k, v in facts["truth"].items()},
                               **{s: x["truth_all"] for s, x in summary.items()}},
@@ -130,7 +145,9 @@ def write_comparison_report(results: dict[str, Any], summary: dict[str, Any], ou
              f"seed {spec['base_seed']}). Budget: {spec['budget']} of the deduplicated pool per round, {spec['rounds']} "
              f"rounds, the same optimizer steps for every strategy (`full`: one pass over every row each round, gradient "
              f"accumulation raised so it takes the same steps, up to rounding). Held-out sets are weighted equally across skills. Std = sample std over "
-             f"seeds; \"beats\" means the mean is lower by more than two times the larger of the two stds.", "",
+             f"seeds. A strategy \"beats\" the baseline when a one-sided Welch t-test on the seeds' final losses gives "
+             f"p < {ALPHA} after multiplying p by the number of variants tried (Bonferroni). Selection cost: the scoring, "
+             f"re-scoring, ranking and selecting a strategy's choice needs; training cost: its train stages.", "",
              "## Conclusion", ""]
     sections, bests = [], {}
     for pool, facts in results["pools"].items():
@@ -138,18 +155,28 @@ def write_comparison_report(results: dict[str, Any], summary: dict[str, Any], ou
         bests[pool] = best
         lines += [f"- **{pool}** ({facts['description'] or 'pool'}): " + " ".join(found)]
         sections += [f"## Pool `{pool}`", "", facts["description"], "",
-                     f"{facts['generated']['pool_rows']} rows generated, {facts['rows_after_dedup']} after dedup; "
-                     f"noise kinds after dedup: {facts['truth']}; skills: {facts['skill']}. Base model held-out loss "
+                     (f"{facts['generated']['pool_rows']} rows read from {facts['generated']['source']} (held out: "
+                      f"{facts['generated']['heldout']}), {facts['rows_after_dedup']} selectable after dedup and the split; "
+                      if "source" in facts["generated"] else
+                      f"{facts['generated']['pool_rows']} rows generated, {facts['rows_after_dedup']} after dedup; ")
+                     + f"noise kinds after dedup: {facts['truth']}; skills: {facts['skill']}. Base model held-out loss "
                      f"{facts['base_eval']['mean_loss']:.3f}. Scoring the pool: {facts['score']['rows']} rows x "
                      f"{facts['score']['texts_per_row']} texts, {facts['score']['response_tokens']} response tokens per "
                      f"text, {facts['score']['seconds']:.1f} s of wall time (0 when it came from the content cache).", ""]
         sections += _strategy_table(summary[pool], baseline, facts) + [""]
         for caption, rel in pool_plots(pool, facts, summary[pool], [r for r in results["runs"] if r["pool"] == pool], out):
             sections += [f"### {caption}", "", f"![{caption}]({rel})", ""]
-    wins = [p for p, b in bests.items() if b and beats(summary[p][b]["final_loss"], summary[p][baseline]["final_loss"])]
-    lines += ["", ("A model-aware strategy beats " + baseline + " by more than two standard deviations on: "
+    wins = [p for p, b in bests.items() if b and (summary[p][b].get("verdict") or {}).get("p_corrected") is not None
+            and summary[p][b]["verdict"]["p_corrected"] < ALPHA]
+    tried = len(spec["strategies"]) - 1 + spec.get("tried_before", 0)
+    lines += ["", ("A model-aware strategy beats " + baseline + " after correcting for the variants tried on: "
                    + ", ".join(wins) + ".") if wins else
-              f"No model-aware strategy beats {baseline} by more than two standard deviations on any pool.", ""]
+              f"No model-aware strategy beats {baseline} after correcting for the variants tried on any pool.",
+              "", f"Variants compared with {baseline}: {tried} ({len(spec['strategies']) - 1} in this spec, "
+              f"{spec.get('tried_before', 0)} tried on these pools before it)."]
+    chosen = spec.get("chosen_after_results") or {}
+    lines += (["Chosen after looking at earlier results: " + "; ".join(f"{s} ({why})" for s, why in chosen.items()) + "."]
+              if chosen else ["No strategy of this spec was declared as chosen after looking at earlier results."]) + [""]
     page = out / "report.md"
     out.mkdir(parents=True, exist_ok=True)
     tmp = page.with_suffix(".md.tmp")

@@ -94,7 +94,9 @@ def write_page(data: dict[str, Any], info: dict[str, Any], out: Path) -> Path:
     shown.append(("Held-out loss over rounds", plots.loss_over_rounds(
         series, facts["base_eval"]["mean_loss"], out / "heldout_loss.png", f"run {info['run_id'][:8]}: held-out loss")))
     checkpoints = {"base": facts["base_eval"], **{f"round {x['round']}": x["eval"] for x in rounds}}
-    for metric, label, unit in (("loss", "loss", plots.LOSS_UNIT), ("exact_match", "exact match", "exact match (fraction)")):
+    metrics = [("loss", "loss", plots.LOSS_UNIT)] + ([("exact_match", "exact match", "exact match (fraction)")]
+                                                     if facts["base_eval"]["mean_exact_match"] is not None else [])
+    for metric, label, unit in metrics:
         values = {name: {s: {"mean": v[metric], "std": None} for s, v in ev["sets"].items()} for name, ev in checkpoints.items()}
         shown.append((f"Held-out {label} per skill", plots.grouped_bars(
             values, out / f"per_skill_{metric}.png", f"held-out {label} per set, per checkpoint", unit)))

@@ -18,12 +18,16 @@ reference's score tensor does (0.999 -> 1.0; many exact ties).
 
 `score_rows` is the fast path: conditional and prior sequences of all rows are sorted by length,
 packed into right-padded batches under a token budget, and run through one forward per batch (the two
-kinds mixed); the LM head is applied only at the positions that predict span tokens.
+kinds mixed); the LM head is applied only at the positions that predict span tokens. It is
+`plan_scoring` (sequences, batches and contrast partners, over all rows), `mean_span_losses` over the
+planned batches and `finish_scoring`: the score stage's shards (execution.shards) each run a contiguous
+group of the planned batches, with the same bits as one pass.
 `score_rows_unbatched` is the naive per-row loop (one full forward per text, batch size 1), kept as
 the benchmark baseline and the equivalence oracle.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -143,10 +147,12 @@ def pad_batch(seqs: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tenso
 
 
 def mean_span_losses(model, seqs: Sequence[Encoded], pad_id: int, batch_tokens: int = 8192,
-                     progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: ProgressFn | None = None,
+                     batches: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean CE over each sequence's span (NaN for an empty span) and the span token counts.
 
-    Length-bucketed, token-budgeted batches; one forward per batch under inference_mode.
+    Length-bucketed, token-budgeted batches (or the given `batches`; a sequence in none of them gets
+    NaN and count 0); one forward per batch under inference_mode.
     """
     n = len(seqs)
     sums = torch.zeros(n, dtype=torch.float64)
@@ -156,7 +162,7 @@ def mean_span_losses(model, seqs: Sequence[Encoded], pad_id: int, batch_tokens: 
     lengths = [len(s.input_ids) for s in seqs]
     done = 0
     with torch.inference_mode():
-        for batch in length_buckets(lengths, batch_tokens):
+        for batch in length_buckets(lengths, batch_tokens) if batches is None else batches:
             live = [i for i in batch if lengths[i] > max(seqs[i].span_start, 1)]
             if live:
                 ids, mask, starts = pad_batch([seqs[i] for i in live], pad_id, device)
@@ -192,6 +198,52 @@ def _result(loss_cond, loss_prior, n_tokens, truncated, variant, precision) -> d
     }
 
 
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What `score_rows` puts through the model, fixed before the first forward: the sequences
+    (conditional, prior, then one conditional per contrast partner and row) and their length-bucketed
+    batches over all rows. Any split of `batches` scores to the same bits (a sequence's mean depends
+    only on its own batch)."""
+    seqs: list[Encoded]
+    batches: list[list[int]]
+    rows: int
+    partners: int  # contrast passes (0: no contrast)
+
+
+def plan_scoring(tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None, max_length: int,
+                 batch_tokens: int = 8192, contrast_seed: int | None = None, contrast_partners: int = 1,
+                 response_share: float = RESPONSE_SHARE) -> ScoringPlan:
+    """The plan of `score_rows` (`max_length` already capped by the model's context, see `token_budget`);
+    contrast partners are drawn once over all rows."""
+    cond, prior = encode_rows(tokenizer, rows, system_prompt, max_length, response_share)
+    seqs = cond + prior
+    n_partners = contrast_partners if contrast_seed is not None else 0
+    for k in range(n_partners):
+        swapped = swapped_rows(rows, partners(len(rows), contrast_seed + k))
+        seqs += [encode_conditional(tokenizer, row, system_prompt, max_length, response_share) for row in swapped]
+    return ScoringPlan(seqs, length_buckets([len(x.input_ids) for x in seqs], batch_tokens), len(rows), n_partners)
+
+
+def shard_batches(n_batches: int, shards: int) -> list[range]:
+    """`shards` contiguous groups of batch indices, sizes differing by at most one (empty when shards > n_batches)."""
+    bounds = [n_batches * i // shards for i in range(shards + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(shards)]
+
+
+def finish_scoring(plan: ScoringPlan, means: np.ndarray, variant: str = "ppl_ratio",
+                   precision: str = "fp32") -> dict[str, np.ndarray]:
+    """`score_rows`' result from the mean span loss of every planned sequence."""
+    n, cond = plan.rows, plan.seqs[: plan.rows]
+    result = _result(means[:n], means[n : 2 * n], [c.span_len for c in cond], [c.truncated for c in cond], variant, precision)
+    lengths = np.asarray([len(x.input_ids) for x in plan.seqs], dtype=np.int64)
+    result["tokens_conditional"], result["tokens_prior"] = lengths[:n], lengths[n : 2 * n]
+    if plan.partners:
+        k = plan.partners
+        result["loss_swapped"] = np.asarray(means[2 * n :], dtype=np.float64).reshape(k, n).mean(axis=0)
+        result["tokens_contrast"] = lengths[2 * n :].reshape(k, n).sum(axis=0)
+    return result
+
+
 def score_rows(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str | None,
                max_length: int = 256, batch_tokens: int = 8192, variant: str = "ppl_ratio",
                precision: str = "fp32", progress: ProgressFn | None = None,
@@ -205,24 +257,18 @@ def score_rows(model, tokenizer, rows: Sequence[dict[str, Any]], system_prompt: 
     cut to the budget (max_length capped by the model's context length). With `contrast_seed`,
     each response is also scored under `contrast_partners` other rows' prompts (one seeded
     derangement each, seeds contrast_seed, contrast_seed + 1, ...; curate.scoring.misalignment) in
-    the same batched pass; `loss_swapped` is the mean of those losses.
+    the same batched pass; `loss_swapped` is the mean of those losses. `tokens_conditional`,
+    `tokens_prior` (and `tokens_contrast`) count each row's tokens through the model per pass (the cost).
+    Equivalent to `plan_scoring`, `mean_span_losses` over the plan's batches, `finish_scoring`.
     """
     max_length = token_budget(max_length, getattr(model.config, "max_position_embeddings", None))
-    cond, prior = encode_rows(tokenizer, rows, system_prompt, max_length, response_share)
-    seqs = cond + prior
-    if contrast_seed is not None:
-        for k in range(contrast_partners):
-            swapped = swapped_rows(rows, partners(len(rows), contrast_seed + k))
-            seqs += [encode_conditional(tokenizer, row, system_prompt, max_length, response_share) for row in swapped]
-    n = len(rows)
-    passes = len(seqs) // max(n, 1)
+    plan = plan_scoring(tokenizer, rows, system_prompt, max_length, batch_tokens, contrast_seed, contrast_partners,
+                        response_share)
+    n = plan.rows
+    passes = len(plan.seqs) // max(n, 1)
     per_row = None if progress is None else (lambda done, _total: progress(done // passes, n))
-    means, _ = mean_span_losses(model, seqs, tokenizer.pad_token_id, batch_tokens, per_row)
-    n_tokens = [c.span_len for c in cond]
-    result = _result(means[:n], means[n : 2 * n], n_tokens, [c.truncated for c in cond], variant, precision)
-    if contrast_seed is not None:
-        result["loss_swapped"] = np.asarray(means[2 * n :], dtype=np.float64).reshape(contrast_partners, n).mean(axis=0)
-    return result
+    means, _ = mean_span_losses(model, plan.seqs, tokenizer.pad_token_id, progress=per_row, batches=plan.batches)
+    return finish_scoring(plan, means, variant, precision)
 
 
 def _single_span_loss(model, seq: Encoded, device) -> float:

@@ -1,4 +1,5 @@
-"""Selection baselines: a seeded random subset, and the IFD-only ranking (IterIT's score_type "IFD")."""
+"""Selection baselines: a seeded random subset, the IFD-only ranking (IterIT's score_type "IFD"), and a
+ranking by a per-row key (`longest`: response tokens; `rds`: RDS+ similarity, curate/selection/rds.py)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -23,3 +24,9 @@ def ifd_rank(scores: Sequence[float], k: int) -> list[int]:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     eligible = np.flatnonzero(s < ELIGIBLE_BELOW)
     return eligible[np.argsort(-s[eligible], kind="stable")][:k].tolist()
+
+
+def ranked_by(key: Sequence[float], row_ids: Sequence[str]) -> list[int]:
+    """Positions by `key` descending, ties by row_id; NaN keys last (the `longest` and `rds` rankings)."""
+    k = np.asarray(key, dtype=np.float64)
+    return sorted(range(len(k)), key=lambda p: (np.isnan(k[p]), -k[p] if not np.isnan(k[p]) else 0.0, row_ids[p]))

@@ -4,8 +4,9 @@
 round's `state.parquet` + `selection.parquet` tables) and returns this round's selection, its new
 state (`curate.schema.STATE`, the contract between rounds) and its stats. It owns:
 - the budget K (`selection_budget`);
-- eligibility: IFD below `selection.ifd_max`, and the mismatch gate (`mismatch_gate_on`);
-- revisit: with it off, rows trained in an earlier round are ineligible (`trained_before`);
+- eligibility: IFD below `selection.ifd_max`, and the mismatch gate (`SelectionParams.gate_on`);
+- revisit (`SelectionParams.revisit_on`): with it off, rows trained in an earlier round are
+  ineligible (`trained_before`);
 - the order and re-score window carried from the previous round;
 - the transition: which round first trained each row, and the next round's window.
 
@@ -20,10 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from curate.config import SelectionParams
 from curate.schema import SELECTION, STATE
 from curate.selection.iterit import selection_budget
-from curate.selection.rounds import (RESCORING, Selected, eligibility, ineligible_counts, mismatch_gate_on,
-                                     nothing_to_select, revisit_on, select_round, trained_before)
+from curate.selection.baselines import ranked_by
+from curate.selection.rounds import (FRESH_CAPABLE, RANKED, Selected, eligibility, ineligible_counts,
+                                     nothing_to_select, select_round, trained_before)
 
 
 @dataclass
@@ -33,20 +36,23 @@ class RoundOutcome:
     stats: dict[str, Any]
 
 
-def advance(s: dict[str, Any], seed: int, round_index: int, row_ids: list[str], responses: Sequence[str],
-            scores: np.ndarray, margin: np.ndarray, previous_state: pa.Table | None = None,
-            previous_selection: pa.Table | None = None) -> RoundOutcome:
-    """Round `round_index` under the `selection` parameters `s`; `scores`/`margin` by pool position
-    (the previous state updated with any re-scored window). Raises NothingToSelect when no row is
-    eligible."""
-    gate = mismatch_gate_on(s["mismatch_gate"], s["mode"])
-    eligible, why_not = eligibility(scores, margin, s["ifd_max"], gate, s["mismatch_margin"])
-    k = selection_budget(len(row_ids), s["ratio"])
+def advance(s: SelectionParams | dict[str, Any], seed: int, round_index: int, row_ids: list[str],
+            responses: Sequence[str], scores: np.ndarray, margin: np.ndarray, previous_state: pa.Table | None = None,
+            previous_selection: pa.Table | None = None, ranking_key: np.ndarray | None = None) -> RoundOutcome:
+    """Round `round_index` under the `selection` parameters `s` (the stage's dict is validated here);
+    `scores`/`margin` by pool position (the previous state updated with any re-scored window);
+    `ranking_key` by pool position for the RANKED strategies (response tokens, RDS+ similarity).
+    Raises NothingToSelect when no row is eligible."""
+    s = SelectionParams.model_validate(s)
+    if s.strategy in RANKED:  # baselines: neither IFD nor the gate decides who may be picked
+        eligible, why_not = np.isfinite(scores), [None if np.isfinite(x) else "score is NaN" for x in scores]
+    else:
+        eligible, why_not = eligibility(scores, margin, s.ifd_max, s.gate_on, s.mismatch_margin)
+    k = selection_budget(len(row_ids), s.ratio)
     trained = (dict(zip(previous_state["row_id"].to_pylist(), previous_state["trained_round"].to_pylist()))
                if previous_state is not None else {})
     trained_round = [trained.get(r) for r in row_ids]
-    revisit = revisit_on(s["revisit"], s["mode"])
-    if not revisit and s["strategy"] in RESCORING:
+    if not s.revisit_on and s.strategy in FRESH_CAPABLE:
         for p, reason in enumerate(trained_before(trained_round, round_index)):
             if reason and eligible[p]:
                 eligible[p], why_not[p] = False, reason
@@ -59,8 +65,9 @@ def advance(s: dict[str, Any], seed: int, round_index: int, row_ids: list[str], 
         prev_sel = [Selected(pos[d["row_id"]], d["rank"], d["ifd"], d["diversity"], d["score"], d["reason"])
                     for d in (previous_selection.to_pylist() if previous_selection is not None else [])]
     result = select_round(
-        s["strategy"], s["mode"], round_index, order, scores, responses, k, s["update_ratio"], s["decay"],
-        seed, window=window, previous=prev_sel, eligible=eligible, revisit=revisit,
+        s.strategy, s.mode, round_index, order, scores, responses, k, s.update_ratio, s.decay,
+        seed, window=window, previous=prev_sel, eligible=eligible, revisit=s.revisit_on,
+        ranking=ranked_by(ranking_key, row_ids) if ranking_key is not None else None, ranking_key=ranking_key,
     )
     if not result.selected:
         raise nothing_to_select(round_index, why_not)
@@ -69,7 +76,7 @@ def advance(s: dict[str, Any], seed: int, round_index: int, row_ids: list[str], 
             trained_round[x.position] = round_index
     selection = pa.Table.from_pylist(
         [{"row_id": row_ids[x.position], "round": round_index, "rank": x.rank, "ifd": x.ifd, "diversity": x.diversity,
-          "score": x.score, "strategy": s["strategy"], "reason": x.reason} for x in result.selected],
+          "score": x.score, "strategy": s.strategy, "reason": x.reason} for x in result.selected],
         schema=SELECTION,
     )
     next_window = set(result.next_window)
@@ -82,7 +89,7 @@ def advance(s: dict[str, Any], seed: int, round_index: int, row_ids: list[str], 
         "in_next_window": [p in next_window for p in result.order],
         "trained_round": [trained_round[p] for p in result.order],
     }, schema=STATE)
-    stats = {"round": round_index, "k": k, "selected": len(result.selected), "strategy": s["strategy"],
-             "mode": s["mode"], "next_window": len(next_window), "eligible": int(eligible.sum()),
+    stats = {"round": round_index, "k": k, "selected": len(result.selected), "strategy": s.strategy,
+             "mode": s.mode, "next_window": len(next_window), "eligible": int(eligible.sum()),
              **ineligible_counts(why_not)}
     return RoundOutcome(selection, state, stats)

@@ -11,12 +11,16 @@ reference carries its `order`. Strategies:
 - `diversity-only`: the greedy with every complexity set to 1 (TF-IDF diversity alone), selected once.
 - `random`: a fresh seeded random draw of K rows every round.
 - `full`: every row, every round.
+- `longest`, `rds`: a fixed ranking of the pool computed once (response length in tokens; RDS+
+  similarity to the target rows, curate/selection/rds.py); every round takes the first K eligible
+  rows of it. Eligibility here is a finite score and, with revisit off, not trained before: neither
+  IFD nor the mismatch gate applies to these baselines.
 
 Window for the next round: `faithful` takes the first update_ratio*K positions of the new order (the
 reference: picked + parked ineligible + next best); `clean` takes the first update_ratio*K eligible
 positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
 
-`revisit=False` (not in the reference; for iterit and ifd-only; `selection.revisit`, `revisit_on`) makes every row trained in an earlier
+`revisit=False` (not in the reference; for iterit, ifd-only, longest and rds; `selection.revisit`, `SelectionParams.revisit_on`) makes every row trained in an earlier
 round ineligible (`trained_before`), and leaves this round's picks out of the next window: each round
 then trains on rows no earlier round trained, as a fresh random draw mostly does.
 """
@@ -30,9 +34,11 @@ import numpy as np
 
 from curate.selection.iterit import ELIGIBLE_BELOW, Pick, greedy_select_detailed, reorder_detailed, rescore_window
 
-Strategy = Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full"]
-STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full")
+Strategy = Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"]
+STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds")
 RESCORING = ("iterit", "ifd-only")  # strategies whose later rounds re-score a window
+RANKED = ("longest", "rds")  # strategies that follow a ranking fixed before round 0
+FRESH_CAPABLE = RESCORING + RANKED  # strategies that `selection.revisit: off` keeps from re-picking trained rows
 
 
 @dataclass
@@ -50,16 +56,6 @@ class RoundSelection:
     order: list[int]
     selected: list[Selected]
     next_window: list[int] = field(default_factory=list)
-
-
-def mismatch_gate_on(gate: str, mode: str) -> bool:
-    """The misalignment gate is a non-reference option: `auto` turns it on in clean mode only."""
-    return gate == "on" or (gate == "auto" and mode == "clean")
-
-
-def revisit_on(revisit: str, mode: str) -> bool:
-    """Re-picking rows trained before is the reference's behaviour: `auto` keeps it in faithful mode only."""
-    return revisit == "on" or (revisit == "auto" and mode == "faithful")
 
 
 def eligibility(ifd: Sequence[float], margin: Sequence[float], ifd_max: float = ELIGIBLE_BELOW,
@@ -144,12 +140,14 @@ def select_round(
     strategy: Strategy, mode: Literal["clean", "faithful"], round_index: int, order: list[int] | None,
     scores: Sequence[float], responses: Sequence[str], k: int, update_ratio: float, decay: float,
     seed: int, window: list[int] | None = None, previous: list[Selected] | None = None,
-    eligible: Sequence[bool] | None = None, revisit: bool = True,
+    eligible: Sequence[bool] | None = None, revisit: bool = True, ranking: Sequence[int] | None = None,
+    ranking_key: Sequence[float] | None = None,
 ) -> RoundSelection:
     """Select round `round_index`. `order`/`window`/`previous` come from the previous round (None in round 0).
 
     `eligible[p]` defaults to the reference's `scores[p] < 1`; callers pass it to add gates (and, with
-    `revisit` off, to exclude rows trained before: `trained_before`).
+    `revisit` off, to exclude rows trained before: `trained_before`). `ranking`: the positions in the
+    order of a RANKED strategy (`curate.selection.baselines.ranked_by`), `ranking_key` its key by position.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -165,6 +163,15 @@ def select_round(
         rng = np.random.default_rng([seed, round_index])
         chosen = rng.permutation(np.asarray(positions))[:k].tolist()
         sel = [Selected(p, r, float(scores[p]), None, float("nan"), f"random draw (seed {seed}, round {round_index})") for r, p in enumerate(chosen)]
+        return RoundSelection(positions, sel)
+    if strategy in RANKED:
+        if ranking is None or ranking_key is None:
+            raise ValueError(f"strategy {strategy!r} needs its ranking of the pool")
+        alive = set(positions)
+        chosen = [p for p in ranking if p in alive and eligible[p]][:k]
+        what = "response tokens" if strategy == "longest" else "RDS+ similarity"
+        sel = [Selected(p, r, float(scores[p]), None, float(ranking_key[p]),
+                        f"{strategy} pick {r}: {what} {float(ranking_key[p]):.4g}") for r, p in enumerate(chosen)]
         return RoundSelection(positions, sel)
     if strategy in ("static-ifd", "diversity-only") and previous is not None:
         sel = [Selected(s.position, s.rank, s.ifd, s.diversity, s.score, f"{s.reason} (selected in round 0, reused)") for s in previous]

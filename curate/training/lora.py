@@ -17,15 +17,16 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from curate.artifacts import digest
+from curate.config import LoraParams
 from curate.models.loading import adapter_base, is_adapter_dir, read_base_ref, write_base_ref
 
 CHECKPOINTING = {"use_reentrant": False}
 _COMPARED = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """`auto`/None: cuda when available, else cpu; `cuda` without a CUDA device is an error."""
-    if name in (None, "auto"):
+def resolve_device(name: str) -> torch.device:
+    """`auto`: cuda when available, else cpu; `cuda` without a CUDA device is an error."""
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"training.device is {name!r} but torch sees no CUDA device; set training.device: cpu or auto")
@@ -47,35 +48,31 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def lora_enabled(lora: dict[str, Any] | None) -> bool:
-    return bool(lora and lora.get("enabled"))
-
-
-def _lora_config(lora: dict[str, Any]):
+def _lora_config(lora: LoraParams):
     from peft import LoraConfig
 
-    return LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
-def _check_same_adapter(model, lora: dict[str, Any], checkpoint: Path) -> None:
+def _check_same_adapter(model, lora: LoraParams, checkpoint: Path) -> None:
     cfg = model.peft_config["default"]
     found = {k: getattr(cfg, attr) for k, attr in _COMPARED.items()}
     found["target_modules"] = sorted(cfg.target_modules)
-    wanted = {k: lora[k] for k in _COMPARED} | {"target_modules": sorted(lora["target_modules"])}
+    wanted = {k: getattr(lora, k) for k in _COMPARED} | {"target_modules": sorted(lora.target_modules)}
     if found != wanted:
         raise ValueError(f"the adapter in {checkpoint} has {found}, but training.lora asks for {wanted}; a run keeps "
                          f"one adapter shape across rounds (change training.lora back, or start a new run)")
 
 
-def load_trainable(checkpoint: Path, lora: dict[str, Any] | None, device: torch.device,
+def load_trainable(checkpoint: Path, lora: LoraParams, device: torch.device,
                    gradient_checkpointing: bool = False) -> tuple[Any, dict[str, str] | None]:
     """(model in float32 on `device`, base reference or None) to train from `checkpoint`.
 
     Full training: `checkpoint` is a model directory. LoRA: a model directory (the base: fresh
     adapters, initialised from the torch RNG) or an adapter directory (its adapter, trainable)."""
     checkpoint = Path(checkpoint)
-    if not lora_enabled(lora):
+    if not lora.enabled:
         if is_adapter_dir(checkpoint):
             raise ValueError(f"{checkpoint} is a LoRA adapter but training.lora.enabled is false; a run keeps one "
                              f"training mode across rounds")

@@ -34,10 +34,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from curate.config import AdaptOnline, FilterThenWeightOnline, OnlineParams
 from curate.scoring.ifd import pad_batch, per_token_span_losses
 from curate.training.state import derived_seed
-
-POLICIES = ("uniform", "adapt", "filter-then-weight", "greats", "random-in-batch")
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Policy:
     needs_anchors = False
     reweights = False  # True: weights come from the training forward's hidden states (`reweight`)
 
-    def __init__(self, cfg: dict[str, Any], *, seed: int, round_index: int, pad_id: int, device, anchors=(), texts=()):
+    def __init__(self, cfg: OnlineParams, *, seed: int, round_index: int, pad_id: int, device, anchors=(), texts=()):
         self.cfg, self.seed, self.round_index, self.pad_id, self.device = cfg, seed, round_index, pad_id, device
         self.anchors = list(anchors)  # Example objects
         if self.needs_anchors and not self.anchors:
@@ -99,7 +98,7 @@ class RandomInBatch(Policy):
     name = "random-in-batch"
 
     def choose(self, model, optimizer, candidates, example_ids, step, lr):
-        k = _keep_count(len(candidates), self.cfg["keep_ratio"])
+        k = _keep_count(len(candidates), self.cfg.keep_ratio)
         perm = torch.randperm(len(candidates), generator=_generator(self.seed, self.round_index, step, 17)).tolist()
         return Decision(sorted(perm[:k]))
 
@@ -110,7 +109,7 @@ class _GradientPolicy(Policy):
     needs_anchors = True
 
     def _targets(self, step: int) -> list:
-        n = min(self.cfg["target_batch"], len(self.anchors))
+        n = min(self.cfg.target_batch, len(self.anchors))
         perm = torch.randperm(len(self.anchors), generator=_generator(self.seed, self.round_index, step, 29)).tolist()
         return [self.anchors[i] for i in perm[:n]]
 
@@ -158,7 +157,7 @@ class Greats(_GradientPolicy):
         n = len(candidates)
         G = self._gram(model, candidates, step)
         tracin = G[:n, n:].mean(dim=1)
-        picks = greats_select(tracin.cpu().numpy(), G[:n, :n].cpu().numpy(), _keep_count(n, self.cfg["keep_ratio"]), lr)
+        picks = greats_select(tracin.cpu().numpy(), G[:n, :n].cpu().numpy(), _keep_count(n, self.cfg.keep_ratio), lr)
         return Decision(sorted(picks), scores=[float(tracin[i]) for i in sorted(picks)],
                         metrics={"score_mean": float(tracin.mean()), "score_std": float(tracin.std()) if n > 1 else 0.0})
 
@@ -166,7 +165,7 @@ class Greats(_GradientPolicy):
 class FilterThenWeight(_GradientPolicy):
     name = "filter-then-weight"
 
-    def __init__(self, cfg, **kw):
+    def __init__(self, cfg: FilterThenWeightOnline, **kw):
         super().__init__(cfg, **kw)
         self._projection = None
 
@@ -176,7 +175,7 @@ class FilterThenWeight(_GradientPolicy):
 
         modules = selection_modules(model)
         weights = [m.weight for m in modules.values()]
-        precond = adam_preconditioner(optimizer, weights, variant=self.cfg["precond_variant"])
+        precond = adam_preconditioner(optimizer, weights, variant=self.cfg.precond_variant)
         return {name: d.sqrt() for name, d in zip(modules, precond)}
 
     def choose(self, model, optimizer, candidates, example_ids, step, lr):
@@ -185,17 +184,17 @@ class FilterThenWeight(_GradientPolicy):
 
         n = len(candidates)
         scales = self._scales(model, optimizer)
-        p = self.cfg["projection_dim"]
+        p = self.cfg.projection_dim
         if p and self._projection is None:
             dim = sum(s.numel() for s in scales.values())
             self._projection = RademacherProjection(dim, p, seed=self.seed)
         G = self._gram(model, candidates, step, scale=scales, projection=self._projection if p else None).cpu().numpy()
         K, b = G[:n, :n], G[:n, n:].mean(axis=1)  # b_i = u_i · mean(u_targets)
-        k = _keep_count(n, self.cfg["keep_ratio"])
-        lam = self.cfg["lam"]
+        k = _keep_count(n, self.cfg.keep_ratio)
+        lam = self.cfg.lam
         selected, weights = filter_then_weight_kernel(
-            K, b, k, lr, lam=lam, candidates=min(n, math.ceil(self.cfg["filter_factor"] * k)),
-            require_positive=self.cfg["require_positive"])
+            K, b, k, lr, lam=lam, candidates=min(n, math.ceil(self.cfg.filter_factor * k)),
+            require_positive=self.cfg.require_positive)
         # F(w)/F(0) = (wᵀK_SS w − 2λ b_Sᵀw + λ²‖u_T‖²) / λ²‖u_T‖²
         start = lam**2 * float(G[n:, n:].mean())  # λ²‖mean(u_targets)‖²
         idx = np.array(selected, dtype=int)
@@ -209,23 +208,21 @@ class Adapt(Policy):
     name = "adapt"
     needs_anchors = True
 
-    def __init__(self, cfg, *, texts=(), **kw):
+    def __init__(self, cfg: AdaptOnline, *, texts=(), **kw):
         super().__init__(cfg, texts=texts, **kw)
         self.centroid: torch.Tensor | None = None
-        standardize = cfg["standardize"] == "on" or (cfg["standardize"] == "auto" and cfg["signal"] == "bm25")
-        self.standardize = standardize
-        self.reweights = cfg["signal"] == "embed"
+        self.reweights = cfg.signal == "embed"
         self.bm25: np.ndarray | None = None
-        if cfg["signal"] == "bm25":  # once, before training (docs/online-selection.md (7))
+        if cfg.signal == "bm25":  # once, before training (docs/online-selection.md (7))
             from curate.selection.bm25 import bm25_scores
 
             scores = np.asarray(bm25_scores(list(texts), [a.text for a in self.anchors]), dtype=np.float64)
-            if standardize:
+            if cfg.standardize_on:
                 scores = (scores - scores.mean()) / max(scores.std(), 1e-8)
             self.bm25 = scores
 
     def start_step(self, model, step_in_round):
-        if self.reweights and (self.centroid is None or step_in_round % self.cfg["refresh_every"] == 0):
+        if self.reweights and (self.centroid is None or step_in_round % self.cfg.refresh_every == 0):
             self.centroid = self._encode_anchors(model)
 
     @torch.no_grad()
@@ -242,7 +239,7 @@ class Adapt(Policy):
     def _gate(self, scores: torch.Tensor, standardize: bool) -> torch.Tensor:
         from curate.selection.adapt import adapt_weights
 
-        return adapt_weights(scores, tau=self.cfg["tau"], w_min=self.cfg["w_min"], w_max=self.cfg["w_max"], standardize=standardize)
+        return adapt_weights(scores, tau=self.cfg.tau, w_min=self.cfg.w_min, w_max=self.cfg.w_max, standardize=standardize)
 
     def choose(self, model, optimizer, candidates, example_ids, step, lr):
         if self.reweights:
@@ -255,7 +252,7 @@ class Adapt(Policy):
         from curate.selection.adapt import adapt_scores_from_centroid
 
         scores = adapt_scores_from_centroid(hidden.detach().float(), mask, self.centroid)
-        return self._gate(scores, standardize=self.standardize), scores
+        return self._gate(scores, standardize=self.cfg.standardize_on), scores
 
     def state(self):
         return {"centroid": None if self.centroid is None else self.centroid.tolist()}
@@ -268,8 +265,6 @@ class Adapt(Policy):
 POLICY_CLASSES = {c.name: c for c in (Policy, RandomInBatch, Greats, FilterThenWeight, Adapt)}
 
 
-def make_policy(cfg: dict[str, Any] | None, **kw) -> Policy:
-    cfg = cfg or {"policy": "uniform"}
-    if cfg["policy"] not in POLICY_CLASSES:
-        raise ValueError(f"training.online.policy must be one of {POLICIES}, got {cfg['policy']!r}")
-    return POLICY_CLASSES[cfg["policy"]](cfg, **kw)
+def make_policy(cfg: OnlineParams, **kw) -> Policy:
+    """The policy of the `training.online` section (one member of the union, already validated)."""
+    return POLICY_CLASSES[cfg.policy](cfg, **kw)

@@ -1,4 +1,6 @@
-"""One training round of supervised fine-tuning on the selected rows (docs/iterit.md §9).
+"""One training round of supervised fine-tuning on the selected rows (docs/iterit.md §9), as a recipe:
+`RoundConfig` (the hyper-parameters), `TrainerState` (what `trainer_state/state.json` holds) and
+`RoundRecipe` (setup, train_step, save_state / load_state, run).
 
 - Loss: causal-LM cross-entropy on the response span only (equivalent to labels = input ids on the
   span, -100 elsewhere; the span includes the end-of-turn token, as the reference's `output + eos`
@@ -33,7 +35,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -43,15 +45,15 @@ import torch
 from transformers import AutoTokenizer
 
 from curate.artifacts import atomic_path, digest, text_digest
+from curate.config import LoraParams, OnlineParams, TrainingParams, UniformOnline
 from curate.models.chat import Encoded, encode_conditional, use_chat_template
 from curate.models.loading import context_length
 from curate.models.truncation import RESPONSE_SHARE, token_budget
 from curate.schema import user_text
 from curate.scoring.ifd import pad_batch, per_token_span_losses
-from curate.training.lora import (autocast, autocast_dtype, load_trainable, lora_enabled, resolve_device, save_weights,
-                                  without_checkpointing)
-from curate.training.online import Policy, make_policy
-from curate.training.schedule import lr_at
+from curate.training.lora import autocast, autocast_dtype, load_trainable, resolve_device, save_weights, without_checkpointing
+from curate.training.online import Decision, Policy, make_policy
+from curate.training.schedule import lr_at, warmup_steps_for
 from curate.training.state import (
     TRAINER_STATE,
     derived_seed,
@@ -211,199 +213,268 @@ def inprogress_dir(out_dir: Path) -> Path:
     return out_dir.parent / f"{INPROGRESS_PREFIX}{out_dir.name}"
 
 
-def _fingerprint(checkpoint_in: Path, examples: list[Example], hyper: dict[str, Any]) -> str:
-    """What an in-round checkpoint must match to be resumed: input weights, examples (and anchors), hyper-parameters."""
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps([e.encoded.input_ids, e.encoded.spans, e.weight, e.row_id]).encode())
-    return text_digest(digest(checkpoint_in), h.hexdigest(), hyper)
+@dataclass(frozen=True)
+class RoundConfig:
+    """A round's hyper-parameters (`from_params`: from the typed `training` section, as the train stage does)."""
+    system_prompt: str
+    max_length: int  # token budget, capped by the model's context length
+    batch_size: int
+    grad_accum: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    total_steps: int  # planned optimizer steps of the whole run (all rounds): the schedule spans them
+    schedule: str
+    seed: int
+    round_index: int
+    epochs: int = 1
+    save_every: int = 0  # an in-round checkpoint every N optimizer steps (0 = off)
+    online: OnlineParams = field(default_factory=UniformOnline)  # the step's policy (training.online)
+    lora: LoraParams = field(default_factory=LoraParams)  # disabled: full weights
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast on CUDA with bf16 support)
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    response_share: float = RESPONSE_SHARE  # how rows longer than max_length are cut (curate.models.truncation)
+    assistant_turns: str = "last"  # last | all
+    chat_template: str | None = None  # replaces the tokenizer's
+
+    @classmethod
+    def from_params(cls, t: TrainingParams, *, system_prompt: str, chat_template: str | None, seed: int,
+                    round_index: int, total_steps: int) -> RoundConfig:
+        return cls(system_prompt=system_prompt, max_length=t.max_length, batch_size=t.batch_size,
+                   grad_accum=t.grad_accum, lr=t.lr, weight_decay=t.weight_decay,
+                   warmup_steps=warmup_steps_for(total_steps, t.warmup_ratio), total_steps=total_steps,
+                   schedule=t.schedule, seed=seed, round_index=round_index, epochs=t.epochs_per_round,
+                   save_every=t.save_every, online=t.online, lora=t.lora, precision=t.precision,
+                   gradient_checkpointing=t.gradient_checkpointing, device=t.device, response_share=t.response_share,
+                   assistant_turns=t.assistant_turns, chat_template=chat_template)
 
 
-def _save_checkpoint(path: Path, model, optimizer, state: dict[str, Any], tokenizer=None,
-                     base_ref: dict[str, str] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        save_weights(model, tmp, base_ref)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        save_optimizer(optimizer, tmp / TRAINER_STATE)
-        write_state(tmp / TRAINER_STATE, state)
+@dataclass
+class TrainerState:
+    """`trainer_state/state.json` of a checkpoint (`curate.training.state.read_state` reads it as a dict).
+
+    A completed round keeps the counters and the schedule; an in-round checkpoint also the data
+    order, the log and lineage so far and the policy's state."""
+    global_step: int  # optimizer steps of the run so far: the schedule position
+    round_index: int
+    step_in_round: int
+    steps_in_round: int
+    completed: bool
+    orders: list[list[int]] | None  # the round's data order, one permutation per epoch
+    log: list[dict[str, Any]]  # LOG_SCHEMA rows so far, with each step's `seconds`
+    lineage: list[dict[str, Any]]  # LINEAGE_SCHEMA rows so far
+    policy: dict[str, Any]  # the online policy's state (ADAPT's anchor centroid)
+    rng: dict[str, Any]  # torch RNG states (`curate.training.state.rng_state`)
+    fingerprint: str | None  # what a resumed call must match (`RoundRecipe.fingerprint`); None without save_every
+    seed: int
+    total_steps: int
+    warmup_steps: int
+    schedule: str
+    base_lr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
-def train_round(
-    checkpoint_in: Path,
-    out_dir: Path,
-    rows: Sequence[dict],
-    *,
-    system_prompt: str,
-    max_length: int,
-    batch_size: int,
-    grad_accum: int,
-    lr: float,
-    weight_decay: float,
-    warmup_steps: int,
-    total_steps: int,
-    schedule: str,
-    epochs: int = 1,
-    seed: int,
-    round_index: int,
-    save_every: int = 0,
-    progress: Progress | None = None,
-    row_weights: Sequence[float] | None = None,
-    online: dict[str, Any] | None = None,
-    anchors: Sequence[dict] = (),
-    device: str | None = None,
-    lora: dict[str, Any] | None = None,
-    precision: str = "fp32",
-    gradient_checkpointing: bool = False,
-    response_share: float = RESPONSE_SHARE,
-    assistant_turns: str = "last",
-    chat_template: str | None = None,
-) -> RoundResult:
-    """Train one round from `checkpoint_in` on `rows` and write the checkpoint to `out_dir`.
+@dataclass
+class StepTotals:
+    """What the micro-batches of one optimizer step add up to."""
+    denom: float  # sum_i n_i over the chosen rows (1 when none): every micro-batch loss is divided by it
+    loss: float = 0.0
+    tokens: int = 0
+    response_tokens: int = 0
+    weighted: float = 0.0  # sum_i w_i * n_i
+    weights: list[float] = field(default_factory=list)  # w_i of every chosen row, in order
+    scores: list[float | None] = field(default_factory=list)
 
-    `total_steps` is the planned number of optimizer steps of the whole run (all rounds); the
-    schedule position is the global step stored in `checkpoint_in/trainer_state` (0 for a bare
-    model). With `save_every > 0` an in-round checkpoint is written every `save_every` steps to
-    `out_dir.parent/.inprogress-<name>/`; calling again with the same arguments resumes from it.
-    `online` is the `training.online` parameter section (None: uniform); `anchors` are the rows the
-    anchor-based policies (adapt, greats, filter-then-weight) take their target from. `lora` is the
-    `training.lora` section (None or disabled: full weights); `precision` fp32 | bf16 | auto (bf16
-    autocast on CUDA with bf16 support); `device` auto | cpu | cuda. Rows longer than `max_length`
-    (capped by the model's context length) are cut by `curate.models.truncation` with
-    `response_share`; `assistant_turns` last | all; `chat_template` replaces the tokenizer's.
+
+class RoundRecipe:
+    """One training round from `checkpoint_in` on `rows`, written to `out_dir`.
+
+    The schedule position is the global step stored in `checkpoint_in/trainer_state` (0 for a bare
+    model). With `config.save_every > 0` an in-round checkpoint is written every `save_every` steps
+    to `out_dir.parent/.inprogress-<name>/`; running the same recipe again resumes from it.
+    `row_weights` are static loss weights per row; `anchors` are the rows the anchor-based policies
+    (adapt, greats, filter-then-weight) take their target from; `progress` is called after every step.
     """
-    checkpoint_in, out_dir = Path(checkpoint_in), Path(out_dir)
-    dev = resolve_device(device)
-    amp = autocast_dtype(precision, dev)
-    tokenizer = use_chat_template(AutoTokenizer.from_pretrained(checkpoint_in), chat_template)
-    max_length = token_budget(max_length, context_length(checkpoint_in))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples, skipped = build_examples(tokenizer, rows, system_prompt, max_length, row_weights, response_share,
-                                       assistant_turns)
-    anchor_examples, _ = build_examples(tokenizer, anchors, system_prompt, max_length, response_share=response_share)
-    policy_cfg = dict(online or {"policy": "uniform"})
-    prev_state = read_state(checkpoint_in)
-    global_start = int(prev_state["global_step"]) if prev_state else 0
-    hyper = dict(
-        system_prompt=system_prompt, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule,
-        epochs=epochs, seed=seed, round_index=round_index, online=policy_cfg, response_share=response_share,
-        assistant_turns=assistant_turns,
-        anchors=[[a.encoded.input_ids, a.encoded.span_start] for a in anchor_examples],
-        lora=lora if lora_enabled(lora) else None, autocast=str(amp),
-    )
-    partial = inprogress_dir(out_dir)
-    fingerprint = _fingerprint(checkpoint_in, examples, hyper) if save_every > 0 else None
-    resume = read_state(partial) if save_every > 0 else None
-    if resume is not None and resume.get("fingerprint") != fingerprint:
-        resume = None  # left by a different call: start over
-    if resume is None and partial.exists():
-        shutil.rmtree(partial)
 
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), _deterministic():
-        torch.manual_seed(derived_seed(seed, round_index))
-        model, base_ref = load_trainable(partial if resume else checkpoint_in, lora, dev, gradient_checkpointing)
-        model.train()
-        optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, weight_decay=weight_decay)
-        policy = make_policy(policy_cfg, seed=seed, round_index=round_index, pad_id=pad_id, device=dev,
-                             anchors=anchor_examples, texts=[e.text for e in examples])
+    def __init__(self, config: RoundConfig, checkpoint_in: Path, out_dir: Path, rows: Sequence[dict], *,
+                 row_weights: Sequence[float] | None = None, anchors: Sequence[dict] = (),
+                 progress: Progress | None = None):
+        self.config, self.rows, self.row_weights, self.anchors, self.progress = config, rows, row_weights, anchors, progress
+        self.checkpoint_in, self.out_dir = Path(checkpoint_in), Path(out_dir)
+        self.partial = inprogress_dir(self.out_dir)
+        self.device = resolve_device(config.device)
+        self.amp = autocast_dtype(config.precision, self.device)
+
+    def run(self) -> RoundResult:
+        """Set up, train every step of the round (from where a killed call stopped), save the checkpoint."""
+        c = self.config
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), _deterministic():
+            self.setup()
+            for k in range(self.state.step_in_round, len(self.plan)):
+                row = self.train_step(k)
+                if c.save_every > 0 and (k + 1) % c.save_every == 0 and k + 1 < len(self.plan):
+                    self.save_state(self.partial)
+                if self.progress is not None:
+                    self.progress(k + 1, len(self.plan), row["loss"], row["tokens"] / max(row["seconds"], 1e-9))
+            self.save_state(self.out_dir, completed=True)
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        log = self.state.log
+        return RoundResult(self.out_dir, len(self.plan), log[-1]["loss"] if log else float("nan"),
+                           pa.Table.from_pylist(log, schema=LOG_SCHEMA),
+                           pa.Table.from_pylist(self.state.lineage, schema=LINEAGE_SCHEMA), len(self.examples),
+                           self.skipped, sum(e.encoded.truncated for e in self.examples), [r["seconds"] for r in log])
+
+    def setup(self) -> None:
+        """Tokenizer, examples, model, optimizer and policy; resume from an in-round checkpoint of the same call,
+        else continue the optimizer of `checkpoint_in`. The model's fresh weights (LoRA) come from a torch RNG
+        seeded by (seed, round): a round's result is a function of its inputs, not of the process history."""
+        c = self.config
+        self._encode()
+        previous = read_state(self.checkpoint_in)
+        self.global_start = TrainerState.from_dict(previous).global_step if previous else 0
+        fingerprint = self.fingerprint() if c.save_every > 0 else None
+        resume = read_state(self.partial) if c.save_every > 0 else None
+        if resume is not None and resume.get("fingerprint") != fingerprint:
+            resume = None  # left by a different call: start over
+        if resume is None and self.partial.exists():
+            shutil.rmtree(self.partial)
+        torch.manual_seed(derived_seed(c.seed, c.round_index))
+        self.model, self.base_ref = load_trainable(self.partial if resume else self.checkpoint_in, c.lora, self.device,
+                                                   c.gradient_checkpointing)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr, weight_decay=c.weight_decay)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.policy = make_policy(c.online, seed=c.seed, round_index=c.round_index, pad_id=self.pad_id,
+                                  device=self.device, anchors=self.anchor_examples, texts=[e.text for e in self.examples])
         if resume:
-            load_optimizer(optimizer, partial / TRAINER_STATE)
-            orders = resume["orders"]
-            start, log_rows, lineage_rows = int(resume["step_in_round"]), list(resume["log"]), list(resume["lineage"])
-            policy.load_state(resume["policy"])
-            set_rng_state(resume["rng"])
+            self.load_state(self.partial)
         else:
-            if prev_state is not None:
-                load_optimizer(optimizer, checkpoint_in / TRAINER_STATE)
-            orders = [epoch_order(len(examples), seed, round_index, e) for e in range(epochs)]
-            start, log_rows, lineage_rows = 0, [], []
-        plan = _plan(orders, batch_size, grad_accum)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
+            if previous is not None:
+                load_optimizer(self.optimizer, self.checkpoint_in / TRAINER_STATE)
+            orders = [epoch_order(len(self.examples), c.seed, c.round_index, e) for e in range(c.epochs)]
+            self.state = TrainerState(self.global_start, c.round_index, 0, 0, False, orders, [], [], {}, {}, fingerprint,
+                                      c.seed, c.total_steps, c.warmup_steps, c.schedule, c.lr)
+        self.plan = _plan(self.state.orders, c.batch_size, c.grad_accum)
+        self.state.steps_in_round = len(self.plan)
 
-        def state(step_in_round: int, completed: bool) -> dict[str, Any]:
-            return {
-                "global_step": global_start + step_in_round,
-                "round_index": round_index,
-                "step_in_round": step_in_round,
-                "steps_in_round": len(plan),
-                "completed": completed,
-                "orders": None if completed else orders,
-                "log": [] if completed else log_rows,
-                "lineage": [] if completed else lineage_rows,
-                "policy": {} if completed else policy.state(),
-                "rng": rng_state(),
-                "fingerprint": fingerprint,
-                "seed": seed,
-                "total_steps": total_steps,
-                "warmup_steps": warmup_steps,
-                "schedule": schedule,
-                "base_lr": lr,
-            }
+    def _encode(self) -> None:
+        """The tokenizer (with the configured chat template), the token budget capped by the model's context,
+        the training examples and the anchors."""
+        c = self.config
+        self.tokenizer = tok = use_chat_template(AutoTokenizer.from_pretrained(self.checkpoint_in), c.chat_template)
+        self.max_length = token_budget(c.max_length, context_length(self.checkpoint_in))
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.examples, self.skipped = build_examples(tok, self.rows, c.system_prompt, self.max_length, self.row_weights,
+                                                     c.response_share, c.assistant_turns)
+        self.anchor_examples, _ = build_examples(tok, self.anchors, c.system_prompt, self.max_length,
+                                                 response_share=c.response_share)
 
-        for k in range(start, len(plan)):
-            t0 = time.perf_counter()
-            epoch, micro_batches = plan[k]
-            step = global_start + k + 1
-            step_lr = lr_at(global_start + k, total_steps, warmup_steps, lr, schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = step_lr
-            candidate_ids = [i for mb in micro_batches for i in mb]
-            with autocast(dev, amp), without_checkpointing(model):
-                policy.start_step(model, k)
-                decision = policy.choose(model, optimizer, [examples[i] for i in candidate_ids], candidate_ids, step, step_lr)
-            chosen = [candidate_ids[j] for j in decision.indices]
-            # the chosen rows keep the step's micro-batch size; each micro-batch's loss is over sum_i n_i of the step
-            groups = [list(range(j, min(j + batch_size, len(chosen)))) for j in range(0, len(chosen), batch_size)]
-            denom = float(sum(examples[i].n_response for i in chosen)) or 1.0
-            optimizer.zero_grad(set_to_none=True)
-            step_loss, tokens, response_tokens, weighted = 0.0, 0, 0, 0.0
-            kept_weights, kept_scores = [], []
-            for group in groups:
-                with autocast(dev, amp):
-                    mb = micro_batch_loss(model, [examples[chosen[j]] for j in group], pad_id, denom, dev,
-                                          weights=None if decision.weights is None else [decision.weights[j] for j in group],
-                                          policy=policy, example_ids=[chosen[j] for j in group])
-                mb.loss.backward()
-                step_loss += mb.loss.item()
-                tokens += mb.tokens
-                response_tokens += mb.response_tokens
-                weighted += mb.weighted_tokens
-                kept_weights += mb.weights
-                kept_scores += mb.scores if mb.scores is not None else (
-                    [decision.scores[j] for j in group] if decision.scores is not None else [None] * len(group))
-            if chosen:
-                if policy_cfg.get("loss", "normalized") == "normalized" and weighted not in (0.0, denom):
-                    # sum w*CE / sum n  ->  sum w*CE / sum w*n (a weighted token mean)
-                    scale = denom / weighted
-                    for prm in params:
-                        if prm.grad is not None:
-                            prm.grad.mul_(scale)
-                    step_loss *= scale
-                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                optimizer.step()
-            seconds = time.perf_counter() - t0
-            scored = [x for x in kept_scores if x is not None]
-            log_rows.append(
-                dict(step=step, round=round_index, epoch=epoch, loss=step_loss, lr=step_lr,
-                     tokens=tokens, response_tokens=response_tokens, seconds=seconds,
-                     candidates=len(candidate_ids), kept=len(chosen), weight_sum=float(sum(kept_weights)),
-                     residual=decision.metrics.get("residual"),
-                     score_mean=decision.metrics.get("score_mean", float(np.mean(scored)) if scored else None),
-                     score_std=decision.metrics.get("score_std", float(np.std(scored)) if scored else None))
-            )
-            lineage_rows += [dict(row_id=examples[i].row_id, step=step, weight=w, score=sc)
-                             for i, w, sc in zip(chosen, kept_weights, kept_scores)]
-            if save_every > 0 and (k + 1) % save_every == 0 and k + 1 < len(plan):
-                _save_checkpoint(partial, model, optimizer, state(k + 1, completed=False), base_ref=base_ref)
-            if progress is not None:
-                progress(k + 1, len(plan), step_loss, tokens / max(seconds, 1e-9))
+    def fingerprint(self) -> str:
+        """What an in-round checkpoint must match to be resumed: input weights, examples, anchors, hyper-parameters."""
+        c = self.config
+        hyper = dict(
+            system_prompt=c.system_prompt, max_length=self.max_length, batch_size=c.batch_size, grad_accum=c.grad_accum,
+            lr=c.lr, weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, total_steps=c.total_steps,
+            schedule=c.schedule, epochs=c.epochs, seed=c.seed, round_index=c.round_index, online=c.online.model_dump(),
+            response_share=c.response_share, assistant_turns=c.assistant_turns,
+            anchors=[[a.encoded.input_ids, a.encoded.span_start] for a in self.anchor_examples],
+            lora=c.lora.model_dump() if c.lora.enabled else None, autocast=str(self.amp),
+        )
+        h = hashlib.sha256()
+        for e in self.examples:
+            h.update(json.dumps([e.encoded.input_ids, e.encoded.spans, e.weight, e.row_id]).encode())
+        return text_digest(digest(self.checkpoint_in), h.hexdigest(), hyper)
 
-        _save_checkpoint(out_dir, model, optimizer, state(len(plan), completed=True), tokenizer, base_ref)
-    if partial.exists():
-        shutil.rmtree(partial)
-    log = pa.Table.from_pylist(log_rows, schema=LOG_SCHEMA)
-    lineage = pa.Table.from_pylist(lineage_rows, schema=LINEAGE_SCHEMA)
-    final_loss = log_rows[-1]["loss"] if log_rows else float("nan")
-    return RoundResult(out_dir, len(plan), final_loss, log, lineage, len(examples), skipped,
-                       sum(e.encoded.truncated for e in examples), [r["seconds"] for r in log_rows])
+    def train_step(self, k: int) -> dict[str, Any]:
+        """Optimizer step `k` of the round (0-based): the policy's choice among the step's candidate rows, the
+        weighted loss of the chosen ones, clipping and AdamW. Returns the step's log row."""
+        c, t0 = self.config, time.perf_counter()
+        epoch, micro_batches = self.plan[k]
+        step = self.global_start + k + 1
+        step_lr = lr_at(self.global_start + k, c.total_steps, c.warmup_steps, c.lr, c.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = step_lr
+        candidate_ids = [i for mb in micro_batches for i in mb]
+        with autocast(self.device, self.amp), without_checkpointing(self.model):
+            self.policy.start_step(self.model, k)
+            decision = self.policy.choose(self.model, self.optimizer, [self.examples[i] for i in candidate_ids],
+                                          candidate_ids, step, step_lr)
+        chosen = [candidate_ids[j] for j in decision.indices]
+        t = self._backward(chosen, decision)
+        if chosen:
+            self._update(t)
+        seconds = time.perf_counter() - t0
+        scored = [x for x in t.scores if x is not None]
+        row = dict(step=step, round=c.round_index, epoch=epoch, loss=t.loss, lr=step_lr, tokens=t.tokens,
+                   response_tokens=t.response_tokens, seconds=seconds, candidates=len(candidate_ids), kept=len(chosen),
+                   weight_sum=float(sum(t.weights)), residual=decision.metrics.get("residual"),
+                   score_mean=decision.metrics.get("score_mean", float(np.mean(scored)) if scored else None),
+                   score_std=decision.metrics.get("score_std", float(np.std(scored)) if scored else None))
+        self.state.log.append(row)
+        self.state.lineage += [dict(row_id=self.examples[i].row_id, step=step, weight=w, score=sc)
+                               for i, w, sc in zip(chosen, t.weights, t.scores)]
+        self.state.step_in_round, self.state.global_step = k + 1, step
+        return row
+
+    def _backward(self, chosen: list[int], decision: Decision) -> StepTotals:
+        """Gradients of the step loss over the chosen rows. They keep the step's micro-batch size; each
+        micro-batch's loss is over sum_i n_i of the whole step."""
+        size = self.config.batch_size
+        t = StepTotals(float(sum(self.examples[i].n_response for i in chosen)) or 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        for group in (list(range(j, min(j + size, len(chosen)))) for j in range(0, len(chosen), size)):
+            with autocast(self.device, self.amp):
+                mb = micro_batch_loss(self.model, [self.examples[chosen[j]] for j in group], self.pad_id, t.denom,
+                                      self.device,
+                                      weights=None if decision.weights is None else [decision.weights[j] for j in group],
+                                      policy=self.policy, example_ids=[chosen[j] for j in group])
+            mb.loss.backward()
+            t.loss += mb.loss.item()
+            t.tokens += mb.tokens
+            t.response_tokens += mb.response_tokens
+            t.weighted += mb.weighted_tokens
+            t.weights += mb.weights
+            t.scores += mb.scores if mb.scores is not None else (
+                [decision.scores[j] for j in group] if decision.scores is not None else [None] * len(group))
+        return t
+
+    def _update(self, t: StepTotals) -> None:
+        """Clip at MAX_GRAD_NORM and take the AdamW step. `loss: normalized` first turns
+        sum w*CE / sum n into sum w*CE / sum w*n, a weighted token mean (docs/online-selection.md (2))."""
+        if self.config.online.loss == "normalized" and t.weighted not in (0.0, t.denom):
+            scale = t.denom / t.weighted
+            for prm in self.params:
+                if prm.grad is not None:
+                    prm.grad.mul_(scale)
+            t.loss *= scale
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+
+    def save_state(self, path: Path, completed: bool = False) -> None:
+        """Weights (or the adapter), optimizer and trainer state at `path`: an in-round checkpoint, or with
+        `completed` the round's checkpoint (with the tokenizer; counters and schedule only)."""
+        state = replace(self.state, completed=completed, policy={} if completed else self.policy.state(), rng=rng_state())
+        if completed:
+            state = replace(state, orders=None, log=[], lineage=[])
+        with atomic_path(path) as tmp:
+            save_weights(self.model, tmp, self.base_ref)
+            if completed:
+                self.tokenizer.save_pretrained(tmp)
+            save_optimizer(self.optimizer, tmp / TRAINER_STATE)
+            write_state(tmp / TRAINER_STATE, state.to_dict())
+
+    def load_state(self, path: Path) -> None:
+        """Resume from the in-round checkpoint at `path`: optimizer, position, log, lineage, policy and RNG
+        (its weights are loaded by `setup`)."""
+        load_optimizer(self.optimizer, path / TRAINER_STATE)
+        self.state = TrainerState.from_dict(read_state(path))
+        self.policy.load_state(self.state.policy)
+        set_rng_state(self.state.rng)

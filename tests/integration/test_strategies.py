@@ -7,7 +7,8 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CASES = [("iterit", "faithful", "auto"), ("ifd-only", "clean", "on"), ("static-ifd", "clean", "auto"),
-         ("diversity-only", "clean", "auto"), ("random", "clean", "auto"), ("full", "clean", "auto"), ("iterit", "clean", "auto")]
+         ("diversity-only", "clean", "auto"), ("random", "clean", "auto"), ("full", "clean", "auto"), ("iterit", "clean", "auto"),
+         ("longest", "clean", "auto"), ("rds", "clean", "auto")]
 
 
 def test_each_strategy_runs_from_params(make_project):
@@ -38,3 +39,11 @@ def test_each_strategy_runs_from_params(make_project):
             state = pq.read_table(project.root / "data" / "rounds" / "round-1" / "select" / "state.parquet").to_pylist()
             why = {s["row_id"]: s["ineligible_reason"] for s in state}
             assert all(why[r] == "trained in round 0 (selection.revisit: off)" for r in subsets[0])
+        if strategy in ("longest", "rds"):  # one ranking, published with round 0; round 1 takes its next rows
+            ranking = pq.read_table(project.root / "data" / "rounds" / "round-0" / "ranking" / "ranking.parquet")
+            key = dict(zip(ranking["row_id"].to_pylist(), ranking["key"].to_pylist()))
+            assert len(key) == pool and not set(subsets[0]) & set(subsets[1])
+            assert min(key[r] for r in subsets[0]) >= max(key[r] for r in subsets[1])
+            state = pq.read_table(project.root / "data" / "rounds" / "round-1" / "select" / "state.parquet").to_pylist()
+            passed_over = [s["row_id"] for s in state if s["eligible"] and s["row_id"] not in subsets[1]]
+            assert passed_over and min(key[r] for r in subsets[1]) >= max(key[r] for r in passed_over)

@@ -86,7 +86,9 @@ def _run(seed, losses, truth):
                "overlap_prev": None if r == 0 else {"kept": 0.5, "jaccard": 0.3},
                "train": {"steps": 3, "tokens": 100, "response_tokens": 40, "seconds": 1.0}, "rescore": None}
               for r, l in enumerate(losses)]
-    return {"seed": seed, "rounds": rounds, "final": rounds[-1]["eval"], "steps": 3 * len(losses), "wall_seconds": 2.0}
+    cost = {"tokens": 10.0, "seconds": 5.0, "parts": {"score": {"tokens": 10.0, "seconds": 5.0}}}
+    return {"seed": seed, "rounds": rounds, "final": rounds[-1]["eval"], "steps": 3 * len(losses), "wall_seconds": 2.0,
+            "selection_cost": cost}
 
 
 def test_summary_averages_over_seeds():
@@ -132,3 +134,16 @@ def test_strategy_names_become_valid_mlflow_keys():
     assert key == "strategies.iterit-clean-gate_adapt.selection.strategy"
     _validate_param_name(key)
     _validate_metric_name(mlflow_key("noisy.random+filter-then-weight.final_loss.mean"))
+
+
+def test_a_strategy_switching_the_online_policy_replaces_the_base_policy_section():
+    from curate.compare.spec import CompareSpec
+    from curate.config import Params
+
+    base = Params.model_validate({"training": {"online": {"policy": "adapt", "tau": 2.0}}})
+    spec = CompareSpec.model_validate({"pools": {"p": {"size": 10}}, "seeds": [1], "strategies": {
+        "random": {}, "greats": {"training": {"online": {"policy": "greats", "keep_ratio": 0.25}}},
+        "adapt-tau": {"training": {"online": {"tau": 3.0}}}}})
+    assert spec.run_params(base, "greats", 1).training.online.keep_ratio == 0.25  # adapt's tau dropped, no error
+    assert spec.run_params(base, "adapt-tau", 1).training.online.tau == 3.0  # same policy: merged
+    assert spec.run_params(base, "random", 1).training.online.tau == 2.0

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from curate.config import Params, ParamsError, load_params
 
@@ -57,3 +58,61 @@ def test_the_mismatch_gate_without_contrast_scores_fails_fast():
             Params.model_validate({"scoring": {"contrast": False}, "selection": {"mismatch_gate": gate}})
     Params.model_validate({"scoring": {"contrast": False}, "selection": {"mismatch_gate": "off"}})
     Params.model_validate({"scoring": {"contrast": False}, "selection": {"mode": "faithful"}})
+
+
+def test_the_default_file_lists_only_the_uniform_policy():
+    """The other policies' fields are documented as comments: switching the policy needs no cleanup."""
+    online = yaml.safe_load((ROOT / "params" / "default.yaml").read_text())["training"]["online"]
+    assert online == {"policy": "uniform", "loss": "normalized"}
+
+
+def test_a_field_of_another_policy_names_its_policy_and_the_fix(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("training:\n  online:\n    policy: greats\n    keep_ratio: 0.25\n    tau: 2\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f)
+    msg = str(e.value)
+    assert "training.online: " in msg and "greats" not in msg.split("training.online: ")[0]
+    assert ("tau is a parameter of policy adapt, not of greats: remove training.online.tau, "
+            "or set training.online.policy: adapt") in msg
+    assert "keep_ratio" not in msg  # greats reads keep_ratio
+    f.write_text("training:\n  online:\n    policy: greats\n    keep_ratio: 0.25\n")
+    assert load_params(f).training.online.keep_ratio == 0.25
+
+
+def test_online_errors_name_the_dotted_path_without_the_policy_tag(tmp_path):
+    f = tmp_path / "p.yaml"
+    for body, expected in (("policy: adapt\n    tau: warm", "  training.online.tau: Input should be a valid number"),
+                           ("policy: adapt\n    temperature: 2", "  training.online.temperature: Extra inputs"),
+                           ("policy: best", "  training.online: training.online.policy must be one of uniform, "
+                                            "random-in-batch, greats, filter-then-weight, adapt")):
+        f.write_text(f"training:\n  online:\n    {body}\n")
+        with pytest.raises(ParamsError) as e:
+            load_params(f)
+        assert expected in str(e.value), str(e.value)
+
+
+def test_auto_settings_are_resolved_by_the_params():
+    from curate.config import AdaptOnline
+
+    assert AdaptOnline(signal="bm25").standardize_on and not AdaptOnline(signal="embed").standardize_on
+    assert AdaptOnline(signal="embed", standardize="on").standardize_on
+    assert not AdaptOnline(signal="bm25", standardize="off").standardize_on
+    assert Params().selection.gate_on and not Params().selection.revisit_on  # clean mode
+    faithful = Params.model_validate({"selection": {"mode": "faithful"}}).selection
+    assert not faithful.gate_on and faithful.revisit_on
+
+
+def test_execution_section_is_validated(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("execution:\n  runner: dask\n  shards: 4\n  address: tcp://10.0.0.5:8786\n")
+    e = load_params(f).execution
+    assert (e.runner, e.shards, e.address, e.workers) == ("dask", 4, "tcp://10.0.0.5:8786", 2)
+    for bad, key in (("runner: ray", "execution.runner"), ("shards: 0", "execution.shards"),
+                     ("workers: 0", "execution.workers"), ("threads_per_worker: 0", "execution.threads_per_worker")):
+        f.write_text(f"execution:\n  {bad}\n")
+        with pytest.raises(ParamsError, match=key):
+            load_params(f)
+    f.write_text("execution:\n  address: tcp://10.0.0.5:8786\n")  # a scheduler without the dask runner
+    with pytest.raises(ParamsError, match="execution.runner: dask"):
+        load_params(f)

@@ -18,7 +18,7 @@ def loss_rtol(tok) -> float:
     """Two float32 computations of the same token losses (other batch shapes) differ by rounding,
     dominated by the longest sum, the vocabulary's log-sum-exp: <= len(vocab) * eps relative."""
     return len(tok) * torch.finfo(torch.float32).eps
-from curate.training import train_round
+from curate.training import RoundConfig, RoundRecipe
 
 SYSTEM = "Answer briefly."
 MATH = [
@@ -99,11 +99,9 @@ def test_loss_is_token_weighted_and_matches_hugging_face_loss(base):
 def memorised(base, tmp_path_factory) -> Path:
     """The base model trained until it reproduces every answer of MATH + CAPITALS + MEMO."""
     out = tmp_path_factory.mktemp("eval") / "memorised"
-    train_round(
-        base, out, MATH + CAPITALS + [MEMO], system_prompt=SYSTEM, max_length=64, batch_size=6, grad_accum=1,
-        lr=1e-2, weight_decay=0.0, warmup_steps=0, total_steps=60, schedule="constant", epochs=60, seed=0,
-        round_index=0,
-    )
+    config = RoundConfig(system_prompt=SYSTEM, max_length=64, batch_size=6, grad_accum=1, lr=1e-2, weight_decay=0.0,
+                         warmup_steps=0, total_steps=60, schedule="constant", epochs=60, seed=0, round_index=0)
+    RoundRecipe(config, base, out, MATH + CAPITALS + [MEMO]).run()
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,11 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from curate.artifacts import digest
-from curate.config import LLAMA_LINEAR_MODULES
+from curate.config import LLAMA_LINEAR_MODULES, AdaptOnline, FilterThenWeightOnline, LoraParams
 from curate.models.loading import ModelLoadError, load_causal_lm
-from curate.training import lr_at, train_round
+from curate.training import RoundRecipe, lr_at
 from curate.training.state import read_state
-from test_training import ROWS, Killed, assert_adam_weights_agree, kwargs, make_base, resumed_with_another_rng
+from test_training import ROWS, Killed, assert_adam_weights_agree, config, make_base, resumed_with_another_rng
 
 LORA = dict(enabled=True, rank=4, alpha=8.0, dropout=0.0, target_modules=list(LLAMA_LINEAR_MODULES))
 ADAPTER = "adapter_model.safetensors"
@@ -31,13 +32,13 @@ def adapter(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / ADAPTER))
 
 
-def lora_kwargs(**over):
-    return kwargs(**{"lr": 2e-2, "lora": LORA, **over})
+def lora_config(**over):
+    return config(**{"lr": 2e-2, "lora": LoraParams(**LORA), **over})
 
 
 def test_lora_round_writes_the_adapter_and_leaves_the_base_alone(base, tmp_path):
     before = digest(base)
-    result = train_round(base, tmp_path / "r0", ROWS * 2, **lora_kwargs(epochs=4))
+    result = RoundRecipe(lora_config(epochs=4), base, tmp_path / "r0", ROWS * 2).run()
     losses = result.log.column("loss").to_pylist()
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.2  # a rank-4 adapter on a random 32-d model learns slowly
     out = tmp_path / "r0"
@@ -58,7 +59,7 @@ def test_adapter_loads_merged_and_matches_the_adapted_model(base, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs())
+    RoundRecipe(lora_config(), base, tmp_path / "r0", ROWS).run()
     merged, tok = load_causal_lm(tmp_path / "r0", dtype="float32", device="cpu")
     assert not any("lora" in n for n, _ in merged.named_parameters())
     unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "r0").eval()
@@ -72,24 +73,25 @@ def test_adapter_loads_merged_and_matches_the_adapted_model(base, tmp_path):
 
 def test_a_changed_or_missing_base_is_refused(tmp_path):
     base = make_base(tmp_path / "base")
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs(epochs=1))
-    config = json.loads((base / "config.json").read_text())
-    (base / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
+    RoundRecipe(lora_config(epochs=1), base, tmp_path / "r0", ROWS).run()
+    model_config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**model_config, "rms_norm_eps": 1e-5}))
     with pytest.raises(ModelLoadError, match="changed"):
         load_causal_lm(tmp_path / "r0")
     with pytest.raises(ModelLoadError, match="changed"):  # training on from it is refused too
-        train_round(tmp_path / "r0", tmp_path / "r1", ROWS, **lora_kwargs(epochs=1, round_index=1))
+        RoundRecipe(lora_config(epochs=1, round_index=1), tmp_path / "r0", tmp_path / "r1", ROWS).run()
     shutil.rmtree(base)
     with pytest.raises(ModelLoadError, match="gone"):
         load_causal_lm(tmp_path / "r0")
 
 
 def test_one_training_mode_and_adapter_shape_per_run(base, tmp_path):
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs(epochs=1))
+    RoundRecipe(lora_config(epochs=1), base, tmp_path / "r0", ROWS).run()
     with pytest.raises(ValueError, match="lora.enabled is false"):
-        train_round(tmp_path / "r0", tmp_path / "full", ROWS, **kwargs(epochs=1, round_index=1))
+        RoundRecipe(config(epochs=1, round_index=1), tmp_path / "r0", tmp_path / "full", ROWS).run()
     with pytest.raises(ValueError, match="one adapter shape"):
-        train_round(tmp_path / "r0", tmp_path / "r8", ROWS, **lora_kwargs(epochs=1, round_index=1, lora={**LORA, "rank": 8}))
+        rank8 = lora_config(epochs=1, round_index=1, lora=LoraParams(**{**LORA, "rank": 8}))
+        RoundRecipe(rank8, tmp_path / "r0", tmp_path / "r8", ROWS).run()
 
 
 def test_adapter_schedule_and_moments_continue_across_rounds(base, tmp_path):
@@ -97,10 +99,10 @@ def test_adapter_schedule_and_moments_continue_across_rounds(base, tmp_path):
     # Copies of one row make every epoch's batch the same tensor whatever the data order, so the two runs do
     # the same float operations on this machine and must agree bit for bit.
     rows = [ROWS[0]] * 3
-    kw = lora_kwargs(batch_size=len(rows), grad_accum=1, warmup_steps=2, total_steps=6)
-    train_round(base, tmp_path / "one", rows, **{**kw, "epochs": 6})
-    train_round(base, tmp_path / "r0", rows, **{**kw, "epochs": 3})
-    r1 = train_round(tmp_path / "r0", tmp_path / "r1", rows, **{**kw, "epochs": 3, "round_index": 1})
+    kw = lora_config(batch_size=len(rows), grad_accum=1, warmup_steps=2, total_steps=6)
+    RoundRecipe(replace(kw, epochs=6), base, tmp_path / "one", rows).run()
+    RoundRecipe(replace(kw, epochs=3), base, tmp_path / "r0", rows).run()
+    r1 = RoundRecipe(replace(kw, epochs=3, round_index=1), tmp_path / "r0", tmp_path / "r1", rows).run()
     assert r1.log.column("lr").to_pylist() == pytest.approx([lr_at(s, 6, 2, 2e-2) for s in (3, 4, 5)])
     assert read_state(tmp_path / "r1")["global_step"] == 6
     assert json.loads((tmp_path / "r1" / "base.json").read_text())["path"] == str(base.resolve())  # still the base
@@ -110,26 +112,26 @@ def test_adapter_schedule_and_moments_continue_across_rounds(base, tmp_path):
     # control: the round-0 adapter without its trainer state restarts the schedule and moments
     bare = tmp_path / "bare"
     shutil.copytree(tmp_path / "r0", bare, ignore=shutil.ignore_patterns("trainer_state"))
-    train_round(bare, tmp_path / "fresh", rows, **{**kw, "epochs": 3, "round_index": 1})
+    RoundRecipe(replace(kw, epochs=3, round_index=1), bare, tmp_path / "fresh", rows).run()
     assert max(float((adapter(tmp_path / "fresh")[n] - w_one[n]).abs().max()) for n in w_one) > 1e-3
 
 
 def test_lora_resume_inside_a_round_gives_bit_identical_adapter(tmp_path):
     # adapter and attention dropout make the result depend on the RNG state the checkpoint restores
     base = make_base(tmp_path / "base", attention_dropout=0.2)
-    kw = lora_kwargs(epochs=2, save_every=2, lora={**LORA, "dropout": 0.2})
-    full = train_round(base, tmp_path / "full" / "r0", ROWS, **kw)
+    kw = lora_config(epochs=2, save_every=2, lora=LoraParams(**{**LORA, "dropout": 0.2}))
+    full = RoundRecipe(kw, base, tmp_path / "full" / "r0", ROWS).run()
 
     def kill_after_step_3(step, *a):
         if step == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        train_round(base, tmp_path / "run" / "r0", ROWS, progress=kill_after_step_3, **kw)
+        RoundRecipe(kw, base, tmp_path / "run" / "r0", ROWS, progress=kill_after_step_3).run()
     partial = tmp_path / "run" / ".inprogress-r0"
     assert read_state(partial)["step_in_round"] == 2 and (partial / ADAPTER).is_file()
     resumed_steps = []
-    resumed = train_round(base, tmp_path / "run" / "r0", ROWS, progress=lambda s, *a: resumed_steps.append(s), **kw)
+    resumed = RoundRecipe(kw, base, tmp_path / "run" / "r0", ROWS, progress=lambda s, *a: resumed_steps.append(s)).run()
     assert resumed_steps[0] == 3 and not partial.exists()
     w_full, w_res = adapter(tmp_path / "full" / "r0"), adapter(tmp_path / "run" / "r0")
     assert w_full.keys() == w_res.keys()
@@ -145,9 +147,9 @@ def test_lora_resume_inside_a_round_gives_bit_identical_adapter(tmp_path):
 
 
 def test_gradient_checkpointing_trains_the_same_adapter(base, tmp_path):
-    kw = lora_kwargs(epochs=1)
-    plain = train_round(base, tmp_path / "plain", ROWS, **kw)
-    ckpt = train_round(base, tmp_path / "ckpt", ROWS, gradient_checkpointing=True, **kw)
+    kw = lora_config(epochs=1)
+    plain = RoundRecipe(kw, base, tmp_path / "plain", ROWS).run()
+    ckpt = RoundRecipe(replace(kw, gradient_checkpointing=True), base, tmp_path / "ckpt", ROWS).run()
     # recomputed activations: the same function, up to float32 summation order in backward
     vocab = AutoConfig.from_pretrained(base).vocab_size
     eps = torch.finfo(torch.float32).eps
@@ -158,27 +160,25 @@ def test_gradient_checkpointing_trains_the_same_adapter(base, tmp_path):
 
 
 def test_bf16_autocast_keeps_fp32_weights_and_close_losses(base, tmp_path):
-    kw = lora_kwargs(epochs=1)
-    fp32 = train_round(base, tmp_path / "fp32", ROWS, **kw)
-    bf16 = train_round(base, tmp_path / "bf16", ROWS, precision="bf16", **kw)
+    kw = lora_config(epochs=1)
+    fp32 = RoundRecipe(kw, base, tmp_path / "fp32", ROWS).run()
+    bf16 = RoundRecipe(replace(kw, precision="bf16"), base, tmp_path / "bf16", ROWS).run()
     # bf16 keeps 8 significand bits (relative rounding 2**-8 per op); the first step's loss is a mean of many
     assert bf16.log.column("loss")[0].as_py() == pytest.approx(fp32.log.column("loss")[0].as_py(), rel=2e-2)
     assert bf16.log.column("loss").to_pylist() != fp32.log.column("loss").to_pylist()  # autocast did run in bf16
     assert all(t.dtype == torch.float32 for t in adapter(tmp_path / "bf16").values())
 
 
-ONLINE = {"keep_ratio": 0.5, "target_batch": 2, "loss": "normalized", "precond_variant": "A", "filter_factor": 1.0,
-          "lam": 1.0, "require_positive": False, "projection_dim": 0, "signal": "embed", "tau": 1.0, "w_min": 0.0,
-          "w_max": 10.0, "standardize": "auto", "refresh_every": 2}
+ONLINE = {"adapt": AdaptOnline(refresh_every=2), "filter-then-weight": FilterThenWeightOnline(target_batch=2)}
 
 
 @pytest.mark.parametrize("policy", ["adapt", "filter-then-weight"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_online_policies_train_the_adapter(base, tmp_path, policy, checkpointing):
     anchors = [{**r, "response": f"The sum is {i}."} for i, r in enumerate(ROWS[:3])]
-    kw = lora_kwargs(batch_size=4, grad_accum=1, epochs=2)
-    result = train_round(base, tmp_path / "r0", ROWS, online={**ONLINE, "policy": policy}, anchors=anchors,
-                         gradient_checkpointing=checkpointing, **kw)
+    kw = lora_config(batch_size=4, grad_accum=1, epochs=2)
+    result = RoundRecipe(replace(kw, online=ONLINE[policy], gradient_checkpointing=checkpointing), base, tmp_path / "r0",
+                         ROWS, anchors=anchors).run()
     log = result.log.to_pylist()
     lineage = result.lineage.to_pylist()
     assert lineage and all(x["score"] is not None for x in lineage)  # the policy scored every trained row
@@ -187,7 +187,7 @@ def test_online_policies_train_the_adapter(base, tmp_path, policy, checkpointing
         assert all(x["residual"] is not None for x in log)
     else:
         assert len({round(x["weight"], 6) for x in lineage}) > 1  # it weighted rows unequally
-    train_round(base, tmp_path / "u", ROWS, **kw)
+    RoundRecipe(kw, base, tmp_path / "u", ROWS).run()
     a, b = adapter(tmp_path / "r0"), adapter(tmp_path / "u")
     assert a.keys() == b.keys() and any(not torch.allclose(a[n], b[n]) for n in a)
 
@@ -198,7 +198,7 @@ def test_mlflow_logs_the_adapter_with_its_base(base, tmp_path, monkeypatch):
     from curate.tracking import mlflow_tracking as mt
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs(epochs=1))
+    RoundRecipe(lora_config(epochs=1), base, tmp_path / "r0", ROWS).run()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         with mlflow.start_run(experiment_id=mt.experiment_id("lora", str(tmp_path / "artifacts"))) as run:
@@ -219,7 +219,7 @@ def test_mlflow_logs_the_adapter_with_its_base(base, tmp_path, monkeypatch):
 def test_export_merged_writes_the_merged_model(base, tmp_path):
     from curate.export import write_merged_model
 
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs(epochs=1))
+    RoundRecipe(lora_config(epochs=1), base, tmp_path / "r0", ROWS).run()
     entry = write_merged_model(tmp_path / "r0", tmp_path / "export")
     out = tmp_path / "export" / "model"
     assert entry["dir"] == "model" and entry["digest"] == digest(out)
@@ -238,6 +238,6 @@ def test_adapter_checkpoints_hold_no_pickle(base, tmp_path):
 
     src = inspect.getsource(lora_mod)
     assert "torch.load(" not in src and "import pickle" not in src
-    train_round(base, tmp_path / "r0", ROWS, **lora_kwargs(epochs=1))
+    RoundRecipe(lora_config(epochs=1), base, tmp_path / "r0", ROWS).run()
     suffixes = {p.suffix for p in (tmp_path / "r0").rglob("*") if p.is_file()}
     assert suffixes <= {".safetensors", ".json", ".jinja", ".md"}, suffixes  # no .bin / .pt

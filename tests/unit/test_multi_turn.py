@@ -2,6 +2,7 @@
 with the same per-token span losses as the single-span path."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from curate.models.tiny_llama import build_tiny_llama
 from curate.models.tokenizer import train_tokenizer
 from curate.scoring.ifd import pad_batch, per_token_span_losses
-from curate.training import train_round
+from curate.training import RoundConfig, RoundRecipe
 from curate.training.trainer import build_examples, micro_batch_loss
 
 SYSTEM = "You are terse."
@@ -82,10 +83,10 @@ def test_a_mask_of_one_span_equals_the_span_start_path(base):
 
 
 def test_round_trains_on_every_turn(base, tmp_path):
-    kw = dict(system_prompt=SYSTEM, max_length=256, batch_size=3, grad_accum=1, lr=5e-3, weight_decay=0.0,
-              warmup_steps=0, total_steps=2, schedule="constant", epochs=1, seed=0, round_index=0)
-    last = train_round(base, tmp_path / "last", ROWS, **kw)
-    every = train_round(base, tmp_path / "all", ROWS, assistant_turns="all", **kw)
+    kw = RoundConfig(system_prompt=SYSTEM, max_length=256, batch_size=3, grad_accum=1, lr=5e-3, weight_decay=0.0,
+                     warmup_steps=0, total_steps=2, schedule="constant", epochs=1, seed=0, round_index=0)
+    last = RoundRecipe(kw, base, tmp_path / "last", ROWS).run()
+    every = RoundRecipe(replace(kw, assistant_turns="all"), base, tmp_path / "all", ROWS).run()
     assert last.steps == every.steps == 2 and every.truncated_rows == 0
     tokens_last = sum(last.log.column("response_tokens").to_pylist())
     tokens_all = sum(every.log.column("response_tokens").to_pylist())

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from curate.config import OnlineParams
-from curate.training import train_round
+from curate.config import ONLINE_POLICIES, OnlineParams
+from curate.training import RoundRecipe
 from curate.training.online import make_policy, selection_modules
-from test_training import ROWS, SYSTEM, Killed, kwargs, make_base, weights
+from test_training import ROWS, SYSTEM, Killed, config, make_base, weights
 
 ANCHORS = [
     {"instruction": f"Add {a} and {b}.", "input": "", "response": f"The sum is {a + b}.", "system": "", "context": []}
@@ -18,8 +19,8 @@ ANCHORS = [
 TRAIN_ROWS = [{**r, "row_id": f"r{i}"} for i, r in enumerate(ROWS)]
 
 
-def online(policy: str, **over) -> dict:
-    return OnlineParams(policy=policy, **over).model_dump()
+def online(policy: str, **over) -> OnlineParams:
+    return ONLINE_POLICIES[policy](**over)
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,15 @@ def base(tmp_path_factory):
 
 
 def run(base, out, policy: str, progress=None, **over):
-    kw = kwargs(epochs=1, batch_size=4, grad_accum=1, save_every=1)
-    return train_round(base, out, TRAIN_ROWS, online=online(policy, **over), anchors=ANCHORS, progress=progress, **kw)
+    kw = config(epochs=1, batch_size=4, grad_accum=1, save_every=1)
+    return RoundRecipe(replace(kw, online=online(policy, **over)), base, out, TRAIN_ROWS, anchors=ANCHORS,
+                       progress=progress).run()
 
 
 def test_uniform_policy_is_plain_training(base, tmp_path):
-    kw = kwargs(epochs=1, batch_size=4, grad_accum=1)
-    train_round(base, tmp_path / "plain", TRAIN_ROWS, **kw)
-    uniform = train_round(base, tmp_path / "uniform", TRAIN_ROWS, online=online("uniform"), **kw)
+    kw = config(epochs=1, batch_size=4, grad_accum=1)
+    RoundRecipe(kw, base, tmp_path / "plain", TRAIN_ROWS).run()
+    uniform = RoundRecipe(replace(kw, online=online("uniform")), base, tmp_path / "uniform", TRAIN_ROWS).run()
     w_a, w_b = weights(tmp_path / "plain"), weights(tmp_path / "uniform")
     assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
     assert uniform.lineage.num_rows == len(TRAIN_ROWS)  # every row once, weight 1
@@ -82,9 +84,9 @@ def test_greats_first_pick_has_the_largest_gradient_alignment(base, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rows = TRAIN_ROWS[:4]
-    kw = kwargs(epochs=1, batch_size=4, grad_accum=1)
-    result = train_round(base, tmp_path / "g", rows, online=online("greats", keep_ratio=0.25, target_batch=1),
-                         anchors=ANCHORS[:1], **kw)
+    kw = config(epochs=1, batch_size=4, grad_accum=1)
+    result = RoundRecipe(replace(kw, online=online("greats", keep_ratio=0.25, target_batch=1)), base, tmp_path / "g", rows,
+                         anchors=ANCHORS[:1]).run()
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     assert "lm_head" not in selection_modules(model) and "model.layers.0.self_attn.q_proj" in selection_modules(model)
     target = linear_grad(model, tok, ANCHORS[0])
@@ -147,5 +149,3 @@ def test_killed_online_round_resumes_bit_identically(tmp_path, policy):
 def test_anchor_policies_refuse_to_run_without_anchors():
     with pytest.raises(ValueError, match="anchor"):
         make_policy(online("filter-then-weight"), seed=0, round_index=0, pad_id=0, device="cpu", anchors=[])
-    with pytest.raises(ValueError, match="policy must be one of"):
-        make_policy({"policy": "best"}, seed=0, round_index=0, pad_id=0, device="cpu")

@@ -101,3 +101,16 @@ def test_every_flow_command_takes_repeatable_set():
 def test_text_yaml_would_read_as_a_mapping_stays_text():
     assert parse_override("scoring.system_prompt=Note: be brief")[1] == "Note: be brief"
     assert parse_override("a.b={x: 1}")[1] == {"x": 1}
+
+
+def test_switching_the_online_policy_on_the_default_file():
+    p = load_params(DEFAULT, ["training.online.policy=adapt"])
+    assert p.training.online.policy == "adapt" and p.training.online.tau == 1.0  # the policy's defaults
+    p = load_params(DEFAULT, ["training.online.policy=adapt", "training.online.tau=2"])
+    assert p.training.online.tau == 2.0
+    with pytest.raises(ParamsError) as e:
+        load_params(DEFAULT, ["training.online.tau=2"])
+    msg = str(e.value)
+    assert "--set training.online.tau=2" in msg
+    assert ("training.online: Value error, tau is a parameter of policy adapt, not of uniform: remove "
+            "training.online.tau, or set training.online.policy: adapt") in msg

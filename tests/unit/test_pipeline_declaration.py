@@ -14,7 +14,7 @@ from tasks.caching import REGISTRY, Stage, code_version
 from tasks.pipeline import SPECS, STAGES, groups, pick, stage_params
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK_MODULES = ("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "select", "train", "evaluate",
+TASK_MODULES = ("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "ranking", "select", "train", "evaluate",
                 "record")
 # a new value for every leaf of these sections: what no stage but record may depend on
 TRACKING_ONLY = {"project.experiment": "other", "tracking.dvc_remote": "elsewhere", "tracking.push": False,
@@ -71,6 +71,16 @@ def test_tracking_and_schedule_settings_reach_no_stage_but_record():
         for s in STAGES:
             same = stage_params(changed, s.name) == stage_params(base, s.name)
             assert same != (s.name == "record"), (path, s.name)
+
+
+def test_execution_settings_reach_no_stage():
+    """Where a run computes is no stage's input, record's included: a change re-runs nothing."""
+    base = Params()
+    for path, value in {"execution.runner": "dask", "execution.address": "tcp://10.0.0.5:8786", "execution.workers": 8,
+                        "execution.threads_per_worker": 4, "execution.shards": 3}.items():
+        changed = _set(_set(base, "execution.runner", "dask"), path, value)
+        for s in STAGES:
+            assert stage_params(changed, s.name) == stage_params(base, s.name), (path, s.name)
 
 
 @pytest.mark.parametrize("name", [s.name for s in STAGES if s.name != "record"])

@@ -129,3 +129,18 @@ def test_a_failed_init_leaves_no_half_made_project(tmp_path, cwd, monkeypatch, c
     (tmp_path / "existing").mkdir()
     assert main(["init", str(tmp_path / "existing")]) == 2
     assert list((tmp_path / "existing").iterdir()) == []
+
+
+def test_the_online_policies_fields_are_documented_and_a_switch_works(tmp_path):
+    """The written file lists the uniform policy; the other policies' fields are comments under it."""
+    text = params_yaml(preset("tiny"))
+    lines = text.splitlines()
+    at = lines.index(next(x for x in lines if x.strip().startswith("loss: normalized")))
+    assert lines[at - 1].strip().startswith("policy: uniform")
+    block = lines[at + 1:lines.index(next(x for x in lines if x.startswith("  lora:")))]
+    assert block and all(x.strip().startswith("#") for x in block)
+    assert any(x.strip().startswith("#   tau: 1.0") for x in block)
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    p = load_params(f, ["training.online.policy=filter-then-weight", "training.online.lam=2"])
+    assert p.training.online.lam == 2.0 and p.training.online.keep_ratio == 0.5

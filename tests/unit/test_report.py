@@ -31,8 +31,11 @@ def _results(aware_losses: list[float], random_losses: list[float]) -> dict:
                                     ("iterit-clean", aware_losses, {"clean": 10})):
         for seed, loss in enumerate(losses):
             rounds = [_round(r, loss + 0.2 * (1 - r), truth, strategy != "random") for r in range(2)]
+            cost = 0.0 if strategy == "random" else 1800.0
+            parts = {"score": {"tokens": cost, "seconds": cost}, "select": {"tokens": 0.0, "seconds": 0.0}}
             runs.append({"pool": "noisy", "strategy": strategy, "seed": seed, "rounds": rounds, "final": rounds[-1]["eval"],
-                         "steps": 8, "wall_seconds": 3.0, "grad_accum": 1})
+                         "steps": 8, "wall_seconds": 3.0, "grad_accum": 1,
+                         "selection_cost": {"tokens": cost, "seconds": cost, "parts": parts}})
     facts = {"description": "test pool", "generated": {"pool_rows": 120}, "rows_after_dedup": 100,
              "skill": {"arithmetic": 50, "fact_lookup": 50}, "truth": {"clean": 80, "shuffled": 20},
              "score": {"rows": 100, "response_tokens": 1000, "seconds": 1.0, "texts_per_row": 3},
@@ -47,8 +50,11 @@ def test_comparison_page_states_a_win_computed_from_the_numbers(tmp_path):
     page = write_comparison_report(results, summarise(results), tmp_path, "curate compare")
     text = page.read_text()
     assert "iterit-clean**: 1.300 ± 0.010 vs random 1.400 ± 0.020" in text
-    assert "beats it by more than two standard deviations" in text
-    assert "beats random by more than two standard deviations on: noisy" in text
+    assert "**iterit-clean** beats random: +0.1000 nats of held-out loss" in text
+    assert "after correcting for 1 variants tried" in text
+    assert "beats random after correcting for the variants tried on: noisy" in text
+    # 0.1 nats gained in half an hour of selecting: 0.2 nats per selection-hour; random spent none
+    assert "| 1800.0 | +0.2000 |" in text and "| 0.0 | n/a |" in text
     assert "20.0% of the deduplicated pool, 0.0% of iterit-clean's selections, 20.0% of random's" in text
     for png in ("heldout_loss", "per_skill_loss", "per_skill_exact_match", "composition_noise", "composition_skill",
                 "overlap", "ifd_iterit-clean"):
@@ -59,8 +65,22 @@ def test_comparison_page_states_a_win_computed_from_the_numbers(tmp_path):
 def test_comparison_page_says_when_nothing_wins(tmp_path):
     results = _results([1.39, 1.45, 1.37], [1.40, 1.42, 1.38])
     text = write_comparison_report(results, summarise(results), tmp_path, "curate compare").read_text()
-    assert "within two standard deviations" in text
-    assert "No model-aware strategy beats random by more than two standard deviations on any pool." in text
+    assert "shows no clear difference from random" in text
+    assert "No model-aware strategy beats random after correcting for the variants tried on any pool." in text
+
+
+def test_variants_tried_before_can_take_a_win_away(tmp_path):
+    """p of this margin is ~0.01 for one variant; declared earlier tries multiply it past 0.05."""
+    results = _results([1.37, 1.38, 1.36], [1.40, 1.41, 1.39])
+    alone = summarise(results)["noisy"]["iterit-clean"]["verdict"]
+    assert alone["p_corrected"] < 0.05
+    results["spec"]["tried_before"] = 9
+    results["spec"]["chosen_after_results"] = {"iterit-clean": "the gate margin"}
+    judged = summarise(results)["noisy"]["iterit-clean"]["verdict"]
+    assert judged["p_corrected"] == min(1.0, alone["p"] * 10) and judged["p_corrected"] >= 0.05
+    text = write_comparison_report(results, summarise(results), tmp_path, "curate compare").read_text()
+    assert "chosen after looking at earlier results (the gate margin)" in text
+    assert "Variants compared with random: 10 (1 in this spec, 9 tried on these pools before it)" in text
 
 
 def test_run_page_without_ground_truth_leaves_out_noise_plots(tmp_path):

@@ -58,3 +58,24 @@ def test_the_mismatch_gate_excludes_misaligned_rows():
     out = advance(_params(strategy="ifd-only", mismatch_gate="on"), 0, 0, ROW_IDS, RESPONSES, SCORES, margin)
     assert "r0" not in out.selection["row_id"].to_pylist() and out.stats["gated_mismatch"] == 1
     assert isinstance(out.state, pa.Table)
+
+
+@pytest.mark.parametrize("strategy", ["longest", "rds"])
+def test_ranked_baselines_follow_their_key_ignore_ifd_and_take_fresh_rows(strategy):
+    """r7 (IFD >= 1) has the largest key: the baselines pick it (IFD does not gate them); ties by row_id
+    (r2 before r5); round 1 takes the next rows of the ranking when revisit is off."""
+    key = np.array([1.0, 2.0, 5.0, 3.0, 0.5, 5.0, 4.0, 9.0])
+    s = _params(strategy=strategy, ratio=3)
+    first = advance(s, 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN, ranking_key=key)
+    assert first.selection["row_id"].to_pylist() == ["r7", "r2", "r5"]
+    assert first.selection["score"].to_pylist() == [9.0, 5.0, 5.0]
+    second = advance(s, 0, 1, ROW_IDS, RESPONSES, SCORES, MARGIN, first.state, first.selection, ranking_key=key)
+    assert second.selection["row_id"].to_pylist() == ["r6", "r3", "r1"]
+    again = advance(_params(strategy=strategy, ratio=3, revisit="on"), 0, 1, ROW_IDS, RESPONSES, SCORES, MARGIN,
+                    first.state, first.selection, ranking_key=key)
+    assert again.selection["row_id"].to_pylist() == ["r7", "r2", "r5"]
+
+
+def test_a_ranked_baseline_without_its_ranking_is_an_error():
+    with pytest.raises(ValueError, match="needs its ranking"):
+        advance(_params(strategy="longest"), 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN)

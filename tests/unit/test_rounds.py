@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from curate.selection.rounds import (STRATEGIES, NothingToSelect, eligibility, nothing_to_select, revisit_on, select_round,
+from curate.config import SelectionParams
+from curate.selection.rounds import (STRATEGIES, NothingToSelect, eligibility, nothing_to_select, select_round,
                                      trained_before)
 
 RESP = [f"answer {w} about topic {i % 5} and word{i}" for i, w in enumerate("abcdefghijklmnopqrst")]
@@ -86,10 +87,9 @@ def test_eligibility_reasons():
 
 
 def test_mismatch_gate_auto_is_on_in_clean_mode_only():
-    from curate.selection.rounds import mismatch_gate_on
-
-    assert mismatch_gate_on("auto", "clean") and not mismatch_gate_on("auto", "faithful")
-    assert mismatch_gate_on("on", "faithful") and not mismatch_gate_on("off", "clean")
+    gate_on = lambda gate, mode: SelectionParams(mismatch_gate=gate, mode=mode).gate_on  # noqa: E731
+    assert gate_on("auto", "clean") and not gate_on("auto", "faithful")
+    assert gate_on("on", "faithful") and not gate_on("off", "clean")
 
 
 @pytest.mark.parametrize("mode", ["clean", "faithful"])
@@ -107,6 +107,7 @@ def test_trained_before_names_the_round_and_ignores_this_and_later_rounds():
 
 
 def test_revisit_auto_is_the_reference_in_faithful_mode_only():
+    revisit_on = lambda revisit, mode: SelectionParams(revisit=revisit, mode=mode).revisit_on  # noqa: E731
     assert revisit_on("auto", "faithful") and not revisit_on("auto", "clean")
     assert revisit_on("on", "clean") and not revisit_on("off", "faithful")
 

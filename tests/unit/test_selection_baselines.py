@@ -25,3 +25,35 @@ def test_ifd_rank_eligibility_and_stable_ties():
     assert ifd_rank(scores, 10) == [7, 2, 4, 0, 6]
     assert ifd_rank(scores, 2) == [7, 2]
     assert ifd_rank(scores, 0) == [] and ifd_rank([], 3) == []
+
+
+def test_ranked_by_sorts_descending_ties_by_row_id_nan_last():
+    from curate.selection.baselines import ranked_by
+
+    assert ranked_by([3.0, float("nan"), 5.0, 3.0], ["d", "a", "c", "b"]) == [2, 3, 0, 1]
+
+
+def test_rds_pooling_weights_later_tokens_more_and_ignores_padding():
+    import torch
+
+    from curate.selection.rds import position_weighted_mean
+
+    hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    # weights 1, 2 on the real tokens, 0 on padding: (1*[1,0] + 2*[0,1]) / 3
+    assert torch.allclose(position_weighted_mean(hidden, mask), torch.tensor([[1 / 3, 2 / 3]], dtype=torch.float64))
+
+
+def test_rds_scores_rank_by_mean_cosine_to_the_targets():
+    import numpy as np
+
+    from curate.selection.rds import rds_scores, unit
+
+    rng = np.random.default_rng(0)
+    pool, targets = rng.normal(size=(20, 6)), rng.normal(size=(4, 6)) * rng.uniform(0.1, 10, size=(4, 1))
+    mean_cos = (unit(pool) @ unit(targets).T).mean(axis=1)
+    s = rds_scores(pool, targets)
+    assert np.all(np.abs(s) <= 1 + 1e-12)
+    assert np.argsort(-s).tolist() == np.argsort(-mean_cos).tolist()  # target norms do not matter
+    with pytest.raises(ValueError, match="anchor_rows"):
+        rds_scores(pool, targets[:0])

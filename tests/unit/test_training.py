@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from curate.models.tiny_llama import build_tiny_llama
 from curate.models.tokenizer import train_tokenizer
-from curate.training import lr_at, steps_per_round, train_round, warmup_steps_for
+from curate.training import RoundConfig, RoundRecipe, lr_at, steps_per_round, warmup_steps_for
 from curate.training import state as state_mod
 from curate.training import trainer as trainer_mod
 from curate.training.state import load_optimizer, read_state, save_optimizer
@@ -49,13 +50,13 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def kwargs(**over):
+def config(**over) -> RoundConfig:
     kw = dict(
         system_prompt=SYSTEM, max_length=64, batch_size=2, grad_accum=2, lr=5e-3, weight_decay=0.01,
         warmup_steps=2, total_steps=30, schedule="cosine", epochs=2, seed=7, round_index=0,
     )
     kw.update(over)
-    return kw
+    return RoundConfig(**kw)
 
 
 # --- schedule ---------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def test_micro_batch_loss_is_the_weighted_span_cross_entropy(base):
 
 def test_round_reduces_training_loss_and_writes_a_checkpoint(base, tmp_path):
     seen = []
-    result = train_round(base, tmp_path / "r0", ROWS * 2, progress=lambda *a: seen.append(a), **kwargs(epochs=4))
+    result = RoundRecipe(config(epochs=4), base, tmp_path / "r0", ROWS * 2, progress=lambda *a: seen.append(a)).run()
     losses = result.log.column("loss").to_pylist()
     assert result.steps == steps_per_round(18, 2, 2, epochs=4) == len(losses) == len(seen)
     assert losses[-1] < 0.6 * losses[0]
@@ -221,10 +222,10 @@ def test_schedule_and_moments_continue_across_rounds(base, tmp_path):
     # data order, so two rounds of 3 epochs must equal one round of 6 epochs bit for bit (the same
     # float operations on the same machine) if the global step and AdamW moments carry over exactly.
     rows = [ROWS[5]] * 3
-    kw = kwargs(batch_size=len(rows), grad_accum=1, warmup_steps=2, total_steps=6, lr=1e-2)
-    one = train_round(base, tmp_path / "one", rows, **{**kw, "epochs": 6})
-    train_round(base, tmp_path / "r0", rows, **{**kw, "epochs": 3})
-    r1 = train_round(tmp_path / "r0", tmp_path / "r1", rows, **{**kw, "epochs": 3, "round_index": 1})
+    kw = config(batch_size=len(rows), grad_accum=1, warmup_steps=2, total_steps=6, lr=1e-2)
+    one = RoundRecipe(replace(kw, epochs=6), base, tmp_path / "one", rows).run()
+    RoundRecipe(replace(kw, epochs=3), base, tmp_path / "r0", rows).run()
+    r1 = RoundRecipe(replace(kw, epochs=3, round_index=1), tmp_path / "r0", tmp_path / "r1", rows).run()
     assert r1.log.column("step").to_pylist() == [4, 5, 6]
     assert r1.log.column("lr").to_pylist() == pytest.approx([lr_at(s, 6, 2, 1e-2) for s in (3, 4, 5)])
     assert r1.log.column("lr").to_pylist() == pytest.approx(one.log.column("lr").to_pylist()[3:])
@@ -240,7 +241,7 @@ def test_schedule_and_moments_continue_across_rounds(base, tmp_path):
     for p in (tmp_path / "r0").iterdir():
         if p.is_file():
             (bare / p.name).write_bytes(p.read_bytes())
-    train_round(bare, tmp_path / "fresh", rows, **{**kw, "epochs": 3, "round_index": 1})
+    RoundRecipe(replace(kw, epochs=3, round_index=1), bare, tmp_path / "fresh", rows).run()
     diff = max(float((weights(tmp_path / "fresh")[n] - w_one[n]).abs().max()) for n in w_one)
     assert diff > 1e-3
 
@@ -254,21 +255,21 @@ class Killed(RuntimeError):
 def test_resume_inside_a_round_gives_bit_identical_weights(tmp_path):
     # attention dropout makes the result depend on the RNG state, which the checkpoint must restore
     base = make_base(tmp_path / "base", attention_dropout=0.2)
-    kw = kwargs(epochs=2, save_every=2)
-    full = train_round(base, tmp_path / "full" / "r0", ROWS, **kw)
+    kw = config(epochs=2, save_every=2)
+    full = RoundRecipe(kw, base, tmp_path / "full" / "r0", ROWS).run()
 
     def kill_after_step_3(step, total, loss, tps):
         if step == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        train_round(base, tmp_path / "run" / "r0", ROWS, progress=kill_after_step_3, **kw)
+        RoundRecipe(kw, base, tmp_path / "run" / "r0", ROWS, progress=kill_after_step_3).run()
     partial = tmp_path / "run" / ".inprogress-r0"
     assert read_state(partial)["step_in_round"] == 2
     assert not (tmp_path / "run" / "r0").exists()
 
     resumed_steps = []
-    resumed = train_round(base, tmp_path / "run" / "r0", ROWS, progress=lambda s, *a: resumed_steps.append(s), **kw)
+    resumed = RoundRecipe(kw, base, tmp_path / "run" / "r0", ROWS, progress=lambda s, *a: resumed_steps.append(s)).run()
     assert resumed_steps[0] == 3  # did not start over
     assert not partial.exists()
     w_full, w_res = weights(tmp_path / "full" / "r0"), weights(tmp_path / "run" / "r0")
@@ -289,29 +290,29 @@ def test_resume_inside_a_round_gives_bit_identical_weights(tmp_path):
 def resumed_with_another_rng(base, out, kill, kw) -> Path:
     """A round killed by `kill`, then resumed from its in-round checkpoint with a different RNG state."""
     with pytest.raises(Killed):
-        train_round(base, out, ROWS, progress=kill, **kw)
+        RoundRecipe(kw, base, out, ROWS, progress=kill).run()
     state_file = out.parent / f".inprogress-{out.name}" / "trainer_state" / "state.json"
     state = json.loads(state_file.read_text())
     torch.manual_seed(123)
     state["rng"] = state_mod.rng_state()
     state_file.write_text(json.dumps(state))
-    train_round(base, out, ROWS, **kw)
+    RoundRecipe(kw, base, out, ROWS).run()
     return out
 
 
 def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path):
-    kw = kwargs(save_every=1)
+    kw = config(save_every=1)
 
     def kill(step, *a):
         if step == 2:
             raise Killed
 
     with pytest.raises(Killed):
-        train_round(base, tmp_path / "r0", ROWS, progress=kill, **kw)
+        RoundRecipe(kw, base, tmp_path / "r0", ROWS, progress=kill).run()
     steps = []
-    train_round(base, tmp_path / "r0", ROWS, progress=lambda s, *a: steps.append(s), **{**kw, "lr": 1e-3})
+    RoundRecipe(replace(kw, lr=1e-3), base, tmp_path / "r0", ROWS, progress=lambda s, *a: steps.append(s)).run()
     assert steps[0] == 1  # different lr: started over
-    reference = train_round(base, tmp_path / "ref", ROWS, **{**kw, "lr": 1e-3})
+    reference = RoundRecipe(replace(kw, lr=1e-3), base, tmp_path / "ref", ROWS).run()
     assert reference.steps == len(steps)
     w_a, w_b = weights(tmp_path / "r0"), weights(tmp_path / "ref")
     assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
@@ -334,7 +335,7 @@ def test_step_loss_is_the_token_mean_over_all_accumulated_micro_batches(base, tm
     rel = len(tok) * EPS32  # two float32 reductions of the same terms (longest sum: the log-sum-exp)
     assert abs(token_mean - per_row_mean) > 3 * rel * token_mean  # the reductions differ by more than rel
     # one optimizer step per epoch made of 4 micro-batches of 3 (the last one short)
-    result = train_round(base, tmp_path / "r0", rows, **kwargs(batch_size=3, grad_accum=4, epochs=1))
+    result = RoundRecipe(config(batch_size=3, grad_accum=4, epochs=1), base, tmp_path / "r0", rows).run()
     assert result.steps == 1
     assert result.log.column("loss")[0].as_py() == pytest.approx(token_mean, rel=rel, abs=0)
     assert result.log.column("response_tokens")[0].as_py() == int(counts.sum())
@@ -386,18 +387,18 @@ def test_zero_weight_rows_do_not_train(base, tmp_path):
     shape = lambda rows: [(len(e.encoded.input_ids), e.encoded.span_start, e.n_response)  # noqa: E731
                           for e in build_examples(tok, rows, SYSTEM, 64)[0]]
     assert shape(IGNORED) == shape(IGNORED_OTHER)
-    kw = kwargs(batch_size=len(ROWS), grad_accum=1, epochs=3)
+    kw = config(batch_size=len(ROWS), grad_accum=1, epochs=3)
 
     # Zero-weight rows of other content, same shapes: the same float operations on the same machine,
     # so the trained weights are bit-identical when (and only when) those rows contribute nothing.
-    one = train_round(base, tmp_path / "w", KEPT + IGNORED, row_weights=ZERO_WEIGHTS, **kw)
-    other = train_round(base, tmp_path / "o", KEPT + IGNORED_OTHER, row_weights=ZERO_WEIGHTS, **kw)
+    one = RoundRecipe(kw, base, tmp_path / "w", KEPT + IGNORED, row_weights=ZERO_WEIGHTS).run()
+    other = RoundRecipe(kw, base, tmp_path / "o", KEPT + IGNORED_OTHER, row_weights=ZERO_WEIGHTS).run()
     w_one, w_other = weights(tmp_path / "w"), weights(tmp_path / "o")
     assert all(torch.equal(w_one[n], w_other[n]) for n in w_one)
     assert one.log.column("loss").to_pylist() == other.log.column("loss").to_pylist()
     # control: with weight 1 the same two row sets train different weights
-    train_round(base, tmp_path / "w1", KEPT + IGNORED, **kw)
-    train_round(base, tmp_path / "o1", KEPT + IGNORED_OTHER, **kw)
+    RoundRecipe(kw, base, tmp_path / "w1", KEPT + IGNORED).run()
+    RoundRecipe(kw, base, tmp_path / "o1", KEPT + IGNORED_OTHER).run()
     w1, o1 = weights(tmp_path / "w1"), weights(tmp_path / "o1")
     assert not all(torch.equal(w1[n], o1[n]) for n in w1)
 
@@ -408,21 +409,21 @@ def test_zero_weight_rows_do_not_train(base, tmp_path):
     # the steps. (The weights are not compared coordinate by coordinate: Adam divides by the
     # gradient's magnitude, so rounding can flip a near-zero step and move that one weight by up to
     # lr; such a weight barely changes the loss, whose gradient there is near zero.)
-    alone = train_round(base, tmp_path / "a", KEPT, **kw)
+    alone = RoundRecipe(kw, base, tmp_path / "a", KEPT).run()
     losses, alone_losses = one.log.column("loss").to_pylist(), alone.log.column("loss").to_pylist()
     assert len(losses) == len(alone_losses) == 3
     for step, (x, y) in enumerate(zip(losses, alone_losses), 1):
         assert x == pytest.approx(y, rel=step * len(tok) * EPS32, abs=0), step
     with pytest.raises(ValueError):
-        train_round(base, tmp_path / "bad", ROWS, row_weights=[1.0], **kw)
+        RoundRecipe(kw, base, tmp_path / "bad", ROWS, row_weights=[1.0]).run()
 
 
 def test_matches_a_plain_reference_loop(base, tmp_path):
     """Independent re-implementation: row-by-row HF loss, AdamW, clipping at 1.0, the schedule."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kw = kwargs(epochs=2, weight_decay=0.1, lr=2e-2)  # 9 rows, 2 x 2 rows per step: 3 steps per epoch
-    train_round(base, tmp_path / "r0", ROWS, **kw)
+    kw = config(epochs=2, weight_decay=0.1, lr=2e-2)  # 9 rows, 2 x 2 rows per step: 3 steps per epoch
+    RoundRecipe(kw, base, tmp_path / "r0", ROWS).run()
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
