@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from curate.models.tiny_llama import build_tiny_llama
-from curate.models.tokenizer import train_tokenizer
 from curate.models.truncation import token_budget
 from curate.scoring.ifd import finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
-from test_ifd import MAX_LEN, ROWS, SYSTEM, VOCAB, WORDS
+import test_ifd
+from test_ifd import MAX_LEN, ROWS, SYSTEM
+
+lm = test_ifd.lm  # the fixture: test_ifd.py's tiny model
 
 BATCH_TOKENS = 600  # 16 batches for the 20 rows (3 passes each)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    """test_ifd.py's tiny model."""
-    torch.set_num_threads(1)
-    tok = train_tokenizer([" ".join(WORDS)] * 20 + [r["instruction"] for r in ROWS], vocab_size=VOCAB)
-    model = build_tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                             max_positions=128, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, seed=7)
-    return model.eval(), tok
 
 
 def _sharded(model, tok, shards: int) -> dict[str, np.ndarray]:
