@@ -147,3 +147,17 @@ def test_a_strategy_switching_the_online_policy_replaces_the_base_policy_section
     assert spec.run_params(base, "greats", 1).training.online.keep_ratio == 0.25  # adapt's tau dropped, no error
     assert spec.run_params(base, "adapt-tau", 1).training.online.tau == 3.0  # same policy: merged
     assert spec.run_params(base, "random", 1).training.online.tau == 2.0
+
+
+def test_the_readme_spec_for_your_own_pool_is_valid():
+    from pathlib import Path
+
+    import yaml
+
+    from curate.compare.spec import CompareSpec, PoolFile
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("e.g. `params/compare-mine.yaml`")[1].split("```yaml")[1].split("```")[0]
+    spec = CompareSpec.model_validate(yaml.safe_load(block)).check()
+    assert isinstance(spec.pools["chats"], PoolFile) and spec.baseline == "random"
+    assert {spec.run_params(Params(), s, 1).selection.strategy for s in spec.strategies} == {"random", "longest", "rds", "iterit"}
