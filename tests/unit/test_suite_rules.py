@@ -62,3 +62,10 @@ def test_integration_tests_are_marked_by_their_directory(suite):
 
 def test_no_test_collected_is_a_failure(suite):
     assert suite.runpytest("-k", "no_such_test").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_no_two_test_modules_share_a_basename():
+    """Test directories are not packages: pytest imports each file by its basename, and a second file
+    with the same name anywhere under tests/ stops the whole collection."""
+    names = [p.name for p in (Path(__file__).resolve().parents[1]).rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
