@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/online_quality.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/real.py
+	$(BIN)/python bench/scaleout.py
 
 clean-state:
 	rm -rf .curate data/ingest data/dedup data/embed data/score data/rounds data/eval data/models

@@ -287,7 +287,7 @@ class ExecutionParams(_P):
     address: str = ""  # dask: an existing scheduler (tcp://host:8786); empty = start a LocalCluster for the run
     workers: int = Field(2, ge=1)  # LocalCluster worker processes
     threads_per_worker: int = Field(1, ge=1)
-    shards: int = Field(1, ge=1)  # score the pool in this many shards (contiguous groups of its batches); 1 = unsharded
+    shards: int = Field(1, ge=1)  # score the pool, and re-score each round's window, in this many shards (contiguous groups of the batches); 1 = unsharded
 
 
 class Params(_P):

@@ -19,8 +19,8 @@ from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
 from flows.execution import dask_runner, require_api_server
-from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, pool_warnings, publish_evaluations,
-                         publish_rounds, run_evaluations, run_rounds)
+from flows.steps import (check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout, pool_warnings,
+                         publish_evaluations, publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
 from tasks.caching import REGISTRY
 from tasks.dedup import dedup, previous_dedup
@@ -30,7 +30,7 @@ from tasks.ingest import ingest
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record, record_disk_usage
-from tasks.score import drop_plan, plan_pool, score_pool, score_shard, shard_count
+from tasks.score import plan_pool, score_pool
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
 
@@ -123,7 +123,7 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     base = run(base_model, project=project, params=stage_params(p, "base_model"))
     scores = _score(run, project, p, selectable, base)
     check_scorer_fit(p, scores)
-    rounds = run_rounds(run, project, p, selectable, scores, base, heldout)
+    rounds = run_rounds(run, project, p, selectable, scores, base, heldout, execution=p.execution)
     evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
     for rd, ev in zip(rounds, evaluations[1:]):
         rd["evaluate"] = ev
@@ -152,8 +152,4 @@ def _score(run: Runner, project: str, p, pool: dict, base: dict) -> dict:
     plan = plan_pool(project, pool, base, params, p.execution.shards)
     if plan is None:
         return run(score_pool, project=project, pool=pool, model=base, params=params)
-    results = run.map(score_shard, p.execution, {"shard": list(range(shard_count(plan)))}, project=project, plan=plan,
-                      model=base, params=stage_params(p, "score_shard"))
-    scores = run(score_pool, project=project, pool=pool, model=base, params=params, shards={"plan": plan, "results": results})
-    drop_plan(plan)
-    return scores
+    return merge_shards(run, p.execution, project, p, plan, base, score_pool, pool=pool, params=params)

@@ -11,7 +11,7 @@ from typing import Callable
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, ref_json
-from curate.config import Params
+from curate.config import ExecutionParams, Params
 from curate.demo.skills import SKILLS
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
@@ -23,7 +23,7 @@ from tasks.holdout import split_refs
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, prune, publish
 from tasks.ranking import rank_pool
-from tasks.score import rescore_window
+from tasks.score import drop_plan, plan_window, rescore_window, score_shard, shard_count
 from tasks.select import select
 from tasks.train import needs_anchors, train
 
@@ -69,11 +69,35 @@ def planned_steps(p: Params, pool_rows: int) -> int:
     return max(1, per_round * p.selection.rounds)
 
 
+def merge_shards(call, execution: ExecutionParams, project: str, p: Params, plan: dict, model: dict, task,
+                 **arguments) -> dict:
+    """`task` (score_pool or rescore_window) merging the shards of `plan`, each scored by `score_shard` through
+    `call.map` (the flow's Runner: on Dask workers with execution.runner dask); then the plan is dropped."""
+    results = call.map(score_shard, execution, {"shard": list(range(shard_count(plan)))}, project=project, plan=plan,
+                       model=model, params=stage_params(p, "score_shard"))
+    merged = call(task, project=project, model=model, **arguments, shards={"plan": plan, "results": results})
+    drop_plan(plan)
+    return merged
+
+
+def rescore(call: Call, execution: ExecutionParams | None, project: str, p: Params, pool: dict, model: dict,
+            state: dict, round_index: int) -> dict:
+    """The rescore stage of round `round_index`; with `execution` (the flow's) and execution.shards > 1, its
+    window's batches planned once and scored shard by shard (README: Execution: scaling out)."""
+    arguments = {"pool": pool, "state": state, "params": stage_params(p, "rescore"), "round_index": round_index}
+    plan = None if execution is None else plan_window(project, model=model, shards=execution.shards, **arguments)
+    if plan is None:
+        return call(rescore_window, project=project, model=model, **arguments)
+    return merge_shards(call, execution, project, p, plan, model, rescore_window, **arguments)
+
+
 def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, base: dict,
-               heldout: dict | None = None) -> list[dict]:
+               heldout: dict | None = None, execution: ExecutionParams | None = None) -> list[dict]:
     """IterIT's loop: for each round, re-score the window with the newest checkpoint, select, train.
     `heldout` (the held-out sets' Ref) is where anchor-based online policies and `rds` take their
-    anchors. The baselines `longest` and `rds` first rank the pool once (the ranking stage)."""
+    anchors. The baselines `longest` and `rds` first rank the pool once (the ranking stage).
+    `execution`: the flow's, whose Runner `call` can `.map` the re-scoring's shards; None (a direct
+    caller: `curate stage`, `curate compare`): every window re-scored in one pass."""
     total = planned_steps(p, ref_json(pool)["kept"])
     anchors = ({"heldout": heldout, "anchor_rows": p.evaluation.anchor_rows}
                if heldout is not None and needs_anchors(p.training.online) else {})
@@ -83,8 +107,7 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
     for r in range(p.selection.rounds):
         window = None
         if r > 0 and p.selection.strategy in RESCORING:
-            window = call(rescore_window, project=project, pool=pool, model=checkpoint, state=previous,
-                          params=stage_params(p, "rescore"), round_index=r)
+            window = rescore(call, execution, project, p, pool, checkpoint, previous, r)
         previous = call(select, project=project, pool=pool, base_scores=scores, previous=previous, window_scores=window,
                         model=base, params=stage_params(p, "select"), round_index=r,
                         **({"ranking": ranking} if ranking else {}))

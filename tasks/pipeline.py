@@ -57,10 +57,10 @@ STAGES: tuple[StageSpec, ...] = (
               code=("curate/models", "curate/demo"), output="data/models/base"),
     StageSpec("score", inputs=("holdout", "base_model"), params=("scoring",) + LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/score"),
-    StageSpec("score_shard", inputs=("holdout", "base_model"), params=LOAD,
+    StageSpec("score_shard", inputs=("holdout", "base_model", "train"), params=LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output=None, module="tasks/score.py",
-              note="one contiguous group of the score stage's planned batches (execution.shards > 1): keyed by the "
-                   "plan's digest (which holds the scoring parameters) and the model's"),
+              note="one contiguous group of the planned batches of the score stage or of a round's re-scoring "
+                   "(execution.shards > 1): keyed by the plan's digest (which holds the scoring parameters) and the model's"),
     StageSpec("rescore", inputs=("holdout", "train", "select"), params=("scoring",) + LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/rounds",
               module="tasks/score.py", group="rounds"),

@@ -5,7 +5,8 @@ rows the previous selection put in the next round's window, with the latest chec
 With execution.shards > 1 the flow plans the pool's scoring once (`plan_pool`: length batches and
 contrast partners over all rows), scores each contiguous group of batches as its own cached task
 (`score_shard`, on Dask workers with execution.runner dask), and `score_pool` merges them in pool order:
-the same bits as one pass (README: Execution).
+the same bits as one pass (README: Execution). A round's window is re-scored the same way (`plan_window`,
+`score_shard`, merged by `rescore_window`).
 Rows whose score is NaN (empty response span) are quarantined with a reason, never silently dropped.
 """
 from __future__ import annotations
@@ -28,13 +29,13 @@ from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
-from curate.scoring.ifd import ScoringPlan, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
+from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
 from tasks.caching import Stage
 
 POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass
 SHARD = Stage("score_shard")
 SHARD_PIDS = "CURATE_SHARD_PIDS"  # tests: a file every computing shard appends its process id to
-WINDOW = Stage("rescore")
+WINDOW = Stage("rescore", ignore=("shards",))
 PASSES = ("conditional", "prior", "contrast")  # the texts scored per row (contrast: with scoring.contrast)
 NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
 
@@ -132,12 +133,26 @@ def plan_pool(project: str, pool: dict, model: dict, params: dict, shards: int) 
     if shards == 1 or POOL.is_stored(arguments):
         return None
     rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
+    return _plan(project, "score", POOL.key(arguments), rows, model, params, shards)
+
+
+def plan_window(project: str, pool: dict, model: dict, state: dict, params: dict, round_index: int,
+                shards: int) -> dict | None:
+    """`plan_pool` for the rows `rescore_window` re-scores with `model` (the newest checkpoint)."""
+    arguments = {"project": project, "pool": pool, "model": model, "state": state, "params": params,
+                 "round_index": round_index}
+    if shards == 1 or WINDOW.is_stored(arguments):
+        return None
+    return _plan(project, "rescore", WINDOW.key(arguments), _window_rows(pool, state), model, params, shards)
+
+
+def _plan(project: str, name: str, key: str, rows: list[dict], model: dict, params: dict, shards: int) -> dict | None:
     known = _cache(project, model, params).lookup(r["row_id"] for r in rows)
     todo = [r for r in rows if r["row_id"] not in known]
     if not todo:
         return None
     ids = [r["row_id"] for r in todo]
-    out = state_dir(Path(project)) / "tmp" / f"score-plan-{text_digest(POOL.key(arguments), shards, ids)[:24]}"
+    out = state_dir(Path(project)) / "tmp" / f"{name}-plan-{text_digest(key, shards, ids)[:24]}"
     if not out.exists():
         s = params["scoring"]
         lm, tokenizer = _load(model, params["base_model"])
@@ -153,7 +168,7 @@ def plan_pool(project: str, pool: dict, model: dict, params: dict, shards: int) 
             "span_start": pa.array([plan.seqs[i].span_start for _, i in order], pa.int64()),
             "truncated": pa.array([plan.seqs[i].truncated for _, i in order], pa.bool_()),
         })
-        groups = [[g.start, g.stop] for g in shard_batches(len(plan.batches), min(shards, len(plan.batches)))]
+        groups = [[g.start, g.stop] for g in shard_batches(batch_costs(plan), min(shards, len(plan.batches)))]
         with atomic_path(out) as tmp:
             write_parquet(table, tmp / "plan.parquet")
             write_json({"row_ids": ids, "rows": plan.rows, "partners": plan.partners, "shards": groups}, tmp / "meta.json")
@@ -231,15 +246,22 @@ def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict
     return Ref.of(out).to_dict()
 
 
+def _window_rows(pool: dict, state: dict) -> list[dict]:
+    """The pool rows (in pool order) the selection state put in the next round's window."""
+    window = set(
+        pq.read_table(Path(state["path"]) / "state.parquet", filters=[("in_next_window", "=", True)], columns=["row_id"])
+        .column("row_id").to_pylist()
+    )
+    return [r for r in pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist() if r["row_id"] in window]
+
+
 @WINDOW.task()
-def rescore_window(project: str, pool: dict, model: dict, state: dict, params: dict, round_index: int) -> dict:
+def rescore_window(project: str, pool: dict, model: dict, state: dict, params: dict, round_index: int,
+                   shards: dict | None = None) -> dict:
+    """`shards`: {"plan": `plan_window`'s Ref, "results": the `score_shard` Refs} to merge instead of scoring here."""
     out = WINDOW.out(project, locals())
     if not out.exists():
-        window = set(
-            pq.read_table(Path(state["path"]) / "state.parquet", filters=[("in_next_window", "=", True)], columns=["row_id"])
-            .column("row_id").to_pylist()
-        )
-        rows = [r for r in pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist() if r["row_id"] in window]
-        scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}")
+        rows = _window_rows(pool, state)
+        scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}", shards)
         _write(out, scores, quarantine, {**stats, "round": round_index}, timings)
     return Ref.of(out).to_dict()

@@ -224,10 +224,28 @@ def plan_scoring(tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str |
     return ScoringPlan(seqs, length_buckets([len(x.input_ids) for x in seqs], batch_tokens), len(rows), n_partners)
 
 
-def shard_batches(n_batches: int, shards: int) -> list[range]:
-    """`shards` contiguous groups of batch indices, sizes differing by at most one (empty when shards > n_batches)."""
-    bounds = [n_batches * i // shards for i in range(shards + 1)]
-    return [range(bounds[i], bounds[i + 1]) for i in range(shards)]
+def batch_costs(plan: ScoringPlan) -> list[int]:
+    """Each planned batch's padded tokens (rows x its longest sequence): the work of its forward."""
+    return [len(b) * max(len(plan.seqs[i].input_ids) for i in b) for b in plan.batches]
+
+
+def shard_batches(costs: Sequence[float], shards: int) -> list[range]:
+    """`shards` contiguous groups of batch indices with about equal total cost (`batch_costs`; the
+    batches come longest first, so equal counts would give the first shard most of the work). Every
+    group is non-empty when shards <= len(costs)."""
+    n = len(costs)
+    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(costs, dtype=np.float64))])
+    bounds = [0]
+    for i in range(1, shards):
+        target = prefix[-1] * i / shards
+        j = int(np.searchsorted(prefix, target))
+        if j > 0 and (j > n or target - prefix[j - 1] <= prefix[j] - target):
+            j -= 1  # the boundary nearest the target
+        if n >= shards:
+            j = min(max(j, bounds[-1] + 1), n - (shards - i))
+        bounds.append(min(max(j, bounds[-1]), n))
+    bounds.append(n)
+    return [range(bounds[k], bounds[k + 1]) for k in range(shards)]
 
 
 def finish_scoring(plan: ScoringPlan, means: np.ndarray, variant: str = "ppl_ratio",

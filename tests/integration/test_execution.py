@@ -1,6 +1,6 @@
-"""`execution:` (README: Execution): the pool scored in 2 shards on a real Dask LocalCluster of 2 worker
-processes publishes the bytes of an unsharded local run, a rerun with the local runner is fully cached, and a
-run killed after one shard resumes from the other."""
+"""`execution:` (README: Execution): the pool scored and round 1's window re-scored in 2 shards each on a real
+Dask LocalCluster of 2 worker processes publish the bytes of an unsharded local run, a rerun with the local
+runner is fully cached, and a run killed after one shard resumes from the other."""
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +37,7 @@ def test_dask_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
     for name, execution in (("local", {"runner": "local"}),
                             ("dask", {"runner": "dask", "shards": 2, "workers": 2, "threads_per_worker": 1})):
         project = make_project(name)
-        project.set_params({"selection": {"rounds": 1}, "execution": execution})
+        project.set_params({"selection": {"rounds": 2}, "execution": execution})
         project.env["CURATE_SHARD_PIDS"] = str(pids)
         project.curate("demo-data", "--size", "200")
         runs[name], flow_pid = _run(project)
@@ -46,12 +46,12 @@ def test_dask_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
     assert published["local"] == published["dask"]
     stages = {name: {(c["stage"], c["round"]): c["digest"] for c in run["stages"] if c["stage"] not in ("record", "score_shard")}
               for name, run in runs.items()}
-    assert stages["local"] == stages["dask"] and ("score", None) in stages["dask"]
-    shards = [c for c in runs["dask"]["stages"] if c["stage"] == "score_shard"]
-    assert len(shards) == 2 and all(c["executed"] for c in shards)
+    assert stages["local"] == stages["dask"] and {("score", None), ("rescore", 1)} <= set(stages["dask"])
+    shards = [c for c in runs["dask"]["stages"] if c["stage"] == "score_shard"]  # the pool's 2, then the window's 2
+    assert len(shards) == 4 and all(c["executed"] for c in shards)
     assert not any(c["stage"] == "score_shard" for c in runs["local"]["stages"])
     shard_pids = [int(line) for line in pids.read_text().split()]
-    assert len(shard_pids) == 2 and flow_pid not in shard_pids, (shard_pids, flow_pid)  # computed on the workers
+    assert len(shard_pids) == 4 and flow_pid not in shard_pids, (shard_pids, flow_pid)  # computed on the workers
 
     project.set_params({"execution": {"runner": "local", "shards": 1}})
     again, _ = _run(project)

@@ -1,0 +1,206 @@
+"""Benchmark `scaleout`: the score stage's forwards as 2 shards on a 2-worker Dask LocalCluster vs one process.
+
+Metric `scoring rows/s, dask 2 workers vs local`: the same pool rows (`--rows` ShareGPT conversations from
+`curate.demo.sharegpt.write_sharegpt_pool`, seed 0, ingested by `curate.ingest.ingest_path`), scored
+with the `curate init --model MODEL` preset's scoring parameters (contrast partners included) by the
+base model of the base_model stage (`--model smollm2-135m-instruct`, or `tiny` for a quick trial):
+(a) local: one process, `--threads` torch threads: plan (`plan_scoring`, after loading the model for its
+    tokenizer), `mean_span_losses` over the planned batches, `finish_scoring`;
+(b) dask: the same plan made in this process, its batches cut into 2 contiguous groups
+    (`shard_batches`, as `plan_pool` does) and sent to a `distributed.Client` on a LocalCluster of 2
+    worker processes, 1 thread each; each worker loads the model and runs `mean_span_losses` over its
+    batches (the body of the `score_shard` task, without its store entry); the means are merged here
+    and finished (the `score` stage's merge).
+Value = rows / wall seconds of (b), baseline = rows / wall seconds of (a), ratio = value / baseline.
+Each path's seconds are split into plan, model load (per worker for dask), forwards (per worker, with
+the tokens of its shard: shards hold about equal padded tokens) and merge; the cluster's
+start is timed once, outside the repeats. The first repeat's workers are cold (they import torch and
+transformers on the first load), as the flow's workers are on every run (the flow starts a LocalCluster
+per run); later repeats show warm workers, as on a long-lived cluster. Repeats
+interleave (a, b) and every repeat is reported: the machine is shared. The dask means must equal the
+local means bit for bit (README: Execution: scaling out), else the run stops.
+
+The flow runs its shards through Prefect's DaskTaskRunner, which needs a Prefect API server (README:
+Execution: scaling out); this benchmark measures the computation only, with a plain `distributed.Client`,
+so it needs no Prefect server.
+
+Not measured: `train tokens/s, 2 processes vs 1`. Training runs in one process (no torchrun yet, README:
+Known limits), so there is nothing to compare.
+
+Run: .venv/bin/python bench/scaleout.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
+     [--threads 2] [--set KEY=VALUE ...] [--out bench/results/scaleout.json]
+Trial (an untrained tiny model: the pre-training takes minutes):
+     .venv/bin/python bench/scaleout.py --model tiny --set base_model.pretrain.steps=0 --rows 16 --repeats 2
+     --out /tmp/scaleout-trial.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _setup import ROOT  # (offline env, repository root importable)
+
+from _record import machine_info, update, utc_now  # noqa: E402
+
+RESULT = ROOT / "bench" / "results" / "scaleout.json"
+WORKERS = 2
+
+
+def shard_forwards(model_dir: str, bm: dict, seqs: list, batches: list[list[int]], pad_id: int) -> dict:
+    """On a worker: load the model, the mean span loss of every sequence of one shard's batches, timed."""
+    import torch
+
+    from curate.models.loading import load_causal_lm
+    from curate.scoring.ifd import mean_span_losses
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    lm, _ = load_causal_lm(model_dir, dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
+                           chat_template=bm["chat_template"])
+    loaded = time.perf_counter()
+    means, _ = mean_span_losses(lm, seqs, pad_id, batches=batches)
+    return {"means": means, "load_s": loaded - start, "forward_s": time.perf_counter() - loaded, "pid": os.getpid(),
+            "tokens": sum(len(x.input_ids) for x in seqs)}
+
+
+def plan(model_dir: str, bm: dict, s: dict, rows: list[dict]):
+    """(model, tokenizer, plan) as `plan_pool` makes it: the model loaded for its tokenizer and context length."""
+    from curate.models.loading import load_causal_lm
+    from curate.models.truncation import token_budget
+    from curate.scoring.ifd import plan_scoring
+
+    lm, tokenizer = load_causal_lm(model_dir, dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
+                                   chat_template=bm["chat_template"])
+    scoring_plan = plan_scoring(tokenizer, rows, s["system_prompt"],
+                                token_budget(s["max_length"], getattr(lm.config, "max_position_embeddings", None)),
+                                s["batch_tokens"], s["contrast_seed"] if s["contrast"] else None,
+                                s["contrast_partners"], s["response_share"])
+    return lm, tokenizer, scoring_plan
+
+
+def run_local(model_dir: str, bm: dict, s: dict, rows: list[dict]) -> tuple[dict, dict, int]:
+    """(result, seconds, tokens through the model) of one pass in this process."""
+    from curate.scoring.ifd import finish_scoring, mean_span_losses
+
+    t0 = time.perf_counter()
+    lm, tokenizer, p = plan(model_dir, bm, s, rows)
+    t1 = time.perf_counter()
+    means, _ = mean_span_losses(lm, p.seqs, tokenizer.pad_token_id, batches=p.batches)
+    t2 = time.perf_counter()
+    result = finish_scoring(p, means, s["variant"], s["precision"])
+    t3 = time.perf_counter()
+    seconds = {"total_s": t3 - t0, "plan_s": t1 - t0, "forward_s": t2 - t1, "merge_s": t3 - t2}
+    return result, seconds, sum(len(x.input_ids) for x in p.seqs)
+
+
+def run_dask(client, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> tuple[dict, dict]:
+    import numpy as np
+
+    from curate.scoring.ifd import batch_costs, finish_scoring, shard_batches
+
+    t0 = time.perf_counter()
+    _, tokenizer, p = plan(model_dir, bm, s, rows)
+    t1 = time.perf_counter()
+    futures, members = [], []
+    for group in shard_batches(batch_costs(p), min(WORKERS, len(p.batches))):
+        mine = [i for b in group for i in p.batches[b]]  # a shard sees only its own sequences, as score_shard does
+        local = {i: k for k, i in enumerate(mine)}
+        futures.append(client.submit(shard_forwards, model_dir, bm, [p.seqs[i] for i in mine],
+                                     [[local[i] for i in p.batches[b]] for b in group], tokenizer.pad_token_id,
+                                     pure=False))
+        members.append(mine)
+    parts = client.gather(futures)
+    t2 = time.perf_counter()
+    means = np.full(len(p.seqs), np.nan)
+    for mine, part in zip(members, parts):
+        means[mine] = part["means"]
+    result = finish_scoring(p, means, s["variant"], s["precision"])
+    t3 = time.perf_counter()
+    return result, {"total_s": t3 - t0, "plan_s": t1 - t0, "shards_s": t2 - t1, "merge_s": t3 - t2,
+                    "workers": [{k: part[k] for k in ("pid", "tokens", "load_s", "forward_s")} for part in parts]}
+
+
+def rounded(d):
+    if isinstance(d, dict):
+        return {k: rounded(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [rounded(v) for v in d]
+    return round(d, 3) if isinstance(d, float) else d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="a `curate init --model` preset: smollm2-135m-instruct or tiny")
+    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of the local process")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a preset parameter (a trial: base_model.pretrain.steps=0)")
+    ap.add_argument("--out", default=str(RESULT), help="results file (a trial: a temp path)")
+    args = ap.parse_args()
+    command = "python bench/scaleout.py" + "".join(f" {a}" for a in sys.argv[1:])
+
+    import torch
+    from distributed import Client, LocalCluster
+
+    from curate.config import Params, apply_overrides
+    from curate.demo.sharegpt import write_sharegpt_pool
+    from curate.env import configure
+    from curate.ingest import ingest_path
+    from curate.models.loading import model_path
+    from curate.project_init import preset, preset_params
+    from tasks.base_model import base_model
+    from tasks.pipeline import stage_params
+
+    work = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
+    configure(work)
+    torch.set_num_threads(args.threads)
+    p = Params.model_validate(apply_overrides(preset_params(preset(args.model)).model_dump(mode="json"), args.set))
+    write_sharegpt_pool(work / "raw", size=args.rows, seed=0, damaged_share=0.0)
+    rows = ingest_path(work / "raw", max_bytes=p.ingest.max_bytes).rows.to_pylist()
+    model_dir = str(model_path(base_model.fn(project=str(work), params=stage_params(p, "base_model"))))
+    bm, s = p.base_model.model_dump(mode="json"), p.scoring.model_dump(mode="json")
+
+    start = time.perf_counter()
+    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    cluster_s = time.perf_counter() - start
+    runs = []
+    try:
+        for k in range(args.repeats):
+            local, t_local, n_tokens = run_local(model_dir, bm, s, rows)
+            sharded, t_dask = run_dask(client, model_dir, bm, s, rows)
+            for key in local:
+                if local[key].tobytes() != sharded[key].tobytes():
+                    raise SystemExit(f"repeat {k}: the dask shards' {key} differ from the local pass")
+            runs.append({"local": rounded(t_local), "dask": rounded(t_dask)})
+            print(f"repeat {k}: local {t_local['total_s']:.2f} s, dask {t_dask['total_s']:.2f} s", flush=True)
+    finally:
+        client.close()
+        cluster.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    local_s = min(r["local"]["total_s"] for r in runs)
+    dask_s = min(r["dask"]["total_s"] for r in runs)
+    entry = {"benchmark": "scaleout", "metric": "scoring rows/s, dask 2 workers vs local",
+             "value": round(len(rows) / dask_s, 3), "unit": "rows/s (best repeat)",
+             "baseline": f"one local process, {args.threads} torch threads, the same plan and batches",
+             "baseline_value": round(len(rows) / local_s, 3), "ratio": round(local_s / dask_s, 3),
+             "rows": len(rows), "tokens_through_model": n_tokens, "model": args.model, "overrides": args.set,
+             "cluster_start_s": round(cluster_s, 2), "repeats": runs,
+             "bitwise_equal": True, "command": command, "date": utc_now(), "machine": machine_info(args.threads),
+             "note": f"LocalCluster of {WORKERS} worker processes, 1 thread each, no Prefect; per repeat both paths "
+                     "plan (model load + tokenisation), dask ships each shard's sequences to its worker, "
+                     "which loads the model and runs its batches; shared machine (other processes may run)"}
+    update(args.out, [entry])
+    print(json.dumps(entry, indent=2))
+
+
+if __name__ == "__main__":
+    main()
