@@ -128,8 +128,7 @@ def main() -> None:
     machine = machine_info(args.threads)
     setting = {"pool": {**counts, "data_seed": args.data_seed, "rows_after_dedup": facts["rows_after_dedup"]},
                "k_per_round": args.k, "rounds": args.rounds, "max_length": args.max_length,
-               "base_heldout_loss": facts["base_eval"]["mean_loss"], "pool_scoring_seconds": facts["score"]["seconds"],
-               "benchmark_wall_seconds": wall}
+               "base_heldout_loss": facts["base_eval"]["mean_loss"]}
     per_seed = {s: [r["final"]["mean_loss"] for r in results["runs"] if r["strategy"] == s] for s in summary}
     entries = [entry(command, s, x, summary["random"], machine, {"per_seed": per_seed[s], **setting})
                for s, x in summary.items() if s != "random"]
