@@ -135,6 +135,8 @@ def rounded(d):
 
 
 def main() -> None:
+    import numpy as np
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct", help="a `curate init --model` preset: smollm2-135m-instruct or tiny")
     ap.add_argument("--rows", type=int, default=200)
@@ -171,14 +173,24 @@ def main() -> None:
     cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     cluster_s = time.perf_counter() - start
-    runs = []
+    runs, bitwise, max_diff = [], True, {}
+    hidden = int(json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"])
     try:
         for k in range(args.repeats):
             local, t_local, n_tokens = run_local(model_dir, bm, s, rows)
             sharded, t_dask = run_dask(client, model_dir, bm, s, rows)
             for key in local:
-                if local[key].tobytes() != sharded[key].tobytes():
-                    raise SystemExit(f"repeat {k}: the dask shards' {key} differ from the local pass")
+                if local[key].tobytes() == sharded[key].tobytes():
+                    continue
+                # other torch thread counts (local --threads vs 1 per worker) sum the matmuls in another
+                # order: the same up to float32 rounding of the hidden size's sums, else a real difference
+                a, b = np.asarray(local[key], dtype=np.float64), np.asarray(sharded[key], dtype=np.float64)
+                diff = float(np.nanmax(np.abs(a - b))) if a.size else 0.0
+                bitwise = False
+                max_diff[key] = max(max_diff.get(key, 0.0), diff)
+                if args.threads == 1 or not np.allclose(a, b, rtol=hidden * float(np.finfo(np.float32).eps), atol=0,
+                                                        equal_nan=True):
+                    raise SystemExit(f"repeat {k}: the dask shards' {key} differ from the local pass by up to {diff:.3g}")
             runs.append({"local": rounded(t_local), "dask": rounded(t_dask)})
             print(f"repeat {k}: local {t_local['total_s']:.2f} s, dask {t_dask['total_s']:.2f} s", flush=True)
     finally:
@@ -194,7 +206,7 @@ def main() -> None:
              "baseline_value": round(len(rows) / local_s, 3), "ratio": round(local_s / dask_s, 3),
              "rows": len(rows), "tokens_through_model": n_tokens, "model": args.model, "overrides": args.set,
              "cluster_start_s": round(cluster_s, 2), "repeats": runs,
-             "bitwise_equal": True, "command": command, "date": utc_now(), "machine": machine_info(args.threads),
+             "bitwise_equal": bitwise, "max_abs_diff": max_diff, "command": command, "date": utc_now(), "machine": machine_info(args.threads),
              "note": f"LocalCluster of {WORKERS} worker processes, 1 thread each, no Prefect; per repeat both paths "
                      "plan (model load + tokenisation), dask ships each shard's sequences to its worker, "
                      "which loads the model and runs its batches; shared machine (other processes may run)"}
