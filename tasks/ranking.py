@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from transformers import AutoTokenizer
 
 from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parquet
 from curate.evaluation.sets import anchor_set
@@ -38,15 +39,16 @@ def rank_pool(project: str, pool: dict, model: dict, heldout: dict | None, param
         strategy, s, bm = params["selection"]["strategy"], params["scoring"], params["base_model"]
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
         start = time.perf_counter()
-        loaded, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
-                                           chat_template=bm["chat_template"])
-        if strategy == "longest":
+        if strategy == "longest":  # the tokenizer alone: no weights to load
+            tokenizer = AutoTokenizer.from_pretrained(model_path(model), trust_remote_code=bm["trust_remote_code"])
             key, stats = response_tokens(tokenizer, rows), {"forward_tokens": 0, "target_rows": 0}
         elif strategy == "rds":
             targets = anchor_set(Path(heldout["path"]), params["evaluation"]["anchor_rows"]) if heldout else []
             if not targets:
                 raise ValueError("selection.strategy rds needs target rows: the last evaluation.anchor_rows rows of "
                                  "every held-out set; set evaluation.anchor_rows > 0 and give held-out rows")
+            loaded, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"],
+                                               trust_remote_code=bm["trust_remote_code"], chat_template=bm["chat_template"])
             embed = dict(system_prompt=s["system_prompt"], max_length=s["max_length"],
                          response_share=s["response_share"], batch_tokens=s["batch_tokens"])
             pool_e = embed_rows(loaded, tokenizer, rows, progress=Progress("rds: embed pool", "rows"), **embed)

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.artifacts import TIMINGS, read_json
+from curate.compare import MODEL_AWARE_SELECTION
 from curate.config import Params
-
-IFD_STRATEGIES = ("iterit", "ifd-only", "static-ifd")
 
 
 def _seconds(ref: dict | None) -> float:
@@ -42,7 +41,7 @@ def selection_cost(p: Params, pool_scores: dict, rounds: list[dict]) -> dict[str
     gate = s.gate_on
     parts = {"score": {"tokens": 0.0, "seconds": 0.0}, "rescore": {"tokens": 0.0, "seconds": 0.0},
              "ranking": {"tokens": 0.0, "seconds": 0.0}, "select": {"tokens": 0.0, "seconds": 0.0}}
-    if s.strategy in IFD_STRATEGIES:
+    if s.strategy in MODEL_AWARE_SELECTION:  # they rank by the base model's IFD
         parts["score"] = scoring_cost(pool_scores, gate)
     for rd in rounds:
         if rd.get("rescore"):
