@@ -264,6 +264,7 @@ class TrainingParams(_P):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast forward, fp32 weights; auto: bf16 on CUDA with bf16 support, else fp32
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    processes: int = Field(1, ge=1)  # data-parallel processes per round under torchrun (gloo on CPU, nccl on CUDA); in the train key: the float sums of the gradients change order with it
 
 
 class EvaluationParams(_P):

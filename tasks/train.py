@@ -16,7 +16,8 @@ from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parque
 from curate.config import OnlineParams, TrainingParams
 from curate.progress import Progress
 from curate.training.online import POLICY_CLASSES
-from curate.training.trainer import RoundConfig, RoundRecipe
+from curate.training.distributed import train_round
+from curate.training.trainer import RoundConfig
 from curate.models.loading import model_path
 from curate.evaluation.sets import anchor_set
 from tasks.caching import Stage
@@ -56,8 +57,8 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
                                          seed=params["project"]["seed"], round_index=round_index, total_steps=total_steps)
         # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
         model_out = out.parent / f"{out.name}.model"
-        result = RoundRecipe(config, model_path(checkpoint), model_out, rows, anchors=anchors,
-                             progress=_progress(round_index)).run()
+        result = train_round(config, model_path(checkpoint), model_out, rows, processes=t.processes, anchors=anchors,
+                             progress=_progress(round_index))
         with atomic_path(out) as tmp:
             tmp.mkdir()
             os.rename(model_out, tmp / "model")
@@ -67,7 +68,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
             log = result.log.to_pylist()
             write_json({"round": round_index, "steps": result.steps, "final_loss": result.final_loss, "rows": len(rows),
                         "rows_truncated": result.truncated_rows, "rows_skipped": result.skipped_rows,
-                        "policy": t.online.policy, "anchors": len(anchors),
+                        "policy": t.online.policy, "anchors": len(anchors), "processes": t.processes,
                         "rows_trained": len(set(result.lineage.column("row_id").to_pylist())),
                         "fraction_kept": sum(x["kept"] for x in log) / max(sum(x["candidates"] for x in log), 1),
                         "weight_sum": sum(x["weight_sum"] for x in log)}, tmp / "stats.json")

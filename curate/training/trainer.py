@@ -27,6 +27,11 @@
 - Every round starts from a torch RNG seeded by (seed, round): a round's result is a function of
   its inputs, not of the process history. Checkpoints inside a round (`save_every`) hold weights,
   optimizer, data order, position and RNG, so a killed round resumes to bit-identical weights.
+- Several processes (`Ranks`, launched by `curate.training.distributed`): data parallel. Every
+  process holds the same weights and plans the same steps; a step's micro-batches are dealt round
+  robin to the processes, each divides its losses by the step's global response-token count, and the
+  gradients are summed across processes before clipping, so the step's gradient is the one of a
+  single process up to the order of the float sums (README: Execution: scaling out).
 """
 from __future__ import annotations
 
@@ -213,6 +218,31 @@ def inprogress_dir(out_dir: Path) -> Path:
     return out_dir.parent / f"{INPROGRESS_PREFIX}{out_dir.name}"
 
 
+class Ranks:
+    """The processes a round trains in; this one: one process alone (rank 0 of 1). Multi-process
+    training (`curate.training.distributed.TorchRanks`) overrides the collectives."""
+    rank, world = 0, 1
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes checkpoints and reports progress."""
+        return self.rank == 0
+
+    def mine(self, n: int) -> list[int]:
+        """Which of a step's `n` micro-batches this process computes: dealt round robin."""
+        return list(range(self.rank, n, self.world))
+
+    def barrier(self) -> None:
+        pass
+
+    def sum_gradients(self, params: Sequence[torch.Tensor]) -> None:
+        pass
+
+    def gather(self, obj: Any) -> list[Any]:
+        """`obj` of every process, in rank order."""
+        return [obj]
+
+
 @dataclass(frozen=True)
 class RoundConfig:
     """A round's hyper-parameters (`from_params`: from the typed `training` section, as the train stage does)."""
@@ -301,12 +331,14 @@ class RoundRecipe:
     to `out_dir.parent/.inprogress-<name>/`; running the same recipe again resumes from it.
     `row_weights` are static loss weights per row; `anchors` are the rows the anchor-based policies
     (adapt, greats, filter-then-weight) take their target from; `progress` is called after every step.
+    `ranks`: the processes this round trains in (default: this one alone).
     """
 
     def __init__(self, config: RoundConfig, checkpoint_in: Path, out_dir: Path, rows: Sequence[dict], *,
                  row_weights: Sequence[float] | None = None, anchors: Sequence[dict] = (),
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, ranks: Ranks | None = None):
         self.config, self.rows, self.row_weights, self.anchors, self.progress = config, rows, row_weights, anchors, progress
+        self.ranks = ranks or Ranks()
         self.checkpoint_in, self.out_dir = Path(checkpoint_in), Path(out_dir)
         self.partial = inprogress_dir(self.out_dir)
         self.device = resolve_device(config.device)
@@ -321,10 +353,10 @@ class RoundRecipe:
                 row = self.train_step(k)
                 if c.save_every > 0 and (k + 1) % c.save_every == 0 and k + 1 < len(self.plan):
                     self.save_state(self.partial)
-                if self.progress is not None:
+                if self.progress is not None and self.ranks.writer:
                     self.progress(k + 1, len(self.plan), row["loss"], row["tokens"] / max(row["seconds"], 1e-9))
             self.save_state(self.out_dir, completed=True)
-        if self.partial.exists():
+        if self.ranks.writer and self.partial.exists():
             shutil.rmtree(self.partial)
         log = self.state.log
         return RoundResult(self.out_dir, len(self.plan), log[-1]["loss"] if log else float("nan"),
@@ -344,8 +376,9 @@ class RoundRecipe:
         resume = read_state(self.partial) if c.save_every > 0 else None
         if resume is not None and resume.get("fingerprint") != fingerprint:
             resume = None  # left by a different call: start over
-        if resume is None and self.partial.exists():
+        if resume is None and self.partial.exists() and self.ranks.writer:
             shutil.rmtree(self.partial)
+        self.ranks.barrier()
         torch.manual_seed(derived_seed(c.seed, c.round_index))
         self.model, self.base_ref = load_trainable(self.partial if resume else self.checkpoint_in, c.lora, self.device,
                                                    c.gradient_checkpointing)
@@ -387,6 +420,7 @@ class RoundRecipe:
             response_share=c.response_share, assistant_turns=c.assistant_turns,
             anchors=[[a.encoded.input_ids, a.encoded.span_start] for a in self.anchor_examples],
             lora=c.lora.model_dump() if c.lora.enabled else None, autocast=str(self.amp),
+            **({"processes": self.ranks.world} if self.ranks.world > 1 else {}),
         )
         h = hashlib.sha256()
         for e in self.examples:
@@ -426,24 +460,36 @@ class RoundRecipe:
 
     def _backward(self, chosen: list[int], decision: Decision) -> StepTotals:
         """Gradients of the step loss over the chosen rows. They keep the step's micro-batch size; each
-        micro-batch's loss is over sum_i n_i of the whole step."""
+        micro-batch's loss is over sum_i n_i of the whole step. With several processes each computes its
+        share of the micro-batches (`Ranks.mine`), the gradients are summed across processes and the
+        totals are added up in micro-batch order, as one process would."""
         size = self.config.batch_size
         t = StepTotals(float(sum(self.examples[i].n_response for i in chosen)) or 1.0)
         self.optimizer.zero_grad(set_to_none=True)
-        for group in (list(range(j, min(j + size, len(chosen)))) for j in range(0, len(chosen), size)):
+        groups = [list(range(j, min(j + size, len(chosen)))) for j in range(0, len(chosen), size)]
+        parts = {}
+        for g in self.ranks.mine(len(groups)):
+            group = groups[g]
             with autocast(self.device, self.amp):
                 mb = micro_batch_loss(self.model, [self.examples[chosen[j]] for j in group], self.pad_id, t.denom,
                                       self.device,
                                       weights=None if decision.weights is None else [decision.weights[j] for j in group],
                                       policy=self.policy, example_ids=[chosen[j] for j in group])
             mb.loss.backward()
-            t.loss += mb.loss.item()
-            t.tokens += mb.tokens
-            t.response_tokens += mb.response_tokens
-            t.weighted += mb.weighted_tokens
-            t.weights += mb.weights
-            t.scores += mb.scores if mb.scores is not None else (
+            scores = mb.scores if mb.scores is not None else (
                 [decision.scores[j] for j in group] if decision.scores is not None else [None] * len(group))
+            parts[g] = (mb.loss.item(), mb.tokens, mb.response_tokens, mb.weighted_tokens, mb.weights, scores)
+        self.ranks.sum_gradients(self.params)
+        if self.ranks.world > 1:
+            parts = {g: part for shard in self.ranks.gather(parts) for g, part in shard.items()}
+        for g in range(len(groups)):
+            loss, tokens, response_tokens, weighted, weights, scores = parts[g]
+            t.loss += loss
+            t.tokens += tokens
+            t.response_tokens += response_tokens
+            t.weighted += weighted
+            t.weights += weights
+            t.scores += scores
         return t
 
     def _update(self, t: StepTotals) -> None:
@@ -460,10 +506,17 @@ class RoundRecipe:
 
     def save_state(self, path: Path, completed: bool = False) -> None:
         """Weights (or the adapter), optimizer and trainer state at `path`: an in-round checkpoint, or with
-        `completed` the round's checkpoint (with the tokenizer; counters and schedule only)."""
-        state = replace(self.state, completed=completed, policy={} if completed else self.policy.state(), rng=rng_state())
+        `completed` the round's checkpoint (with the tokenizer; counters and schedule only). With several
+        processes every one calls it: their RNG states are gathered and the first process writes."""
+        rng = rng_state() if self.ranks.world == 1 else {"ranks": self.ranks.gather(rng_state())}
+        state = replace(self.state, completed=completed, policy={} if completed else self.policy.state(), rng=rng)
         if completed:
             state = replace(state, orders=None, log=[], lineage=[])
+        if self.ranks.writer:
+            self._write(path, state, completed)
+        self.ranks.barrier()
+
+    def _write(self, path: Path, state: TrainerState, completed: bool) -> None:
         with atomic_path(path) as tmp:
             save_weights(self.model, tmp, self.base_ref)
             if completed:
@@ -477,4 +530,4 @@ class RoundRecipe:
         load_optimizer(self.optimizer, path / TRAINER_STATE)
         self.state = TrainerState.from_dict(read_state(path))
         self.policy.load_state(self.state.policy)
-        set_rng_state(self.state.rng)
+        set_rng_state(self.state.rng if self.ranks.world == 1 else self.state.rng["ranks"][self.ranks.rank])
