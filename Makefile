@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip prints one harmless "Location ... is ignored" line per package for this machine's extra index
 QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test test-fast bench clean-state
+.PHONY: setup demo test test-fast test-ray bench clean-state
 
 setup: $(VENV)/.installed
 
@@ -24,12 +24,17 @@ demo: setup
 # Both print the 15 slowest tests; a skip not listed in tests/skips_allowed.txt fails them (tests/conftest.py).
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -m "not ray" --durations=15
 
 # Unit tests only (no Prefect server, nothing marked slow): a few minutes.
 test-fast: setup
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not integration and not slow" --durations=15
+
+# The Ray runner's tests (marked `ray`): prefect-ray and ray from requirements-ray.txt, then a local Ray instance.
+test-ray: setup
+	$(BIN)/pip install -q -c constraints.txt -r requirements-ray.txt $(QUIET_PIP)
+	$(BIN)/pytest -q -m ray --durations=5
 
 bench: setup
 	$(BIN)/python bench/greedy.py

@@ -284,10 +284,10 @@ class TrackingParams(_P):
 
 class ExecutionParams(_P):
     """Where a run computes, never what: in no stage's cache key, record's included (docs/architecture.md §2)."""
-    runner: Literal["local", "dask"] = "local"  # dask: the score shards run on Dask workers (needs a Prefect API server)
-    address: str = ""  # dask: an existing scheduler (tcp://host:8786); empty = start a LocalCluster for the run
-    workers: int = Field(2, ge=1)  # LocalCluster worker processes
-    threads_per_worker: int = Field(1, ge=1)
+    runner: Literal["local", "dask", "ray"] = "local"  # dask / ray: the score shards and the evaluations run on workers (needs a Prefect API server; ray: requirements-ray.txt)
+    address: str = ""  # an existing cluster: a Dask scheduler (tcp://host:8786) or a Ray cluster (ray://host:10001, auto); empty = start a local one for the run
+    workers: int = Field(2, ge=1)  # local cluster: Dask worker processes, or the CPUs a local Ray instance offers (one per task)
+    threads_per_worker: int = Field(1, ge=1)  # dask only (a Ray task gets one CPU)
     shards: int = Field(1, ge=1)  # score the pool, and re-score each round's window, in this many shards (contiguous groups of the batches); 1 = unsharded
 
 
@@ -317,7 +317,8 @@ class Params(_P):
             if path.is_absolute() or ".." in path.parts:
                 raise ValueError(f"{key} must be a path inside the project (relative, no '..'), got {value!r}")
         if self.execution.address and self.execution.runner == "local":
-            raise ValueError("execution.address names a Dask scheduler: set execution.runner: dask, or leave address empty")
+            raise ValueError("execution.address names a Dask scheduler or a Ray cluster: set execution.runner: dask or ray, "
+                             "or leave address empty")
         if self.selection.gate_on and not self.scoring.contrast:
             raise ValueError("the mismatch gate (selection.mismatch_gate; auto = on in clean mode) needs the contrast "
                              "scores: set scoring.contrast: true, or selection.mismatch_gate: off")

@@ -18,7 +18,7 @@ from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
-from flows.execution import dask_runner, require_api_server
+from flows.execution import require_api_server, task_runner
 from flows.steps import (check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout, pool_warnings,
                          publish_evaluations, publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
@@ -65,7 +65,7 @@ class Runner:
 
     def map(self, task, execution, mapped: dict[str, list], **constant) -> list[dict]:
         """`task` once per position of the `mapped` argument lists (the others `constant`): one call after the
-        other in this process (execution.runner local), or `.map`ped on Dask workers (dask)."""
+        other in this process (execution.runner local), or `.map`ped on Dask or Ray workers."""
         from prefect.utilities.annotations import unmapped
 
         calls = [{**constant, **dict(zip(mapped, values))} for values in zip(*mapped.values())]
@@ -73,7 +73,7 @@ class Runner:
             return [self(task, **kw) for kw in calls]
         stored = [REGISTRY[task.name].is_stored(kw) for kw in calls]
         # Prefect's cache is bypassed: the store decides (a stored entry costs a key and a digest on the worker)
-        with dask_runner(execution) as runner:
+        with task_runner(execution) as runner:
             futures = runner.map(task.with_options(refresh_cache=True),
                                  {**{k: unmapped(v) for k, v in constant.items()}, **mapped})
             results = [future.result() for future in futures]
@@ -124,7 +124,7 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     scores = _score(run, project, p, selectable, base)
     check_scorer_fit(p, scores)
     rounds = run_rounds(run, project, p, selectable, scores, base, heldout, execution=p.execution)
-    evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds])
+    evaluations = run_evaluations(run, project, p, heldout, base, [rd["train"] for rd in rounds], execution=p.execution)
     for rd, ev in zip(rounds, evaluations[1:]):
         rd["evaluate"] = ev
 

@@ -119,12 +119,19 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
     return rounds
 
 
-def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: dict, checkpoints: list[dict]) -> list[dict]:
-    """Held-out metrics of the base model and of every round's checkpoint: [base, round 0, round 1, ...]."""
+def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: dict, checkpoints: list[dict],
+                    execution: ExecutionParams | None = None) -> list[dict]:
+    """Held-out metrics of the base model and of every round's checkpoint: [base, round 0, round 1, ...].
+    `execution`: the flow's, whose Runner `call` `.map`s the evaluations (on Dask workers with runner dask);
+    None (a direct caller): one after the other."""
     params = stage_params(p, "evaluate")
     models = [base] + checkpoints
-    return [call(evaluate, project=project, heldout=heldout, model=m, params=params, round_index=i - 1)
-            for i, m in enumerate(models)]
+    rounds = list(range(-1, len(checkpoints)))
+    if execution is not None:
+        return call.map(evaluate, execution, {"model": models, "round_index": rounds}, project=project,
+                        heldout=heldout, params=params)
+    return [call(evaluate, project=project, heldout=heldout, model=m, params=params, round_index=r)
+            for m, r in zip(models, rounds)]
 
 
 def publish_rounds(project: str, rounds: list[dict]) -> None:

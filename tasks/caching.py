@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -72,6 +73,16 @@ def stage_key(stage: str, code: tuple[str, ...], arguments: dict[str, Any]) -> s
 
 def store_dir(project: Path, stage: str, key: str) -> Path:
     return state_dir(project) / "store" / stage / key
+
+
+TASK_PIDS = "CURATE_TASK_PIDS"  # tests: a file where computing tasks note "<stage> <process id>" (where they ran)
+
+
+def note_pid(stage: str) -> None:
+    """With CURATE_TASK_PIDS set, append this stage's name and process id to that file."""
+    if os.environ.get(TASK_PIDS):
+        with open(os.environ[TASK_PIDS], "a") as f:
+            f.write(f"{stage} {os.getpid()}\n")
 
 
 @dataclass(frozen=True)

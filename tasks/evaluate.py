@@ -8,7 +8,7 @@ from curate.artifacts import Ref, atomic_path, write_json
 from curate.evaluation.heldout import evaluate as evaluate_model
 from curate.evaluation.sets import heldout_sets
 from curate.models.loading import load_causal_lm, model_path
-from tasks.caching import Stage
+from tasks.caching import Stage, note_pid
 
 STAGE = Stage("evaluate")
 
@@ -17,6 +17,7 @@ STAGE = Stage("evaluate")
 def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index: int) -> dict:
     out = STAGE.out(project, locals())
     if not out.exists():
+        note_pid(STAGE.name)
         e, bm = params["evaluation"], params["base_model"]
         sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"], e["anchor_rows"])
         lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],

@@ -12,7 +12,6 @@ Rows whose score is NaN (empty response span) are quarantined with a reason, nev
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,11 +29,10 @@ from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
 from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
-from tasks.caching import Stage
+from tasks.caching import Stage, note_pid
 
 POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass
 SHARD = Stage("score_shard")
-SHARD_PIDS = "CURATE_SHARD_PIDS"  # tests: a file every computing shard appends its process id to
 WINDOW = Stage("rescore", ignore=("shards",))
 PASSES = ("conditional", "prior", "contrast")  # the texts scored per row (contrast: with scoring.contrast)
 NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
@@ -195,9 +193,7 @@ def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict)
     """Mean span loss of every sequence in one shard's batches of a plan (`means.parquet`: seq, mean)."""
     out = SHARD.out(project, locals())
     if not out.exists():
-        if os.environ.get(SHARD_PIDS):
-            with open(os.environ[SHARD_PIDS], "a") as f:
-                f.write(f"{os.getpid()}\n")
+        note_pid(SHARD.name)
         lo, hi = read_json(Path(plan["path"]) / "meta.json")["shards"][shard]
         table = pq.read_table(Path(plan["path"]) / "plan.parquet")
         table = table.slice(*_span(table["batch"].to_numpy(), lo, hi))

@@ -1,6 +1,9 @@
 """`execution:` (README: Execution): the pool scored and round 1's window re-scored in 2 shards each on a real
 Dask LocalCluster of 2 worker processes publish the bytes of an unsharded local run, a rerun with the local
-runner is fully cached, and a run killed after one shard resumes from the other."""
+runner is fully cached, and a run killed after one shard resumes from the other. The dask run also evaluates
+the base model and every round's checkpoint on the workers. The same on a local Ray instance
+(`make test-ray`). Both runs train every round
+in 2 torchrun processes (`training.processes`), so equal bytes also say that two such runs agree bit for bit."""
 from __future__ import annotations
 
 import hashlib
@@ -31,35 +34,51 @@ def _run(project) -> tuple[dict, int]:
     return json.loads(out), proc.pid
 
 
-def test_dask_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
-    pids = tmp_path / "shard-pids"
-    runs, published = {}, {}
+def _local_then(runner: str, make_project, tmp_path, training: dict):
+    """The same demo project run with the local runner, then with `runner` (2 shards, 2 workers of 1 thread):
+    both publish the same bytes and the same stage digests, and every shard and evaluation of the second
+    run computed in a worker process. Returns (the runs' JSON, the second project)."""
+    runs, published, flow_pids = {}, {}, {}
     for name, execution in (("local", {"runner": "local"}),
-                            ("dask", {"runner": "dask", "shards": 2, "workers": 2, "threads_per_worker": 1})):
+                            (runner, {"runner": runner, "shards": 2, "workers": 2, "threads_per_worker": 1})):
         project = make_project(name)
-        project.set_params({"selection": {"rounds": 2}, "execution": execution})
-        project.env["CURATE_SHARD_PIDS"] = str(pids)
+        project.set_params({"selection": {"rounds": 2}, "training": training, "execution": execution})
+        project.env["CURATE_TASK_PIDS"] = str(tmp_path / f"{name}-pids")
         project.curate("demo-data", "--size", "200")
-        runs[name], flow_pid = _run(project)
+        runs[name], flow_pids[name] = _run(project)
         published[name] = _files(project.root / "data")
 
-    assert published["local"] == published["dask"]
+    assert published["local"] == published[runner]
     stages = {name: {(c["stage"], c["round"]): c["digest"] for c in run["stages"] if c["stage"] not in ("record", "score_shard")}
               for name, run in runs.items()}
-    assert stages["local"] == stages["dask"] and {("score", None), ("rescore", 1)} <= set(stages["dask"])
-    shards = [c for c in runs["dask"]["stages"] if c["stage"] == "score_shard"]  # the pool's 2, then the window's 2
+    assert stages["local"] == stages[runner] and {("score", None), ("rescore", 1)} <= set(stages[runner])
+    shards = [c for c in runs[runner]["stages"] if c["stage"] == "score_shard"]  # the pool's 2, then the window's 2
     assert len(shards) == 4 and all(c["executed"] for c in shards)
     assert not any(c["stage"] == "score_shard" for c in runs["local"]["stages"])
-    shard_pids = [int(line) for line in pids.read_text().split()]
-    assert len(shard_pids) == 4 and flow_pid not in shard_pids, (shard_pids, flow_pid)  # computed on the workers
+    # where every computing call ran: (stage, process id)
+    noted = {name: [(stage, int(pid)) for stage, pid in map(str.split, (tmp_path / f"{name}-pids").read_text().splitlines())]
+             for name in runs}
+    assert noted["local"] == [("evaluate", flow_pids["local"])] * 3, noted  # the base model and 2 rounds, in the flow
+    assert sorted(stage for stage, _ in noted[runner]) == ["evaluate"] * 3 + ["score_shard"] * 4, noted
+    assert flow_pids[runner] not in {pid for _, pid in noted[runner]}, (noted, flow_pids)  # all on the workers
 
     project.set_params({"execution": {"runner": "local", "shards": 1}})
     again, _ = _run(project)
     assert [c for c in again["stages"] if c["executed"]] == [], again["stages"]
-    assert again["artifacts"] == runs["dask"]["artifacts"]
+    assert again["artifacts"] == runs[runner]["artifacts"]
+    return runs, project
+
+
+def test_dask_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
+    runs, project = _local_then("dask", make_project, tmp_path, {"processes": 2})
+    shards = [c for c in runs["dask"]["stages"] if c["stage"] == "score_shard"]
+    store = project.root / ".curate" / "store"
+    trains = {c["digest"] for c in runs["dask"]["stages"] if c["stage"] == "train"}
+    stats = [json.loads((d / "stats.json").read_text()) for d in (store / "train").iterdir()
+             if d.is_dir() and Ref.of(d).digest in trains]
+    assert len(stats) == len(trains) >= 2 and all(s["processes"] == 2 for s in stats), stats
 
     # a run killed after its first shard: the score entry, the second shard's and the row score cache are gone
-    store = project.root / ".curate" / "store"
     shutil.rmtree(store / "score")
     shutil.rmtree(next(d for d in (store / "score_shard").iterdir() if Ref.of(d).digest == shards[1]["digest"]))
     shutil.rmtree(project.root / ".curate" / "score-cache")
@@ -67,6 +86,12 @@ def test_dask_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
     resumed, _ = _run(project)
     executed = [(c["stage"], c["digest"]) for c in resumed["stages"] if c["executed"]]
     assert executed == [("score_shard", shards[1]["digest"]), ("score", runs["dask"]["artifacts"]["score"])], executed
+
+
+@pytest.mark.ray
+def test_ray_shards_publish_the_bytes_of_a_local_run(make_project, tmp_path):
+    """`make test-ray` (prefect-ray and ray from requirements-ray.txt): the same check on a local Ray instance."""
+    _local_then("ray", make_project, tmp_path, {})
 
 
 def test_dask_runner_without_a_prefect_server_stops_in_one_line(make_ephemeral_project):

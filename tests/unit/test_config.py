@@ -108,11 +108,13 @@ def test_execution_section_is_validated(tmp_path):
     f.write_text("execution:\n  runner: dask\n  shards: 4\n  address: tcp://10.0.0.5:8786\n")
     e = load_params(f).execution
     assert (e.runner, e.shards, e.address, e.workers) == ("dask", 4, "tcp://10.0.0.5:8786", 2)
-    for bad, key in (("runner: ray", "execution.runner"), ("shards: 0", "execution.shards"),
+    for bad, key in (("runner: spark", "execution.runner"), ("shards: 0", "execution.shards"),
                      ("workers: 0", "execution.workers"), ("threads_per_worker: 0", "execution.threads_per_worker")):
         f.write_text(f"execution:\n  {bad}\n")
         with pytest.raises(ParamsError, match=key):
             load_params(f)
     f.write_text("execution:\n  address: tcp://10.0.0.5:8786\n")  # a scheduler without the dask runner
-    with pytest.raises(ParamsError, match="execution.runner: dask"):
+    with pytest.raises(ParamsError, match="execution.runner: dask or ray"):
         load_params(f)
+    f.write_text("execution:\n  runner: ray\n  address: ray://head:10001\n")
+    assert load_params(f).execution.runner == "ray"

@@ -36,3 +36,13 @@ def test_dask_runner_without_a_server_fails_in_one_line(api_url, says):
 def test_local_runner_needs_no_server():
     proc = _check("local", None)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ray_runner_without_prefect_ray_says_what_to_install():
+    # as on a machine without requirements-ray.txt: the import of prefect_ray fails
+    code = "import sys; sys.modules['prefect_ray'] = None; " + CHECK.format("ray")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "flows.execution.ExecutionError: execution.runner ray needs prefect-ray and ray: "
+        "pip install -c constraints.txt -r requirements-ray.txt")
