@@ -288,7 +288,7 @@ class ExecutionParams(_P):
     address: str = ""  # an existing cluster: a Dask scheduler (tcp://host:8786) or a Ray cluster (ray://host:10001, auto); empty = start a local one for the run
     workers: int = Field(2, ge=1)  # local cluster: Dask worker processes, or the CPUs a local Ray instance offers (one per task)
     threads_per_worker: int = Field(1, ge=1)  # dask only (a Ray task gets one CPU)
-    shards: int = Field(1, ge=1)  # score the pool, and re-score each round's window, in this many shards (contiguous groups of the batches); 1 = unsharded
+    shards: int = Field(1, ge=1)  # embed and score the pool, and re-score each round's window, in this many shards (contiguous groups of the batches); 1 = unsharded
 
 
 class Params(_P):

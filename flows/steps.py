@@ -18,6 +18,8 @@ from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RANKED, RESCORING
 from curate.training.schedule import steps_per_round
 from curate.evaluation.sets import has_heldout_files
+from tasks.embed import STAGE as EMBED
+from tasks.embed import embed, embed_shard
 from tasks.evaluate import evaluate
 from tasks.holdout import split_refs
 from tasks.pipeline import stage_params
@@ -67,6 +69,17 @@ def planned_steps(p: Params, pool_rows: int) -> int:
     t = p.training
     per_round = steps_per_round(k, t.batch_size, t.grad_accum, t.epochs_per_round)
     return max(1, per_round * p.selection.rounds)
+
+
+def run_embed(call: Call, execution: ExecutionParams | None, project: str, p: Params, rows: dict) -> dict:
+    """The embed stage; with `execution` (the flow's) and execution.shards > 1, its batches encoded shard by
+    shard by `embed_shard` through `call.map` (each cached on its own), merged by `embed`."""
+    params = stage_params(p, "embed")
+    if execution is None or execution.shards == 1 or EMBED.is_stored({"project": project, "rows": rows, "params": params}):
+        return call(embed, project=project, rows=rows, params=params)
+    results = call.map(embed_shard, execution, {"shard": list(range(execution.shards))}, project=project, rows=rows,
+                       params=stage_params(p, "embed_shard"), shards=execution.shards)
+    return call(embed, project=project, rows=rows, params=params, shards=results)
 
 
 def merge_shards(call, execution: ExecutionParams, project: str, p: Params, plan: dict, model: dict, task,

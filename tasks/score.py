@@ -28,7 +28,8 @@ from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
-from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
+from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
+from curate.sharding import shard_batches
 from tasks.caching import Stage, note_pid
 
 POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass

@@ -79,30 +79,47 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def embed_texts(texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
-                progress: ProgressFn | None = None, encoder: str | Encoder = "minilm") -> np.ndarray:
-    """L2-normalised float32 embeddings, shape (len(texts), dim), in input order.
-
-    Texts are tokenised once (truncated to max_length), sorted by length and encoded in batches of
-    `batch_size`, so each batch pads only to its own longest text.
-    """
-    enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+def plan_batches(enc: Encoder, texts: Sequence[str], batch_size: int = 64,
+                 max_length: int = 128) -> tuple[list[list[int]], list[list[int]]]:
+    """(token ids of every text, truncated to max_length; batches of text indices): texts sorted by length
+    and cut into batches of `batch_size`, so each batch pads only to its own longest text."""
     if enc.max_seq_length:
         max_length = min(max_length, enc.max_seq_length)
-    out = np.zeros((len(texts), enc.dim), dtype=np.float32)
     if not texts:
-        return out
+        return [], []
     ids = enc.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    done = 0
+    return ids, [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def batch_costs(ids: list[list[int]], batches: list[list[int]]) -> list[int]:
+    """Each batch's padded tokens (texts x its longest): the work of its forward."""
+    return [len(b) * max(len(ids[i]) for i in b) for b in batches]
+
+
+def encode_batches(enc: Encoder, ids: list[list[int]], batches: Sequence[list[int]],
+                   progress: ProgressFn | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings of the texts of `batches`, shape (texts in them, dim), in batch order.
+    A text's vector depends only on the batch it is in, so any grouping of the same batches gives the same bits."""
+    chunks, total, done = [], sum(len(b) for b in batches), 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in batches:
             batch = enc.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
             hidden = enc.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            vecs = torch.nn.functional.normalize(_pool(hidden, batch["attention_mask"], enc.pooling).float(), dim=-1)
-            out[chunk] = vecs.numpy()
+            chunks.append(torch.nn.functional.normalize(_pool(hidden, batch["attention_mask"], enc.pooling).float(), dim=-1).numpy())
             done += len(chunk)
             if progress is not None:
-                progress(done, len(texts))
+                progress(done, total)
+    return np.concatenate(chunks) if chunks else np.zeros((0, enc.dim), dtype=np.float32)
+
+
+def embed_texts(texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
+                progress: ProgressFn | None = None, encoder: str | Encoder = "minilm") -> np.ndarray:
+    """L2-normalised float32 embeddings, shape (len(texts), dim), in input order (`plan_batches`, then
+    `encode_batches` over every batch)."""
+    enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+    out = np.zeros((len(texts), enc.dim), dtype=np.float32)
+    ids, batches = plan_batches(enc, texts, batch_size, max_length)
+    if batches:
+        out[[i for b in batches for i in b]] = encode_batches(enc, ids, batches, progress)
     return out

@@ -229,25 +229,6 @@ def batch_costs(plan: ScoringPlan) -> list[int]:
     return [len(b) * max(len(plan.seqs[i].input_ids) for i in b) for b in plan.batches]
 
 
-def shard_batches(costs: Sequence[float], shards: int) -> list[range]:
-    """`shards` contiguous groups of batch indices with about equal total cost (`batch_costs`; the
-    batches come longest first, so equal counts would give the first shard most of the work). Every
-    group is non-empty when shards <= len(costs)."""
-    n = len(costs)
-    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(costs, dtype=np.float64))])
-    bounds = [0]
-    for i in range(1, shards):
-        target = prefix[-1] * i / shards
-        j = int(np.searchsorted(prefix, target))
-        if j > 0 and (j > n or target - prefix[j - 1] <= prefix[j] - target):
-            j -= 1  # the boundary nearest the target
-        if n >= shards:
-            j = min(max(j, bounds[-1] + 1), n - (shards - i))
-        bounds.append(min(max(j, bounds[-1]), n))
-    bounds.append(n)
-    return [range(bounds[k], bounds[k + 1]) for k in range(shards)]
-
-
 def finish_scoring(plan: ScoringPlan, means: np.ndarray, variant: str = "ppl_ratio",
                    precision: str = "fp32") -> dict[str, np.ndarray]:
     """`score_rows`' result from the mean span loss of every planned sequence."""

@@ -14,7 +14,8 @@ import pytest
 from curate.artifacts import Ref, write_parquet
 from curate.config import Params
 from curate.models.truncation import token_budget
-from curate.scoring.ifd import batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows, shard_batches
+from curate.scoring.ifd import batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
+from curate.sharding import shard_batches
 from tasks.pipeline import stage_params
 from tasks.score import plan_window, rescore_window, score_shard, shard_count
 import test_ifd
