@@ -24,11 +24,19 @@ The flow runs its shards through Prefect's DaskTaskRunner, which needs a Prefect
 Execution: scaling out); this benchmark measures the computation only, with a plain `distributed.Client`,
 so it needs no Prefect server.
 
-Not measured: `train tokens/s, 2 processes vs 1`. Training runs in one process (no torchrun yet, README:
-Known limits), so there is nothing to compare.
+Metric `train tokens/s, 2 processes vs 1`: one training round (`curate.training.distributed.train_round`,
+as the train stage runs it) of the preset's training parameters on the first `--train-rows` of the same
+rows, from the same base model, with `--train-grad-accum` micro-batches per optimizer step:
+(a) one process, `--threads` torch threads; (b) `training.processes: 2` under torchrun (gloo), each
+process with `--threads` / 2 threads, the micro-batches of every step dealt between them. Value =
+tokens trained / wall seconds of (b), the launch of torchrun and both processes' model loads
+included; baseline = the same for (a); ratio = value / baseline. Each repeat also records the tokens/s
+of the optimizer steps alone (the training's own seconds, no start-up) and the largest weight
+difference between (a) and (b) (the gradient sums change order; two runs of (b) give equal bits).
 
 Run: .venv/bin/python bench/scaleout.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
-     [--threads 2] [--set KEY=VALUE ...] [--out bench/results/scaleout.json]
+     [--threads 2] [--set KEY=VALUE ...] [--metrics scoring training] [--train-rows 32]
+     [--out bench/results/scaleout.json]
 Trial (an untrained tiny model: the pre-training takes minutes):
      .venv/bin/python bench/scaleout.py --model tiny --set base_model.pretrain.steps=0 --rows 16 --repeats 2
      --out /tmp/scaleout-trial.json
@@ -102,7 +110,8 @@ def run_local(model_dir: str, bm: dict, s: dict, rows: list[dict]) -> tuple[dict
 def run_dask(client, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> tuple[dict, dict]:
     import numpy as np
 
-    from curate.scoring.ifd import batch_costs, finish_scoring, shard_batches
+    from curate.scoring.ifd import batch_costs, finish_scoring
+    from curate.sharding import shard_batches
 
     t0 = time.perf_counter()
     _, tokenizer, p = plan(model_dir, bm, s, rows)
@@ -126,6 +135,62 @@ def run_dask(client, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> tup
                     "workers": [{k: part[k] for k in ("pid", "tokens", "load_s", "forward_s")} for part in parts]}
 
 
+def run_training(model_dir: str, p, rows: list[dict], processes: int, out: Path, grad_accum: int) -> tuple[dict, dict]:
+    """(seconds and tokens, weights) of one training round in `processes` processes."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from curate.training.distributed import train_round
+    from curate.training.trainer import RoundConfig
+
+    t = p.training
+    steps = -(-len(rows) // (t.batch_size * grad_accum))
+    config = replace(RoundConfig.from_params(t, system_prompt=p.scoring.system_prompt,
+                                             chat_template=p.base_model.chat_template, seed=p.project.seed,
+                                             round_index=0, total_steps=steps), grad_accum=grad_accum, save_every=0)
+    start = time.perf_counter()
+    result = train_round(config, Path(model_dir), out, rows, processes=processes)
+    wall = time.perf_counter() - start
+    tokens = sum(result.log.column("tokens").to_pylist())
+    weights = {}
+    for f in sorted(out.glob("*.safetensors")):
+        weights.update(load_file(str(f)))
+    return {"wall_s": wall, "steps_s": sum(result.step_seconds), "tokens": tokens, "steps": result.steps,
+            "tokens_per_s": tokens / wall, "step_tokens_per_s": tokens / sum(result.step_seconds)}, weights
+
+
+def training_entry(args, command: str, model_dir: str, p, rows: list[dict], work: Path) -> dict:
+    import torch
+
+    runs, max_diff = [], 0.0
+    for k in range(args.repeats):
+        one, w_one = run_training(model_dir, p, rows, 1, work / f"train-1-{k}", args.train_grad_accum)
+        two, w_two = run_training(model_dir, p, rows, 2, work / f"train-2-{k}", args.train_grad_accum)
+        max_diff = max([max_diff] + [float((w_one[n] - w_two[n]).abs().max()) for n in w_one])
+        if k and any(not torch.equal(w_two[n], previous[n]) for n in w_two):
+            raise SystemExit(f"repeat {k}: two 2-process runs gave different weights")
+        previous = w_two
+        runs.append({"one_process": rounded(one), "two_processes": rounded(two)})
+        print(f"repeat {k}: 1 process {one['tokens_per_s']:.1f} tokens/s, 2 processes {two['tokens_per_s']:.1f}", flush=True)
+    best_one = max(r["one_process"]["tokens_per_s"] for r in runs)
+    best_two = max(r["two_processes"]["tokens_per_s"] for r in runs)
+    t = p.training
+    return {"benchmark": "scaleout", "metric": "train tokens/s, 2 processes vs 1",
+            "value": round(best_two, 3), "unit": "tokens/s (best repeat, wall time including start-up)",
+            "baseline": f"one process, {args.threads} torch threads",
+            "baseline_value": round(best_one, 3), "ratio": round(best_two / best_one, 3),
+            "ratio_per_repeat": [round(r["two_processes"]["tokens_per_s"] / r["one_process"]["tokens_per_s"], 3) for r in runs],
+            "step_ratio_per_repeat": [round(r["two_processes"]["step_tokens_per_s"] / r["one_process"]["step_tokens_per_s"], 3)
+                                      for r in runs],
+            "rows": len(rows), "batch_size": t.batch_size, "grad_accum": args.train_grad_accum,
+            "max_length": t.max_length, "lora": t.lora.enabled, "model": args.model, "overrides": args.set,
+            "max_abs_weight_diff_vs_one_process": max_diff, "repeats": runs, "command": command, "date": utc_now(),
+            "machine": machine_info(args.threads),
+            "note": f"torchrun --standalone --nproc_per_node=2, gloo, {max(1, args.threads // 2)} thread(s) per process; "
+                    "shared machine (other processes may run)"}
+
+
 def rounded(d):
     if isinstance(d, dict):
         return {k: rounded(v) for k, v in d.items()}
@@ -135,8 +200,6 @@ def rounded(d):
 
 
 def main() -> None:
-    import numpy as np
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct", help="a `curate init --model` preset: smollm2-135m-instruct or tiny")
     ap.add_argument("--rows", type=int, default=200)
@@ -145,11 +208,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset parameter (a trial: base_model.pretrain.steps=0)")
     ap.add_argument("--out", default=str(RESULT), help="results file (a trial: a temp path)")
+    ap.add_argument("--metrics", nargs="+", choices=["scoring", "training"], default=["scoring", "training"])
+    ap.add_argument("--train-rows", type=int, default=32)
+    ap.add_argument("--train-grad-accum", type=int, default=2, help="micro-batches per optimizer step (one per process)")
     args = ap.parse_args()
     command = "python bench/scaleout.py" + "".join(f" {a}" for a in sys.argv[1:])
 
     import torch
-    from distributed import Client, LocalCluster
 
     from curate.config import Params, apply_overrides
     from curate.demo.sharegpt import write_sharegpt_pool
@@ -168,6 +233,22 @@ def main() -> None:
     rows = ingest_path(work / "raw", max_bytes=p.ingest.max_bytes).rows.to_pylist()
     model_dir = str(model_path(base_model.fn(project=str(work), params=stage_params(p, "base_model"))))
     bm, s = p.base_model.model_dump(mode="json"), p.scoring.model_dump(mode="json")
+
+    entries = []
+    try:
+        if "scoring" in args.metrics:
+            entries.append(scoring_entry(args, command, model_dir, bm, s, rows))
+        if "training" in args.metrics:
+            entries.append(training_entry(args, command, model_dir, p, rows[: args.train_rows], work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    update(args.out, entries)
+    print(json.dumps(entries, indent=2))
+
+
+def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> dict:
+    import numpy as np
+    from distributed import Client, LocalCluster
 
     start = time.perf_counter()
     cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
@@ -196,7 +277,6 @@ def main() -> None:
     finally:
         client.close()
         cluster.close()
-        shutil.rmtree(work, ignore_errors=True)
 
     local_s = min(r["local"]["total_s"] for r in runs)
     dask_s = min(r["dask"]["total_s"] for r in runs)
@@ -210,8 +290,7 @@ def main() -> None:
              "note": f"LocalCluster of {WORKERS} worker processes, 1 thread each, no Prefect; per repeat both paths "
                      "plan (model load + tokenisation), dask ships each shard's sequences to its worker, "
                      "which loads the model and runs its batches; shared machine (other processes may run)"}
-    update(args.out, [entry])
-    print(json.dumps(entry, indent=2))
+    return entry
 
 
 if __name__ == "__main__":
