@@ -142,10 +142,11 @@ def run_training(model_dir: str, p, rows: list[dict], processes: int, out: Path,
     from safetensors.torch import load_file
 
     from curate.training.distributed import train_round
+    from curate.training.schedule import steps_per_round
     from curate.training.trainer import RoundConfig
 
     t = p.training
-    steps = -(-len(rows) // (t.batch_size * grad_accum))
+    steps = steps_per_round(len(rows), t.batch_size, grad_accum)
     config = replace(RoundConfig.from_params(t, system_prompt=p.scoring.system_prompt,
                                              chat_template=p.base_model.chat_template, seed=p.project.seed,
                                              round_index=0, total_steps=steps), grad_accum=grad_accum, save_every=0)

@@ -7,8 +7,13 @@ from typing import Sequence
 import numpy as np
 
 
+def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> list[int]:
+    """Each batch's padded tokens (its items x its longest item's `lengths`): the work of its forward."""
+    return [len(b) * max(lengths[i] for i in b) for b in batches]
+
+
 def shard_batches(costs: Sequence[float], shards: int) -> list[range]:
-    """`shards` contiguous groups of batch indices with about equal total cost (`batch_costs`; the
+    """`shards` contiguous groups of batch indices with about equal total cost (`padded_tokens`; the
     batches come longest first, so equal counts would give the first shard most of the work). Every
     group is non-empty when shards <= len(costs)."""
     n = len(costs)

@@ -135,7 +135,7 @@ def run_rounds(call: Call, project: str, p: Params, pool: dict, scores: dict, ba
 def run_evaluations(call: Call, project: str, p: Params, heldout: dict, base: dict, checkpoints: list[dict],
                     execution: ExecutionParams | None = None) -> list[dict]:
     """Held-out metrics of the base model and of every round's checkpoint: [base, round 0, round 1, ...].
-    `execution`: the flow's, whose Runner `call` `.map`s the evaluations (on Dask workers with runner dask);
+    `execution`: the flow's, whose Runner `call` `.map`s the evaluations (on Dask or Ray workers with runner dask or ray);
     None (a direct caller): one after the other."""
     params = stage_params(p, "evaluate")
     models = [base] + checkpoints

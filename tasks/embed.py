@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import Ref, atomic_path, write_json, write_parquet
-from curate.embed.minilm import batch_costs, embed_texts, encode_batches, load_encoder, plan_batches
+from curate.embed.minilm import embed_texts, encode_batches, load_encoder, plan_batches
 from curate.progress import Progress
 from curate.schema import embedding_schema, user_text
-from curate.sharding import shard_batches
+from curate.sharding import padded_tokens, shard_batches
 from tasks.caching import Stage, note_pid
 
 STAGE = Stage("embed", ignore=("shards",))  # the shards' vectors: the same bits as one pass
@@ -44,7 +44,7 @@ def embed_shard(project: str, rows: dict, params: dict, shard: int, shards: int)
         _, texts = _texts(rows)
         encoder = load_encoder(p["model"])
         ids, batches = plan_batches(encoder, texts, p["batch_size"], p["max_length"])
-        mine = [batches[b] for b in shard_batches(batch_costs(ids, batches), shards)[shard]] if batches else []
+        mine = [batches[b] for b in shard_batches(padded_tokens([len(x) for x in ids], batches), shards)[shard]] if batches else []
         vectors = encode_batches(encoder, ids, mine, Progress(f"embed shard {shard + 1}/{shards}", "rows"))
         dim = vectors.shape[1]
         with atomic_path(out) as tmp:

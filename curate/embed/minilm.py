@@ -92,11 +92,6 @@ def plan_batches(enc: Encoder, texts: Sequence[str], batch_size: int = 64,
     return ids, [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def batch_costs(ids: list[list[int]], batches: list[list[int]]) -> list[int]:
-    """Each batch's padded tokens (texts x its longest): the work of its forward."""
-    return [len(b) * max(len(ids[i]) for i in b) for b in batches]
-
-
 def encode_batches(enc: Encoder, ids: list[list[int]], batches: Sequence[list[int]],
                    progress: ProgressFn | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings of the texts of `batches`, shape (texts in them, dim), in batch order.

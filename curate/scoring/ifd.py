@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from curate.models.chat import Encoded, encode_conditional, encode_prior
 from curate.models.truncation import RESPONSE_SHARE, token_budget
 from curate.scoring.misalignment import partners, swapped_rows
+from curate.sharding import padded_tokens
 
 VARIANTS = ("ppl_ratio", "loss_ratio")
 PRECISIONS = ("fp32", "bf16")
@@ -226,7 +227,7 @@ def plan_scoring(tokenizer, rows: Sequence[dict[str, Any]], system_prompt: str |
 
 def batch_costs(plan: ScoringPlan) -> list[int]:
     """Each planned batch's padded tokens (rows x its longest sequence): the work of its forward."""
-    return [len(b) * max(len(plan.seqs[i].input_ids) for i in b) for b in plan.batches]
+    return padded_tokens([len(s.input_ids) for s in plan.seqs], plan.batches)
 
 
 def finish_scoring(plan: ScoringPlan, means: np.ndarray, variant: str = "ppl_ratio",

@@ -480,8 +480,7 @@ class RoundRecipe:
                 [decision.scores[j] for j in group] if decision.scores is not None else [None] * len(group))
             parts[g] = (mb.loss.item(), mb.tokens, mb.response_tokens, mb.weighted_tokens, mb.weights, scores)
         self.ranks.sum_gradients(self.params)
-        if self.ranks.world > 1:
-            parts = {g: part for shard in self.ranks.gather(parts) for g, part in shard.items()}
+        parts = {g: part for shard in self.ranks.gather(parts) for g, part in shard.items()}
         for g in range(len(groups)):
             loss, tokens, response_tokens, weighted, weights, scores = parts[g]
             t.loss += loss
