@@ -215,3 +215,24 @@ def iter_batches(path: Path | str, columns: Iterable[str] | None = None, batch_s
     """Stream a Parquet file as record batches (large pools never become one pandas frame)."""
     pf = pq.ParquetFile(path)
     yield from pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+
+
+def iter_row_range(path: Path | str, start: int, stop: int, columns: Iterable[str] | None = None,
+                   batch_size: int = 65536):
+    """Stream rows start..stop-1 of a Parquet file as (first row, record batch) pairs, reading only the
+    row groups that hold them."""
+    pf = pq.ParquetFile(path)
+    groups, first, offset = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        size = pf.metadata.row_group(g).num_rows
+        if offset < stop and offset + size > start:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += size
+    if not groups:
+        return
+    for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=list(columns) if columns else None):
+        lo, hi = max(start - first, 0), min(stop - first, batch.num_rows)
+        if lo < hi:
+            yield first + lo, batch.slice(lo, hi - lo)
+        first += batch.num_rows

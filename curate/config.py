@@ -284,11 +284,11 @@ class TrackingParams(_P):
 
 class ExecutionParams(_P):
     """Where a run computes, never what: in no stage's cache key, record's included (docs/architecture.md §2)."""
-    runner: Literal["local", "dask", "ray"] = "local"  # dask / ray: the score shards and the evaluations run on workers (needs a Prefect API server; ray: requirements-ray.txt)
+    runner: Literal["local", "dask", "ray"] = "local"  # dask / ray: the shards and the evaluations run on workers (needs a Prefect API server; ray: requirements-ray.txt)
     address: str = ""  # an existing cluster: a Dask scheduler (tcp://host:8786) or a Ray cluster (ray://host:10001, auto); empty = start a local one for the run
     workers: int = Field(2, ge=1)  # local cluster: Dask worker processes, or the CPUs a local Ray instance offers (one per task)
     threads_per_worker: int = Field(1, ge=1)  # dask only (a Ray task gets one CPU)
-    shards: int = Field(1, ge=1)  # embed and score the pool, and re-score each round's window, in this many shards (contiguous groups of the batches); 1 = unsharded
+    shards: int = Field(1, ge=1)  # sign dedup's new rows (MinHash), embed and score the pool, and re-score each round's window, in this many shards; 1 = unsharded
 
 
 class Params(_P):

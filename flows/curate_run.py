@@ -20,10 +20,9 @@ from curate.incoming import take_incoming
 from curate.lock import project_lock
 from flows.execution import require_api_server, task_runner
 from flows.steps import (check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout, pool_warnings,
-                         publish_evaluations, publish_rounds, run_embed, run_evaluations, run_rounds)
+                         publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations, run_rounds)
 from tasks.base_model import base_model
 from tasks.caching import REGISTRY
-from tasks.dedup import dedup, previous_dedup
 from tasks.holdout import holdout
 from tasks.ingest import ingest
 from tasks.pipeline import stage_params
@@ -109,8 +108,7 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     raw = Ref.of(Path(project) / p.raw.dir).to_dict()
 
     rows = run(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
-    deduped = run(dedup, project=project, rows=rows, previous=previous_dedup(project, rows, stage_params(p, "dedup")),
-                  params=stage_params(p, "dedup"))
+    deduped = run_dedup(run, p.execution, project, p, rows)
     embeddings = run_embed(run, p.execution, project, p, deduped)
     pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"),
                previous=previous_semdedup(project, deduped, embeddings, stage_params(p, "semdedup")))

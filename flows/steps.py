@@ -18,6 +18,8 @@ from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RANKED, RESCORING
 from curate.training.schedule import steps_per_round
 from curate.evaluation.sets import has_heldout_files
+from tasks.dedup import STAGE as DEDUP
+from tasks.dedup import dedup, minhash_shard, previous_dedup
 from tasks.embed import STAGE as EMBED
 from tasks.embed import embed, embed_shard
 from tasks.evaluate import evaluate
@@ -69,6 +71,20 @@ def planned_steps(p: Params, pool_rows: int) -> int:
     t = p.training
     per_round = steps_per_round(k, t.batch_size, t.grad_accum, t.epochs_per_round)
     return max(1, per_round * p.selection.rounds)
+
+
+def run_dedup(call: Call, execution: ExecutionParams | None, project: str, p: Params, rows: dict) -> dict:
+    """The dedup stage, against the previous dedup artifact; with `execution` (the flow's), execution.shards > 1
+    and near dedup on, its MinHash signatures computed shard by shard by `minhash_shard` through `call.map`
+    (each cached on its own), looked up by `dedup`."""
+    params = stage_params(p, "dedup")
+    arguments = {"project": project, "rows": rows, "params": params,
+                 "previous": previous_dedup(project, rows, params)}
+    if execution is None or execution.shards == 1 or not p.dedup.near.enabled or DEDUP.is_stored(arguments):
+        return call(dedup, **arguments)
+    results = call.map(minhash_shard, execution, {"shard": list(range(execution.shards))}, project=project, rows=rows,
+                       params=stage_params(p, "minhash_shard"), previous=arguments["previous"], shards=execution.shards)
+    return call(dedup, **arguments, shards=results)
 
 
 def run_embed(call: Call, execution: ExecutionParams | None, project: str, p: Params, rows: dict) -> dict:

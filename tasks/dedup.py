@@ -13,6 +13,11 @@ Output (`.curate/store/dedup/<key>/`, published to data/dedup):
 
 `previous` is the earlier dedup artifact to deduplicate against (a Ref; None = full pass). It is part
 of the cache key; tasks/previous.py picks it.
+
+With `execution.shards` > 1 (and near dedup on) the flow maps `minhash_shard` over the shards first: each
+signs the distinct texts of one contiguous group of the new rows (curate/dedup/presign.py) into a store
+entry of its own, and `dedup` looks those signatures up instead of computing them. A signature depends
+only on its text, so the artifact is the bytes of one pass.
 """
 from __future__ import annotations
 
@@ -22,16 +27,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.artifacts import atomic_path, iter_batches, write_json, write_parquet
+from curate.artifacts import Ref, atomic_path, iter_batches, write_json, write_parquet
 from curate.dedup import DedupSettings, dedup_batches
 from curate.dedup.incremental import (ID_COLUMNS, INDEX_DIR, KEPT_FILE, REMOVED_FILE, TEXT_COLUMNS,
                                       previous_from_artifact)
+from curate.dedup.presign import Presigned, new_rows, shard_rows, sign_rows
 from curate.dedup.report import plot_cluster_sizes
 from curate.schema import ROWS
-from tasks.caching import Stage
+from tasks.caching import Stage, note_pid
 from tasks.previous import previous_artifact, remember, usable_previous, write_lineage
 
-STAGE = Stage("dedup")
+STAGE = Stage("dedup", ignore=("shards",))  # the shards' signatures: the ones dedup would compute
+SHARD = Stage("minhash_shard")
+SIGNATURES_FILE = "signatures.parquet"
 BATCH_ROWS = 65_536
 
 
@@ -48,8 +56,28 @@ def previous_dedup(project: str, rows: dict, params: dict) -> dict | None:
     return previous_artifact(project, STAGE.name, rows["digest"], settings_of(params).digest())
 
 
+@SHARD.task()
+def minhash_shard(project: str, rows: dict, params: dict, previous: dict | None, shard: int, shards: int) -> dict:
+    """Shard `shard` of `shards`: the MinHash signatures of the distinct texts of its group of the rows that
+    dedup (with this `previous`) will examine."""
+    out = SHARD.out(project, locals())
+    if not out.exists():
+        note_pid(SHARD.name)
+        settings = settings_of(params)
+        source = Path(rows["path"]) / "rows.parquet"
+        prior = previous_from_artifact(previous["path"], settings, fingerprints=False)[0] if usable_previous(previous) else None
+        mine = shard_rows(new_rows(pq.read_table(source, columns=ID_COLUMNS), prior), shard, shards)
+        signed = sign_rows(source, mine, settings, BATCH_ROWS)
+        with atomic_path(out) as tmp:
+            signed.write(tmp / SIGNATURES_FILE)
+            write_json({"rows": len(mine), "texts_signed": len(signed), "shard": shard, "shards": shards},
+                       tmp / "stats.json")
+    return Ref.of(out).to_dict()
+
+
 @STAGE.task()
-def dedup(project: str, rows: dict, params: dict, previous: dict | None = None) -> dict:
+def dedup(project: str, rows: dict, params: dict, previous: dict | None = None, shards: list[dict] | None = None) -> dict:
+    """`shards`: the `minhash_shard` Refs of every shard, whose signatures dedup looks up instead of computing."""
     out = STAGE.out(project, locals())
     if not out.exists():
         settings = settings_of(params)
@@ -59,9 +87,11 @@ def dedup(project: str, rows: dict, params: dict, previous: dict | None = None) 
         elif previous is not None:
             status = {"index": "unusable", "reason": f"previous artifact {previous['path']} missing or changed: full pass"}
         source = Path(rows["path"]) / "rows.parquet"
+        presigned = (Presigned.concat([Presigned.read(Path(s["path"]) / SIGNATURES_FILE, settings.width) for s in shards],
+                                      settings.width) if shards and settings.near else None)
         result = dedup_batches(pq.read_table(source, columns=ID_COLUMNS),
                                iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), settings, prior,
-                               reread=lambda: iter_batches(source, TEXT_COLUMNS, BATCH_ROWS))
+                               reread=lambda: iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), presigned=presigned)
         with atomic_path(out) as tmp:
             write_kept(source, result.keep, tmp / KEPT_FILE)
             write_parquet(result.removed, tmp / REMOVED_FILE)

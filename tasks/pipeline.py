@@ -45,6 +45,11 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("dedup", inputs=("ingest",), params=("dedup.exact", "dedup.near"),
               code=("curate/dedup", "curate/schema.py", "tasks/previous.py"), output="data/dedup", persist=True,
               note="dedup.semantic is the semdedup stage's: changing it does not re-run this one"),
+    StageSpec("minhash_shard", inputs=("ingest", "dedup"), params=("dedup.exact", "dedup.near"),
+              code=("curate/dedup", "curate/schema.py", "curate/artifacts.py", "tasks/previous.py"), output=None,
+              module="tasks/dedup.py",
+              note="the MinHash signatures of one contiguous group of the rows dedup will examine "
+                   "(execution.shards > 1, dedup.near on); dedup looks them up"),
     StageSpec("embed", inputs=("dedup",), params=("embed",), code=("curate/embed", "curate/schema.py"),
               output="data/embed"),
     StageSpec("embed_shard", inputs=("dedup",), params=("embed",), code=("curate/embed", "curate/sharding.py"),

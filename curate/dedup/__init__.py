@@ -8,7 +8,8 @@ across runs.
 1. Every row's dedup text (`normalize.dedup_text`: context turns, instruction, input, response;
    NFKC, optional case folding, whitespace collapsed).
 2. Exact: rows with identical dedup texts (equal `exact.text_digest`) form a group (`exact.py`).
-3. Near: one row per exact group gets a MinHash signature (`minhash.py`); banded LSH proposes
+3. Near: one row per exact group gets a MinHash signature (`minhash.py`; or the one a shard computed
+   ahead, looked up by the text's digest: `presign.py`); banded LSH proposes
    candidate pairs; pairs whose exact shingle Jaccard reaches `threshold` (`jaccard.py`, from a
    second pass that reads only the candidates' texts; `verify="signature"`: whose signatures agree
    on at least `threshold` of their positions, one pass, noisier) are edges, and the connected components of the edges are the clusters (`lsh.py`). Components are
@@ -47,8 +48,9 @@ from curate.dedup.exact import KeepPolicy, choose_kept, text_digests
 from curate.dedup.incremental import ID_COLUMNS, TEXT_COLUMNS, Previous, split_pool
 from curate.dedup.index import DIGEST_TYPE, DedupIndex, DedupSettings, VerifyMode
 from curate.dedup.jaccard import exact_jaccard, shingle_sets
-from curate.dedup.minhash import estimated_jaccard
+from curate.dedup.minhash import MinHasher, estimated_jaccard
 from curate.dedup.normalize import dedup_texts
+from curate.dedup.presign import Presigned
 from curate.schema import REMOVED
 
 __all__ = ["DedupResult", "DedupSettings", "Previous", "dedup_batches", "dedup_rows",
@@ -93,12 +95,13 @@ def dedup_rows(
 
 def dedup_batches(
     ids: pa.Table, batches: Iterable[pa.RecordBatch], settings: DedupSettings, previous: Previous | None = None,
-    reread: Callable[[], Iterable[pa.RecordBatch]] | None = None,
+    reread: Callable[[], Iterable[pa.RecordBatch]] | None = None, presigned: Presigned | None = None,
 ) -> DedupResult:
     """Dedup of a pool given as its ids (row_id, source, position) and its text columns as record
     batches (`TEXT_COLUMNS`, same rows, same order); see the module docstring. `reread()` yields the
     same batches again (needed by `settings.verify == "exact"`: a second pass reads only the texts
-    of the candidate pairs' rows)."""
+    of the candidate pairs' rows). `presigned`: signatures computed ahead by shards (`presign.py`),
+    used instead of signing those texts here; the result is the same."""
     n = ids.num_rows
     row_ids = ids["row_id"].combine_chunks()
     sources = ids["source"].combine_chunks()
@@ -128,18 +131,19 @@ def dedup_batches(
         local = np.flatnonzero(split.new[offset : offset + size])
         if len(local):
             texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
-            first_texts = []
+            first_texts, first_digests = [], []
             for row, text, digest in zip(local + offset, texts, text_digests(texts)):
                 group = node_of_digest.get(digest) if settings.exact else None
                 if group is None:
                     group = n_old + len(new_digests)
                     new_digests.append(digest)
                     first_texts.append(text)
+                    first_digests.append(digest)
                     if settings.exact:
                         node_of_digest[digest] = group
                 node[row] = group
             if hasher is not None and first_texts:
-                signature_parts.append(hasher.signatures(first_texts))
+                signature_parts.append(_signatures(first_texts, first_digests, hasher, presigned))
         offset += size
     if offset != n:
         raise ValueError(f"the batches hold {offset} rows, the ids {n}")
@@ -232,6 +236,20 @@ def dedup_batches(
     }
     return DedupResult(removed=removed_table, keep=keep, index=index, stats=stats,
                        cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
+
+
+def _signatures(texts: list[str], digests: list[bytes], hasher: MinHasher, presigned: Presigned | None) -> np.ndarray:
+    """MinHash signatures of `texts`: those in `presigned` (by digest) looked up, the others computed here."""
+    if presigned is None or not len(presigned):
+        return hasher.signatures(texts)
+    if presigned.signatures.shape[1] != hasher.num_perm:
+        raise ValueError(f"presigned signatures hold {presigned.signatures.shape[1]} values, the settings {hasher.num_perm}")
+    found = presigned.lookup(digests)
+    out = presigned.signatures[np.maximum(found, 0)]
+    missing = np.flatnonzero(found < 0)
+    if len(missing):
+        out[missing] = hasher.signatures([texts[i] for i in missing])
+    return out
 
 
 def _similarity(a: np.ndarray, b: np.ndarray, old: np.ndarray, new: np.ndarray,

@@ -103,12 +103,15 @@ def split_pool(row_ids: pa.Array, sources: pa.Array, positions: np.ndarray, prev
     return PoolSplit(kept_index, old_rows, copy_rows, row_of_slot[slot[copy_rows]], carried_rows, carried.cast(REMOVED), new)
 
 
-def previous_from_artifact(directory: Path | str, settings: DedupSettings) -> tuple[Previous | None, dict]:
+def previous_from_artifact(directory: Path | str, settings: DedupSettings,
+                           fingerprints: bool = True) -> tuple[Previous | None, dict]:
     """What an earlier dedup artifact left, or None for a full pass, and a status for stats.json:
-    `index` (loaded | rebuilt | stale | unusable) and `reason`; see the module docstring."""
+    `index` (loaded | rebuilt | stale | unusable) and `reason`; see the module docstring.
+    `fingerprints=False`: the index's ids only (`DedupIndex.ids_only`; a rebuild signs nothing), enough
+    for `split_pool` to tell the new rows, by the same decisions."""
     directory = Path(directory)
     try:
-        index = DedupIndex.load(directory / INDEX_DIR, settings)
+        index = DedupIndex.load(directory / INDEX_DIR, settings, ids_only=not fingerprints)
         status = {"index": "loaded", "reason": f"{len(index)} rows kept before"}
     except ParamsChanged as e:
         log.warning("dedup: %s: full pass", e)
@@ -116,7 +119,9 @@ def previous_from_artifact(directory: Path | str, settings: DedupSettings) -> tu
     except IndexProblem as problem:
         try:
             kept = directory / KEPT_FILE
-            index = DedupIndex.build(pq.read_table(kept, columns=ID_COLUMNS), iter_batches(kept, TEXT_COLUMNS), settings)
+            ids = pq.read_table(kept, columns=ID_COLUMNS)
+            index = (DedupIndex.build(ids, iter_batches(kept, TEXT_COLUMNS), settings) if fingerprints
+                     else DedupIndex.ids_only(settings, ids))
         except (OSError, pa.ArrowException, ValueError) as e:
             log.warning("dedup: the previous index is unusable (%s) and the kept rows unreadable (%s): full pass", problem, e)
             return None, {"index": "unusable", "reason": f"index: {problem}; kept rows: {e}: full pass"}

@@ -124,6 +124,15 @@ class DedupIndex:
                       np.concatenate(signatures) if signatures else np.empty((0, settings.width), np.uint32))
 
     @classmethod
+    def ids_only(cls, settings: DedupSettings, ids: pa.Table) -> "DedupIndex":
+        """The entries of `ids` (row_id, source, position) without fingerprints (null digests, no
+        signatures): enough to tell which pool rows are new (`incremental.split_pool`), nothing more."""
+        n = ids.num_rows
+        return cls(settings, ids["row_id"].combine_chunks(), ids["source"].combine_chunks(),
+                   ids["position"].to_numpy().astype(np.int64), pa.nulls(n, DIGEST_TYPE), np.empty((n, 0), np.uint32),
+                   np.empty((n, 0), np.uint64))
+
+    @classmethod
     def of(cls, settings: DedupSettings, ids: pa.Table, digests: pa.Array, signatures: np.ndarray) -> "DedupIndex":
         """An index from ids (row_id, source, position), digests and signatures (band keys computed)."""
         keys = settings.lsh().band_keys(signatures) if settings.near else np.empty((len(digests), 0), np.uint64)
@@ -182,8 +191,9 @@ class DedupIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: Path | str, settings: DedupSettings) -> "DedupIndex":
-        """The index saved in `directory`; see the module docstring."""
+    def load(cls, directory: Path | str, settings: DedupSettings, ids_only: bool = False) -> "DedupIndex":
+        """The index saved in `directory`; see the module docstring. `ids_only`: read only the entries'
+        row_id, source and position (`ids_only`), after the same checks."""
         directory = Path(directory)
         manifest = _read_manifest(directory)
         if manifest.get("settings_digest") != settings.digest():
@@ -195,19 +205,24 @@ class DedupIndex:
             raise IndexProblem(f"{path} is missing")
         if file_digest(path) != manifest.get("sha256"):
             raise IndexProblem(f"{path} does not match the checksum in its manifest (changed or truncated)")
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as e:
-            raise IndexProblem(f"{path} is unreadable: {e}") from e
         expected = settings.lsh()
         want = {"row_id": pa.string(), "source": pa.string(), "position": pa.int64(), "text_digest": DIGEST_TYPE}
         if settings.near:
             want |= {"signature": pa.list_(pa.uint32(), settings.width),
                      "band_keys": pa.list_(pa.uint64(), expected.bands)}
-        got = {f.name: f.type for f in table.schema}
+        try:
+            columns = list(want)[:3] if ids_only else None
+            table = pq.read_table(path, columns=columns)
+            got = {f.name: f.type for f in pq.read_schema(path)}
+        except (OSError, pa.ArrowException) as e:
+            raise IndexProblem(f"{path} is unreadable: {e}") from e
         if got != want or table.num_rows != manifest.get("rows") or manifest.get("bands") != settings.bands:
             raise IndexProblem(f"{path} has the wrong shape: {table.num_rows} rows of {got}, the manifest says "
                                f"{manifest.get('rows')} rows and {manifest.get('bands')} bands; expected columns {want}")
+        if ids_only:
+            if pc.any(pc.is_null(table["row_id"])).as_py():
+                raise IndexProblem(f"{path} has null row ids")
+            return cls.ids_only(settings, table)
         n = table.num_rows
         signatures = (table["signature"].combine_chunks().flatten().to_numpy().reshape(n, settings.width)
                       if settings.near else np.empty((n, 0), np.uint32))

@@ -1,5 +1,5 @@
-"""`execution:` (README: Execution). On a real Dask LocalCluster of 2 worker processes, the pool embedded
-and scored and round 1's window re-scored in 2 shards each, and the base model and every checkpoint
+"""`execution:` (README: Execution). On a real Dask LocalCluster of 2 worker processes, the pool's MinHash
+signatures computed, the pool embedded and scored and round 1's window re-scored in 2 shards each, and the base model and every checkpoint
 evaluated on the workers, publish the bytes of a local run; a rerun with the local runner is fully
 cached, and a run killed after one score shard resumes from the other. Both runs of that test train
 every round in 2 torchrun processes (`training.processes`), so equal bytes also say that two such runs
@@ -36,7 +36,7 @@ def _run(project) -> tuple[dict, int]:
 
 def _local_then(runner: str, make_project, tmp_path, training: dict):
     """The same demo project run with the local runner, then with `runner` (2 shards, 2 workers of 1 thread):
-    both publish the same bytes and the same stage digests, and every shard (embedding, scoring, re-scoring)
+    both publish the same bytes and the same stage digests, and every shard (MinHash signing, embedding, scoring, re-scoring)
     and evaluation of the second run computed in a worker process. Returns (the runs' JSON, the second project)."""
     runs, published, flow_pids = {}, {}, {}
     for name, execution in (("local", {"runner": "local"}),
@@ -49,7 +49,7 @@ def _local_then(runner: str, make_project, tmp_path, training: dict):
         published[name] = _files(project.root / "data")
 
     assert published["local"] == published[runner]
-    stages = {name: {(c["stage"], c["round"]): c["digest"] for c in run["stages"] if c["stage"] not in ("record", "score_shard", "embed_shard")}
+    stages = {name: {(c["stage"], c["round"]): c["digest"] for c in run["stages"] if c["stage"] not in ("record", "score_shard", "embed_shard", "minhash_shard")}
               for name, run in runs.items()}
     assert stages["local"] == stages[runner] and {("score", None), ("rescore", 1)} <= set(stages[runner])
     shards = [c for c in runs[runner]["stages"] if c["stage"] == "score_shard"]  # the pool's 2, then the window's 2
@@ -59,7 +59,8 @@ def _local_then(runner: str, make_project, tmp_path, training: dict):
     noted = {name: [(stage, int(pid)) for stage, pid in map(str.split, (tmp_path / f"{name}-pids").read_text().splitlines())]
              for name in runs}
     assert noted["local"] == [("evaluate", flow_pids["local"])] * 3, noted  # the base model and 2 rounds, in the flow
-    assert sorted(stage for stage, _ in noted[runner]) == ["embed_shard"] * 2 + ["evaluate"] * 3 + ["score_shard"] * 4, noted
+    assert sorted(stage for stage, _ in noted[runner]) == (["embed_shard"] * 2 + ["evaluate"] * 3 + ["minhash_shard"] * 2
+                                                  + ["score_shard"] * 4), noted
     assert flow_pids[runner] not in {pid for _, pid in noted[runner]}, (noted, flow_pids)  # all on the workers
 
     project.set_params({"execution": {"runner": "local", "shards": 1}})
