@@ -34,8 +34,18 @@ included; baseline = the same for (a); ratio = value / baseline. Each repeat als
 of the optimizer steps alone (the training's own seconds, no start-up) and the largest weight
 difference between (a) and (b) (the gradient sums change order; two runs of (b) give equal bits).
 
+Metric `minhash rows/s, dask 2 workers vs local`: the dedup stage's full pass (exact, MinHash, LSH, exact
+verification) over `--minhash-rows` ShareGPT conversations ingested and written as the ingest stage writes
+them (`write_parquet`): (a) `dedup_batches` in this process (MinHash on `os.cpu_count()` threads);
+(b) `sign_rows` of 2 `shard_rows` groups on a 2-worker Dask LocalCluster (the body of `minhash_shard`,
+without its store entry: normalise, hash and sign), then `dedup_batches` with those digests and signatures
+(`presigned`: the merge normalises only the candidate pairs' rows). Value = rows / wall
+seconds of (b), baseline = rows / wall seconds of (a). Both must keep and remove the same rows with the same
+records, else the run stops.
+
 Run: .venv/bin/python bench/scaleout.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
-     [--threads 2] [--set KEY=VALUE ...] [--metrics scoring training] [--train-rows 32]
+     [--threads 2] [--set KEY=VALUE ...] [--metrics scoring training minhash] [--train-rows 32]
+     [--minhash-rows 17000]
      [--out bench/results/scaleout.json]
 Trial (an untrained tiny model: the pre-training takes minutes):
      .venv/bin/python bench/scaleout.py --model tiny --set base_model.pretrain.steps=0 --rows 16 --repeats 2
@@ -209,7 +219,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset parameter (a trial: base_model.pretrain.steps=0)")
     ap.add_argument("--out", default=str(RESULT), help="results file (a trial: a temp path)")
-    ap.add_argument("--metrics", nargs="+", choices=["scoring", "training"], default=["scoring", "training"])
+    ap.add_argument("--metrics", nargs="+", choices=["scoring", "training", "minhash"],
+                    default=["scoring", "training", "minhash"])
+    ap.add_argument("--minhash-rows", type=int, default=17_000)
     ap.add_argument("--train-rows", type=int, default=32)
     ap.add_argument("--train-grad-accum", type=int, default=2, help="micro-batches per optimizer step (one per process)")
     args = ap.parse_args()
@@ -230,17 +242,20 @@ def main() -> None:
     configure(work)
     torch.set_num_threads(args.threads)
     p = Params.model_validate(apply_overrides(preset_params(preset(args.model)).model_dump(mode="json"), args.set))
-    write_sharegpt_pool(work / "raw", size=args.rows, seed=0, damaged_share=0.0)
-    rows = ingest_path(work / "raw", max_bytes=p.ingest.max_bytes).rows.to_pylist()
-    model_dir = str(model_path(base_model.fn(project=str(work), params=stage_params(p, "base_model"))))
-    bm, s = p.base_model.model_dump(mode="json"), p.scoring.model_dump(mode="json")
 
     entries = []
     try:
+        if {"scoring", "training"} & set(args.metrics):
+            write_sharegpt_pool(work / "raw", size=args.rows, seed=0, damaged_share=0.0)
+            rows = ingest_path(work / "raw", max_bytes=p.ingest.max_bytes).rows.to_pylist()
+            model_dir = str(model_path(base_model.fn(project=str(work), params=stage_params(p, "base_model"))))
+            bm, s = p.base_model.model_dump(mode="json"), p.scoring.model_dump(mode="json")
         if "scoring" in args.metrics:
             entries.append(scoring_entry(args, command, model_dir, bm, s, rows))
         if "training" in args.metrics:
             entries.append(training_entry(args, command, model_dir, p, rows[: args.train_rows], work))
+        if "minhash" in args.metrics:
+            entries.append(minhash_entry(args, command, p, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     update(args.out, entries)
@@ -292,6 +307,71 @@ def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: l
                      "plan (model load + tokenisation), dask ships each shard's sequences to its worker, "
                      "which loads the model and runs its batches; shared machine (other processes may run)"}
     return entry
+
+
+def minhash_entry(args, command: str, p, work: Path) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    from curate.artifacts import iter_batches, write_parquet
+    from curate.dedup import ID_COLUMNS, TEXT_COLUMNS, dedup_batches
+    from curate.dedup.presign import Presigned, shard_rows, sign_rows
+    from curate.demo.sharegpt import write_sharegpt_pool
+    from curate.ingest import ingest_path
+    from tasks.dedup import settings_of
+    from tasks.pipeline import stage_params
+
+    settings = settings_of(stage_params(p, "dedup"))
+    write_sharegpt_pool(work / "minhash-raw", size=args.minhash_rows, seed=0, damaged_share=0.0)
+    path = write_parquet(ingest_path(work / "minhash-raw", max_bytes=p.ingest.max_bytes).rows, work / "minhash.parquet")
+    ids = pq.read_table(path, columns=ID_COLUMNS)
+    n = ids.num_rows
+
+    def batches():
+        return iter_batches(path, TEXT_COLUMNS)
+
+    def timed_sign(rows) -> tuple[Presigned, float]:
+        start = time.perf_counter()
+        return sign_rows(path, rows, settings), time.perf_counter() - start
+
+    start = time.perf_counter()
+    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    cluster_s = time.perf_counter() - start
+    runs = []
+    try:
+        for k in range(args.repeats):
+            start = time.perf_counter()
+            local = dedup_batches(ids, batches(), settings, reread=batches)
+            local_s = time.perf_counter() - start
+            start = time.perf_counter()
+            new = np.ones(n, dtype=bool)  # a full pass examines every row
+            signed = client.gather([client.submit(timed_sign, shard_rows(new, i, WORKERS), pure=False)
+                                    for i in range(WORKERS)])
+            shards_s = time.perf_counter() - start
+            sharded = dedup_batches(ids, batches(), settings, reread=batches,
+                                    presigned=Presigned.concat([s for s, _ in signed], settings.width))
+            dask_s = time.perf_counter() - start
+            if not (local.removed.equals(sharded.removed) and np.array_equal(local.keep, sharded.keep)):
+                raise SystemExit(f"repeat {k}: the sharded signatures changed what dedup removes")
+            runs.append({"local_s": round(local_s, 3), "dask_s": round(dask_s, 3), "shards_s": round(shards_s, 3),
+                         "worker_sign_s": [round(t, 3) for _, t in signed], "merge_s": round(dask_s - shards_s, 3)})
+            print(f"repeat {k}: local {local_s:.2f} s, dask {dask_s:.2f} s (shards {shards_s:.2f} s)", flush=True)
+    finally:
+        client.close()
+        cluster.close()
+    local_best, dask_best = min(r["local_s"] for r in runs), min(r["dask_s"] for r in runs)
+    return {"benchmark": "scaleout", "metric": "minhash rows/s, dask 2 workers vs local",
+            "value": round(n / dask_best, 1), "unit": "rows/s (best repeat)",
+            "baseline": f"the dedup stage's full pass in one process (MinHash on {os.cpu_count()} threads)",
+            "baseline_value": round(n / local_best, 1), "ratio": round(local_best / dask_best, 3),
+            "ratios_per_repeat": [round(r["local_s"] / r["dask_s"], 3) for r in runs],
+            "rows": n, "removed": local.removed.num_rows, "cluster_start_s": round(cluster_s, 2), "repeats": runs,
+            "command": command, "date": utc_now(), "machine": machine_info(os.cpu_count()),
+            "note": f"LocalCluster of {WORKERS} worker processes, 1 thread each, no Prefect; the pool is written as the "
+                    "ingest stage writes it (one row group), so each shard decodes the whole text columns; the "
+                    "merge does the exact grouping, LSH, the candidates' exact Jaccard and the clusters; shared machine"}
 
 
 if __name__ == "__main__":

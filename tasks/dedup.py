@@ -15,9 +15,10 @@ Output (`.curate/store/dedup/<key>/`, published to data/dedup):
 of the cache key; tasks/previous.py picks it.
 
 With `execution.shards` > 1 (and near dedup on) the flow maps `minhash_shard` over the shards first: each
-signs the distinct texts of one contiguous group of the new rows (curate/dedup/presign.py) into a store
-entry of its own, and `dedup` looks those signatures up instead of computing them. A signature depends
-only on its text, so the artifact is the bytes of one pass.
+normalises and hashes one contiguous group of the new rows and signs their distinct texts
+(curate/dedup/presign.py: `row_digests.parquet`, `signatures.parquet`) in a store entry of its own, and
+`dedup` takes those digests and signatures instead of computing them. Both depend only on the row's
+text, so the artifact is the bytes of one pass.
 """
 from __future__ import annotations
 
@@ -39,7 +40,6 @@ from tasks.previous import previous_artifact, remember, usable_previous, write_l
 
 STAGE = Stage("dedup", ignore=("shards",))  # the shards' signatures: the ones dedup would compute
 SHARD = Stage("minhash_shard")
-SIGNATURES_FILE = "signatures.parquet"
 BATCH_ROWS = 65_536
 
 
@@ -69,7 +69,7 @@ def minhash_shard(project: str, rows: dict, params: dict, previous: dict | None,
         mine = shard_rows(new_rows(pq.read_table(source, columns=ID_COLUMNS), prior), shard, shards)
         signed = sign_rows(source, mine, settings, BATCH_ROWS)
         with atomic_path(out) as tmp:
-            signed.write(tmp / SIGNATURES_FILE)
+            signed.write(tmp)
             write_json({"rows": len(mine), "texts_signed": len(signed), "shard": shard, "shards": shards},
                        tmp / "stats.json")
     return Ref.of(out).to_dict()
@@ -87,7 +87,7 @@ def dedup(project: str, rows: dict, params: dict, previous: dict | None = None, 
         elif previous is not None:
             status = {"index": "unusable", "reason": f"previous artifact {previous['path']} missing or changed: full pass"}
         source = Path(rows["path"]) / "rows.parquet"
-        presigned = (Presigned.concat([Presigned.read(Path(s["path"]) / SIGNATURES_FILE, settings.width) for s in shards],
+        presigned = (Presigned.concat([Presigned.read(s["path"], settings.width) for s in shards],
                                       settings.width) if shards and settings.near else None)
         result = dedup_batches(pq.read_table(source, columns=ID_COLUMNS),
                                iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), settings, prior,

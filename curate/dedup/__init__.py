@@ -100,8 +100,8 @@ def dedup_batches(
     """Dedup of a pool given as its ids (row_id, source, position) and its text columns as record
     batches (`TEXT_COLUMNS`, same rows, same order); see the module docstring. `reread()` yields the
     same batches again (needed by `settings.verify == "exact"`: a second pass reads only the texts
-    of the candidate pairs' rows). `presigned`: signatures computed ahead by shards (`presign.py`),
-    used instead of signing those texts here; the result is the same."""
+    of the candidate pairs' rows). `presigned`: text digests and signatures computed ahead by shards
+    (`presign.py`), used instead of normalising, hashing and signing those rows here; the result is the same."""
     n = ids.num_rows
     row_ids = ids["row_id"].combine_chunks()
     sources = ids["source"].combine_chunks()
@@ -130,20 +130,30 @@ def dedup_batches(
         lengths[offset : offset + size] = pc.fill_null(pc.utf8_length(batch.column("response")), 0).to_numpy()
         local = np.flatnonzero(split.new[offset : offset + size])
         if len(local):
-            texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
-            first_texts, first_digests = [], []
-            for row, text, digest in zip(local + offset, texts, text_digests(texts)):
+            rows = local + offset
+            digests = presigned.row_digests_of(rows) if presigned is not None else None
+            texts = None
+            if digests is None:  # not every row's digest came from a shard: normalise and hash them here
+                texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
+                digests = text_digests(texts)
+            first = []  # positions in `local` of the rows that start a new exact group
+            for i, (row, digest) in enumerate(zip(rows, digests)):
                 group = node_of_digest.get(digest) if settings.exact else None
                 if group is None:
                     group = n_old + len(new_digests)
                     new_digests.append(digest)
-                    first_texts.append(text)
-                    first_digests.append(digest)
+                    first.append(i)
                     if settings.exact:
                         node_of_digest[digest] = group
                 node[row] = group
-            if hasher is not None and first_texts:
-                signature_parts.append(_signatures(first_texts, first_digests, hasher, presigned))
+            if hasher is not None and first:
+                def texts_of(positions: list[int]) -> list[str]:  # called right away, in this iteration
+                    if texts is not None:
+                        return [texts[first[j]] for j in positions]
+                    taken = batch.take(pa.array(local[[first[j] for j in positions]]))
+                    return dedup_texts(taken, casefold=settings.casefold)
+
+                signature_parts.append(_signatures([digests[i] for i in first], texts_of, hasher, presigned))
         offset += size
     if offset != n:
         raise ValueError(f"the batches hold {offset} rows, the ids {n}")
@@ -238,17 +248,19 @@ def dedup_batches(
                        cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
 
 
-def _signatures(texts: list[str], digests: list[bytes], hasher: MinHasher, presigned: Presigned | None) -> np.ndarray:
-    """MinHash signatures of `texts`: those in `presigned` (by digest) looked up, the others computed here."""
+def _signatures(digests: list[bytes], texts_of: Callable[[list[int]], list[str]], hasher: MinHasher,
+                presigned: Presigned | None) -> np.ndarray:
+    """MinHash signatures of the texts with `digests`: those in `presigned` looked up, the others computed here
+    from `texts_of(positions)` (the dedup texts at those positions of `digests`)."""
     if presigned is None or not len(presigned):
-        return hasher.signatures(texts)
+        return hasher.signatures(texts_of(list(range(len(digests)))))
     if presigned.signatures.shape[1] != hasher.num_perm:
         raise ValueError(f"presigned signatures hold {presigned.signatures.shape[1]} values, the settings {hasher.num_perm}")
     found = presigned.lookup(digests)
     out = presigned.signatures[np.maximum(found, 0)]
     missing = np.flatnonzero(found < 0)
     if len(missing):
-        out[missing] = hasher.signatures([texts[i] for i in missing])
+        out[missing] = hasher.signatures(texts_of(missing.tolist()))
     return out
 
 

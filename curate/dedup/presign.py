@@ -4,10 +4,12 @@ split over processes or workers (README: Execution).
 A signature depends only on its row's dedup text and the dedup settings (`minhash.py` hashes bytes,
 never Python's salted `hash`), so a signature computed in a shard is the one dedup would compute
 itself. The new rows of the pool (`incremental.split_pool`, the rows dedup will examine) are split
-into `shards` contiguous groups of equal count (`shard_rows`); a shard signs the distinct dedup
-texts of its group (`sign_rows`). Dedup looks each new text's signature up by its digest
-(`Presigned.lookup`) and signs only what no shard signed, so its result does not depend on the
-number of shards, nor on whether a shard's view of the previous run matched its own.
+into `shards` contiguous groups of equal count (`shard_rows`); a shard normalises and hashes the
+texts of its group and signs the distinct ones (`sign_rows`). Dedup takes each row's digest from the
+shards instead of normalising it again (`Presigned.row_digests_of`; a batch of rows not all covered
+is normalised here), looks each new text's signature up by its digest (`Presigned.lookup`) and
+signs only what no shard signed, so its result does not depend on the number of shards, nor on
+whether a shard's view of the previous run matched its own.
 """
 from __future__ import annotations
 
@@ -25,49 +27,68 @@ from curate.dedup.index import DIGEST_TYPE, DedupSettings
 from curate.dedup.normalize import dedup_texts
 
 BATCH_ROWS = 65_536
+ROW_DIGESTS_FILE, SIGNATURES_FILE = "row_digests.parquet", "signatures.parquet"
 
 
 @dataclass
 class Presigned:
-    """Signatures by the digest of their dedup text."""
+    """What shards computed ahead: the text digest of each of their rows, and a signature per distinct text."""
 
+    rows: np.ndarray  # int64, pool rows, ascending
+    row_digests: pa.Array  # fixed_size_binary[16], the dedup text digest of each of `rows`
     digests: pa.Array  # fixed_size_binary[16], distinct
     signatures: np.ndarray  # uint32, (len(digests), num_perm)
-    _row: dict[bytes, int] = field(init=False, repr=False)
+    _signature_of: dict[bytes, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._row = dict(zip(self.digests.to_pylist(), range(len(self.digests))))
+        self._signature_of = dict(zip(self.digests.to_pylist(), range(len(self.digests))))
 
     def __len__(self) -> int:
         return len(self.digests)
 
     def lookup(self, digests: list[bytes]) -> np.ndarray:
         """The row of each digest's signature in `signatures`, -1 where none was computed."""
-        return np.array([self._row.get(d, -1) for d in digests], dtype=np.int64)
+        return np.array([self._signature_of.get(d, -1) for d in digests], dtype=np.int64)
+
+    def row_digests_of(self, rows: np.ndarray) -> list[bytes] | None:
+        """The text digests of pool `rows`, None unless the shards covered every one of them."""
+        at = np.minimum(np.searchsorted(self.rows, rows), max(len(self.rows) - 1, 0))
+        if not len(self.rows) or not np.array_equal(self.rows[at], rows):
+            return None
+        return self.row_digests.take(pa.array(at, pa.int64())).to_pylist()
 
     @classmethod
     def concat(cls, parts: list["Presigned"], width: int) -> "Presigned":
-        """The union of `parts` (a digest in several keeps its first signature: they are equal)."""
-        digests = pa.concat_arrays([p.digests for p in parts]) if parts else pa.array([], DIGEST_TYPE)
-        signatures = np.concatenate([p.signatures for p in parts]) if parts else np.empty((0, width), np.uint32)
-        return cls(digests, signatures)
+        """The union of `parts` (of disjoint rows; a text in several keeps its first signature: they are equal)."""
+        if not parts:
+            empty = pa.array([], DIGEST_TYPE)
+            return cls(np.empty(0, np.int64), empty, empty, np.empty((0, width), np.uint32))
+        rows = np.concatenate([p.rows for p in parts])
+        order = np.argsort(rows, kind="stable")
+        return cls(rows[order], pa.concat_arrays([p.row_digests for p in parts]).take(pa.array(order, pa.int64())),
+                   pa.concat_arrays([p.digests for p in parts]), np.concatenate([p.signatures for p in parts]))
 
-    def write(self, path: Path | str) -> Path:
-        width = self.signatures.shape[1]
+    def write(self, directory: Path | str) -> None:
+        """`row_digests.parquet` (row, text_digest) and `signatures.parquet` (text_digest, signature) in `directory`."""
+        directory = Path(directory)
+        write_parquet(pa.table({"row": pa.array(self.rows, pa.int64()), "text_digest": self.row_digests}),
+                      directory / ROW_DIGESTS_FILE)
         values = pa.array(np.ascontiguousarray(self.signatures).ravel(), pa.uint32())
-        return write_parquet(pa.table({"text_digest": self.digests,
-                                       "signature": pa.FixedSizeListArray.from_arrays(values, width)}), path)
+        write_parquet(pa.table({"text_digest": self.digests,
+                                "signature": pa.FixedSizeListArray.from_arrays(values, self.signatures.shape[1])}),
+                      directory / SIGNATURES_FILE)
 
     @classmethod
-    def read(cls, path: Path | str, width: int) -> "Presigned":
-        """The signatures written by `write`; ValueError when they are not `width` wide (other settings)."""
-        table = pq.read_table(path)
-        if table.schema.field("signature").type.list_size != width:
-            raise ValueError(f"{path}: signatures of {table.schema.field('signature').type.list_size} values, "
-                             f"the dedup settings make {width}")
-        n = table.num_rows
-        return cls(table["text_digest"].combine_chunks(),
-                   table["signature"].combine_chunks().flatten().to_numpy().reshape(n, width))
+    def read(cls, directory: Path | str, width: int) -> "Presigned":
+        """What `write` wrote; ValueError when the signatures are not `width` wide (other settings)."""
+        directory = Path(directory)
+        table = pq.read_table(directory / SIGNATURES_FILE)
+        size = table.schema.field("signature").type.list_size
+        if size != width:
+            raise ValueError(f"{directory}: signatures of {size} values, the dedup settings make {width}")
+        rows = pq.read_table(directory / ROW_DIGESTS_FILE)
+        return cls(rows["row"].to_numpy(), rows["text_digest"].combine_chunks(), table["text_digest"].combine_chunks(),
+                   table["signature"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, width))
 
 
 def new_rows(ids: pa.Table, previous: Previous | None) -> np.ndarray:
@@ -86,8 +107,9 @@ def shard_rows(new: np.ndarray, shard: int, shards: int) -> np.ndarray:
 
 def sign_rows(path: Path | str, rows: np.ndarray, settings: DedupSettings,
               batch_rows: int = BATCH_ROWS) -> Presigned:
-    """The signatures of the distinct dedup texts of `rows` (ascending pool rows) of the pool file `path`,
-    reading only the row groups between the first and the last of them."""
+    """The text digests of `rows` (ascending pool rows) of the pool file `path` and the signatures of their
+    distinct texts, reading only the row groups between the first and the last of them."""
+    row_digests: list[bytes] = []
     digests: list[bytes] = []
     parts = []
     seen: set[bytes] = set()
@@ -96,8 +118,10 @@ def sign_rows(path: Path | str, rows: np.ndarray, settings: DedupSettings,
         for first, batch in iter_row_range(path, int(rows[0]), int(rows[-1]) + 1, TEXT_COLUMNS, batch_rows):
             local = rows[(rows >= first) & (rows < first + batch.num_rows)] - first
             texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
+            batch_digests = text_digests(texts)
+            row_digests += batch_digests
             fresh = []
-            for text, digest in zip(texts, text_digests(texts)):
+            for text, digest in zip(texts, batch_digests):
                 if digest not in seen:
                     seen.add(digest)
                     digests.append(digest)
@@ -105,5 +129,5 @@ def sign_rows(path: Path | str, rows: np.ndarray, settings: DedupSettings,
             if fresh:
                 parts.append(hasher.signatures(fresh))
     signatures = np.concatenate(parts) if parts else np.empty((0, settings.width), np.uint32)
-    return Presigned(pa.array(digests, DIGEST_TYPE), signatures)
-
+    return Presigned(np.asarray(rows, dtype=np.int64), pa.array(row_digests, DIGEST_TYPE),
+                     pa.array(digests, DIGEST_TYPE), signatures)
