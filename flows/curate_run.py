@@ -28,7 +28,7 @@ from tasks.ingest import ingest
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, publish, publish_base_model
 from tasks.record import record, record_disk_usage
-from tasks.score import plan_pool, score_pool
+from tasks.score import drop_stale_plans, plan_pool, score_pool
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
 
@@ -93,6 +93,7 @@ def curate_run(project: str, params_file: str = "params/default.yaml", overrides
         for root in (state_dir(Path(project)) / "store", Path(project) / "data"):
             if root.exists():
                 remove_stale_temps(root)
+        drop_stale_plans(project)
         usage = RunUsage.start(project, p.tracking.dvc_remote)  # to report the bytes this run adds
         arrived = take_incoming(Path(project) / p.raw.incoming, Path(project) / p.raw.dir)
         if arrived:

@@ -37,6 +37,7 @@ SHARD = Stage("score_shard")
 WINDOW = Stage("rescore", ignore=("shards",))
 PASSES = ("conditional", "prior", "contrast")  # the texts scored per row (contrast: with scoring.contrast)
 NAN_REASON = "score is NaN (empty response span: the response renders to no tokens)"
+PLAN_INFIX = "-plan-"  # .curate/tmp/<score|rescore>-plan-<digest>: a planned pass, dropped once merged
 
 
 def _load(model_ref: dict, bm: dict):
@@ -151,7 +152,7 @@ def _plan(project: str, name: str, key: str, rows: list[dict], model: dict, para
     if not todo:
         return None
     ids = [r["row_id"] for r in todo]
-    out = state_dir(Path(project)) / "tmp" / f"{name}-plan-{text_digest(key, shards, ids)[:24]}"
+    out = state_dir(Path(project)) / "tmp" / f"{name}{PLAN_INFIX}{text_digest(key, shards, ids)[:24]}"
     if not out.exists():
         s = params["scoring"]
         lm, tokenizer = _load(model, params["base_model"])
@@ -182,6 +183,16 @@ def shard_count(plan: dict) -> int:
 def drop_plan(plan: dict) -> None:
     """Remove a merged plan (its shards' results stay in the store until `curate gc`)."""
     shutil.rmtree(plan["path"], ignore_errors=True)
+
+
+def drop_stale_plans(project: str) -> int:
+    """Remove the plans killed runs left in .curate/tmp; returns how many. Called before a run, under the
+    project lock (no plan is in use then): a resumed run plans again, to the same bytes, so its shards keep
+    their keys."""
+    stale = list((state_dir(Path(project)) / "tmp").glob(f"*{PLAN_INFIX}*"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
 
 
 def _sequences(table: pa.Table) -> list[Encoded]:

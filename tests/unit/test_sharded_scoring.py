@@ -17,7 +17,7 @@ from curate.models.truncation import token_budget
 from curate.scoring.ifd import batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
 from curate.sharding import shard_batches
 from tasks.pipeline import stage_params
-from tasks.score import plan_window, rescore_window, score_shard, shard_count
+from tasks.score import drop_stale_plans, plan_window, rescore_window, score_shard, shard_count
 import test_ifd
 from test_ifd import MAX_LEN, ROWS, SYSTEM
 
@@ -83,6 +83,9 @@ def test_a_sharded_window_rescore_is_bitwise_the_one_pass(lm, tmp_path):
     project = str(tmp_path / "sharded")
     plan = plan_window(project, shards=3, **args)
     assert shard_count(plan) == 3
+    # a killed run's plan is dropped before the next run, which plans the same bytes again: its shards keep their keys
+    assert drop_stale_plans(project) == 1 and not Path(plan["path"]).exists()
+    assert plan_window(project, shards=3, **args) == plan
     results = [score_shard.fn(project=project, plan=plan, shard=i, model=args["model"],
                               params=stage_params(p, "score_shard")) for i in range(3)]
     shutil.rmtree(tmp_path / "model")  # the merge reads the shards' losses only, never the model
