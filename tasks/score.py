@@ -89,7 +89,13 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
     )
     stats = {**fit_report(scores, rows), "rows_scored": len(todo), "rows_from_cache": len(rows) - len(todo),
              "rows_truncated": sum(bool(rec.get("truncated")) for rec in records), "forward_tokens": cost}
-    return scores, quarantine, stats, {"seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    if shards is None or not todo:
+        return scores, quarantine, stats, {"seconds": seconds}
+    # the work of the pass: the merge here plus every shard's forwards (on whichever worker ran them)
+    shard_seconds = [float(read_json(Path(r["path"]) / TIMINGS)["seconds"]) for r in shards["results"]]
+    return scores, quarantine, stats, {"seconds": seconds + sum(shard_seconds), "merge_seconds": seconds,
+                                       "shard_seconds": shard_seconds}
 
 
 def fit_report(scores: pa.Table, rows: list[dict]) -> dict:
@@ -211,11 +217,13 @@ def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict)
         table = table.slice(*_span(table["batch"].to_numpy(), lo, hi))
         batch = table["batch"].to_numpy()
         batches = [np.flatnonzero(batch == b).tolist() for b in range(lo, hi)]
+        start = time.perf_counter()
         lm, tokenizer = _load(model, params["base_model"])
         means, _ = mean_span_losses(lm, _sequences(table), tokenizer.pad_token_id, batches=batches,
                                     progress=Progress(f"score shard {shard}", "sequences"))
         with atomic_path(out) as tmp:
             write_parquet(pa.table({"seq": table["seq"], "mean": pa.array(means, pa.float64())}), tmp / "means.parquet")
+            write_json({"seconds": time.perf_counter() - start}, tmp / TIMINGS)
     return Ref.of(out).to_dict()
 
 

@@ -3,6 +3,7 @@ of whole batches, each group on its own (as a shard task does), give the bits of
 round's re-scoring merged from its shards stores the bytes of the one-pass re-scoring."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.artifacts import Ref, write_parquet
+from curate.artifacts import TIMINGS, Ref, write_parquet
 from curate.config import Params
 from curate.models.truncation import token_budget
 from curate.scoring.ifd import batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
@@ -94,3 +95,8 @@ def test_a_sharded_window_rescore_is_bitwise_the_one_pass(lm, tmp_path):
         assert (one / name).read_bytes() == (sharded / name).read_bytes(), name
     assert pq.read_table(one / "scores.parquet").num_rows == sum(in_window)
     assert pq.read_table(one / "quarantine.parquet").num_rows == 1  # row 4: empty response span
+    # the sharded pass's seconds count every shard's forwards, not only the merge
+    timings = json.loads((sharded / TIMINGS).read_text())
+    shard_seconds = [json.loads((Path(r["path"]) / TIMINGS).read_text())["seconds"] for r in results]
+    assert timings["shard_seconds"] == shard_seconds and min(shard_seconds) > 0
+    assert timings["seconds"] == pytest.approx(timings["merge_seconds"] + sum(shard_seconds), rel=1e-12)
