@@ -1,6 +1,22 @@
 import pytest
 
 
+@pytest.fixture
+def signed(monkeypatch) -> list[int]:
+    """Counts the texts MinHash signs, per call (a spy on our own MinHasher, not a mock of a tool)."""
+    from curate.dedup import minhash
+
+    counts: list[int] = []
+    original = minhash.MinHasher.signatures
+
+    def spy(self, texts):
+        counts.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(minhash.MinHasher, "signatures", spy)
+    return counts
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tiny models run fastest on one thread, and a loaded 2-core machine makes more threads thrash."""

@@ -12,7 +12,6 @@ from test_dedup import rows_table, word_doc
 
 from curate.artifacts import Ref, file_digest, write_parquet
 from curate.dedup import DedupSettings, Previous, dedup_rows
-from curate.dedup import minhash as minhash_module
 from curate.dedup.incremental import INDEX_DIR, KEPT_FILE, REMOVED_FILE, previous_from_artifact
 from curate.dedup.index import MANIFEST_FILE, SIGNATURES_FILE, DedupIndex, IndexProblem, ParamsChanged
 
@@ -42,20 +41,6 @@ def night2_pool(night1: list[tuple[str, str, str]]) -> tuple[pa.Table, dict[str,
     records = list(new.values()) + fresh[1:]
     return (pa.concat_tables([rows_table(records, NIGHT2_SOURCE), rows_table(night1, NIGHT1_SOURCE)]),
             {kind: i for i, kind in enumerate(new)})
-
-
-@pytest.fixture
-def signed(monkeypatch) -> list[int]:
-    """Counts the texts MinHash signs (a spy on our own MinHasher, not a mock of a tool)."""
-    counts: list[int] = []
-    original = minhash_module.MinHasher.signatures
-
-    def spy(self, texts):
-        counts.append(len(texts))
-        return original(self, texts)
-
-    monkeypatch.setattr(minhash_module.MinHasher, "signatures", spy)
-    return counts
 
 
 @pytest.mark.parametrize("keep", ["first", "longest"])

@@ -16,7 +16,6 @@ from test_dedup_incremental import NIGHT1_SOURCE, night1_records, night2_pool
 from curate.artifacts import Ref, iter_row_range
 from curate.config import Params
 from curate.dedup import ID_COLUMNS, TEXT_COLUMNS, DedupSettings, Previous, dedup_batches, dedup_rows
-from curate.dedup import minhash as minhash_module
 from curate.dedup.incremental import INDEX_DIR, split_pool
 from curate.dedup.index import DedupIndex
 from curate.dedup.presign import SIGNATURES_FILE, Presigned, shard_rows, sign_rows
@@ -26,20 +25,6 @@ from tasks.publish import LAYOUT, publish
 
 RESULT_FILES = ("rows.parquet", "removed.parquet", "stats.json", f"{INDEX_DIR}/signatures.parquet",
                 f"{INDEX_DIR}/manifest.json")
-
-
-@pytest.fixture
-def signed(monkeypatch) -> list[int]:
-    """Texts MinHash signs, per call (a spy on our own MinHasher)."""
-    counts: list[int] = []
-    original = minhash_module.MinHasher.signatures
-
-    def spy(self, texts):
-        counts.append(len(texts))
-        return original(self, texts)
-
-    monkeypatch.setattr(minhash_module.MinHasher, "signatures", spy)
-    return counts
 
 
 @pytest.fixture
