@@ -31,14 +31,9 @@ def state_dir(project_dir: Path) -> Path:
     return Path(project_dir).resolve() / STATE_DIR_NAME
 
 
-def configure(project_dir: Path | str = ".") -> Path:
-    """Set the process environment for an offline, self-contained run. Returns the state dir."""
-    state = state_dir(Path(project_dir))
-    tmp = state / "tmp"
-    for sub in ("prefect", "hf", "tmp", "prefect-results", "mlruns", "torch"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    os.environ.update(FORCED)
-    defaults = {
+def project_defaults(state: Path) -> dict[str, str]:
+    """The variables `configure` sets for the project with state dir `state`, unless already set."""
+    return {
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(state / "prefect-results"),
         # A fresh Prefect database takes 23-28 s to migrate here; the default timeout is 20 s.
@@ -51,12 +46,20 @@ def configure(project_dir: Path | str = ".") -> Path:
         "HF_HOME": str(state / "hf"),
         "TORCHINDUCTOR_CACHE_DIR": str(state / "torch"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-        "TMPDIR": str(tmp),
+        "TMPDIR": str(state / "tmp"),
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
-    for key, value in defaults.items():
+
+
+def configure(project_dir: Path | str = ".") -> Path:
+    """Set the process environment for an offline, self-contained run. Returns the state dir."""
+    state = state_dir(Path(project_dir))
+    for sub in ("prefect", "hf", "tmp", "prefect-results", "mlruns", "torch"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    os.environ.update(FORCED)
+    for key, value in project_defaults(state).items():
         os.environ.setdefault(key, value)
     import tempfile
 

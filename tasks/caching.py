@@ -128,7 +128,9 @@ class Stage:
 
     def task(self, **task_kwargs) -> Callable:
         def cache_key(_context, parameters: dict[str, Any]) -> str:
-            return f"{self.name}-{self.key(parameters)}"
+            # the store key holds no project (two projects share keys); Prefect's cached result names this
+            # project's paths and MLflow runs, so its key holds the project's state dir too
+            return f"{self.name}-{text_digest(str(state_dir(Path(parameters['project']))))[:16]}-{self.key(parameters)}"
 
         def decorate(fn: Callable) -> Callable:
             REGISTRY[self.name] = self

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from curate.env import project_defaults
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".curate", ".git", "__pycache__", ".pytest_cache", ".hypothesis",
@@ -83,7 +85,9 @@ class Project:
     def __init__(self, root: Path, prefect_api: str | None):
         self.root = root
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "TMPDIR", "HF_HOME", "PREFECT_API_URL", "PREFECT_PROFILE"):
+        # whatever this test process configured for another project (curate.env.configure in a unit test)
+        # must not leak into this one
+        for k in (*project_defaults(Path(".")), "PREFECT_API_URL", "PREFECT_PROFILE"):
             self.env.pop(k, None)
         if prefect_api is not None:
             self.env["PREFECT_API_URL"] = prefect_api
