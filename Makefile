@@ -22,9 +22,12 @@ demo: setup
 	$(BIN)/curate run
 
 # Both print the 15 slowest tests; a skip not listed in tests/skips_allowed.txt fails them (tests/conftest.py).
+# `make test` runs the test files in TEST_WORKERS processes (pytest-xdist, a file's tests in one process):
+# on 2 cores the integration tests wait on their subprocesses enough that 2 workers halve the wall time.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -m "not ray" --durations=15
+	$(BIN)/pytest -q -m "not ray" -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # Unit tests only (no Prefect server, nothing marked slow): a few minutes.
 test-fast: setup
