@@ -43,7 +43,8 @@ class Runner:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def __call__(self, task, **kwargs) -> dict:
+    def __call__(self, task, note_round: int | None = None, **kwargs) -> dict:
+        """`task(**kwargs)`; `note_round`: the round to note for a task that takes no `round_index` (a shard)."""
         stage = REGISTRY.get(task.name)
         arguments = inspect.signature(task.fn).bind(**kwargs)
         arguments.apply_defaults()  # a task keys on locals(), defaults included
@@ -54,21 +55,22 @@ class Runner:
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
             result, stored = state.result(), False
         executed = state.name != "Cached" and not stored
-        self._note(task, kwargs, executed, result)
+        self._note(task, kwargs, executed, result, note_round)
         return result
 
-    def _note(self, task, kwargs: dict, executed: bool, result) -> None:
-        self.calls.append({"stage": task.name, "round": kwargs.get("round_index"), "executed": executed,
+    def _note(self, task, kwargs: dict, executed: bool, result, note_round: int | None = None) -> None:
+        self.calls.append({"stage": task.name, "round": kwargs.get("round_index", note_round), "executed": executed,
                            "digest": result.get("digest") if isinstance(result, dict) else None})
 
-    def map(self, task, execution, mapped: dict[str, list], **constant) -> list[dict]:
+    def map(self, task, execution, mapped: dict[str, list], note_round: int | None = None, **constant) -> list[dict]:
         """`task` once per position of the `mapped` argument lists (the others `constant`): one call after the
-        other in this process (execution.runner local), or `.map`ped on Dask or Ray workers."""
+        other in this process (execution.runner local), or `.map`ped on Dask or Ray workers. `note_round`: as
+        for a single call."""
         from prefect.utilities.annotations import unmapped
 
         calls = [{**constant, **dict(zip(mapped, values))} for values in zip(*mapped.values())]
         if execution.runner == "local":
-            return [self(task, **kw) for kw in calls]
+            return [self(task, note_round, **kw) for kw in calls]
         stored = [REGISTRY[task.name].is_stored(kw) for kw in calls]
         # Prefect's cache is bypassed: the store decides (a stored entry costs a key and a digest on the worker)
         with task_runner(execution) as runner:
@@ -76,7 +78,7 @@ class Runner:
                                  {**{k: unmapped(v) for k, v in constant.items()}, **mapped})
             results = [future.result() for future in futures]
         for kw, was_stored, result in zip(calls, stored, results):
-            self._note(task, kw, not was_stored, result)
+            self._note(task, kw, not was_stored, result, note_round)
         return results
 
 

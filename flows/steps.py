@@ -103,7 +103,7 @@ def merge_shards(call, execution: ExecutionParams, project: str, p: Params, plan
     """`task` (score_pool or rescore_window) merging the shards of `plan`, each scored by `score_shard` through
     `call.map` (the flow's Runner: on Dask workers with execution.runner dask); then the plan is dropped."""
     results = call.map(score_shard, execution, {"shard": list(range(shard_count(plan)))}, project=project, plan=plan,
-                       model=model, params=stage_params(p, "score_shard"))
+                       model=model, params=stage_params(p, "score_shard"), note_round=arguments.get("round_index"))
     merged = call(task, project=project, model=model, **arguments, shards={"plan": plan, "results": results})
     drop_plan(plan)
     return merged

@@ -54,6 +54,7 @@ def _local_then(runner: str, make_project, tmp_path, training: dict):
     assert stages["local"] == stages[runner] and {("score", None), ("rescore", 1)} <= set(stages[runner])
     shards = [c for c in runs[runner]["stages"] if c["stage"] == "score_shard"]  # the pool's 2, then the window's 2
     assert len(shards) == 4 and all(c["executed"] for c in shards)
+    assert [c["round"] for c in shards] == [None, None, 1, 1]  # the pool's, then round 1's window's
     assert not any(c["stage"] == "score_shard" for c in runs["local"]["stages"])
     # where every computing call ran: (stage, process id)
     noted = {name: [(stage, int(pid)) for stage, pid in map(str.split, (tmp_path / f"{name}-pids").read_text().splitlines())]
