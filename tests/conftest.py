@@ -60,8 +60,6 @@ class SuiteRules:
         for item in items:
             if TESTS / "integration" in Path(str(item.fspath)).resolve().parents:
                 item.add_marker(pytest.mark.integration)
-            if item.get_closest_marker("slow"):
-                self.slow.add(item.nodeid)
 
     def _skip(self, nodeid: str, reason: str) -> None:
         if not is_allowed(nodeid, self.allowed):
@@ -72,6 +70,9 @@ class SuiteRules:
             self._skip(report.nodeid, str(report.longrepr))
 
     def pytest_runtest_logreport(self, report):
+        # from the report, not the collected items: under pytest-xdist the workers collect, this process reports
+        if "slow" in report.keywords:
+            self.slow.add(report.nodeid)
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
         if hasattr(report, "wasxfail"):
             self._skip(report.nodeid, f"xfail: {report.wasxfail}")
