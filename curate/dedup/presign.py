@@ -116,7 +116,8 @@ def sign_rows(path: Path | str, rows: np.ndarray, settings: DedupSettings,
     hasher = settings.hasher()
     if len(rows):
         for first, batch in iter_row_range(path, int(rows[0]), int(rows[-1]) + 1, TEXT_COLUMNS, batch_rows):
-            local = rows[(rows >= first) & (rows < first + batch.num_rows)] - first
+            lo, hi = np.searchsorted(rows, [first, first + batch.num_rows])  # rows ascend: no scan per batch
+            local = rows[lo:hi] - first
             texts = dedup_texts(batch.take(pa.array(local)), casefold=settings.casefold)
             batch_digests = text_digests(texts)
             row_digests += batch_digests
