@@ -60,6 +60,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from _setup import ROOT  # (offline env, repository root importable)
@@ -262,17 +263,23 @@ def main() -> None:
     print(json.dumps(entries, indent=2))
 
 
-def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> dict:
-    import numpy as np
+@contextmanager
+def local_cluster():
+    """A Dask LocalCluster of WORKERS processes of 1 thread each and its client: yields (client, seconds to start)."""
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
-    cluster_s = time.perf_counter() - start
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client, time.perf_counter() - start
+
+
+def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: list[dict]) -> dict:
+    import numpy as np
+
     runs, bitwise, max_diff = [], True, {}
     hidden = int(json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"])
-    try:
+    with local_cluster() as (client, cluster_s):
         for k in range(args.repeats):
             local, t_local, n_tokens = run_local(model_dir, bm, s, rows)
             sharded, t_dask = run_dask(client, model_dir, bm, s, rows)
@@ -290,9 +297,6 @@ def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: l
                     raise SystemExit(f"repeat {k}: the dask shards' {key} differ from the local pass by up to {diff:.3g}")
             runs.append({"local": rounded(t_local), "dask": rounded(t_dask)})
             print(f"repeat {k}: local {t_local['total_s']:.2f} s, dask {t_dask['total_s']:.2f} s", flush=True)
-    finally:
-        client.close()
-        cluster.close()
 
     local_s = min(r["local"]["total_s"] for r in runs)
     dask_s = min(r["dask"]["total_s"] for r in runs)
@@ -312,7 +316,6 @@ def scoring_entry(args, command: str, model_dir: str, bm: dict, s: dict, rows: l
 def minhash_entry(args, command: str, p, work: Path) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
-    from distributed import Client, LocalCluster
 
     from curate.artifacts import iter_batches, write_parquet
     from curate.dedup import ID_COLUMNS, TEXT_COLUMNS, dedup_batches
@@ -335,12 +338,8 @@ def minhash_entry(args, command: str, p, work: Path) -> dict:
         start = time.perf_counter()
         return sign_rows(path, rows, settings), time.perf_counter() - start
 
-    start = time.perf_counter()
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
-    cluster_s = time.perf_counter() - start
     runs = []
-    try:
+    with local_cluster() as (client, cluster_s):
         for k in range(args.repeats):
             start = time.perf_counter()
             local = dedup_batches(ids, batches(), settings, reread=batches)
@@ -358,9 +357,6 @@ def minhash_entry(args, command: str, p, work: Path) -> dict:
             runs.append({"local_s": round(local_s, 3), "dask_s": round(dask_s, 3), "shards_s": round(shards_s, 3),
                          "worker_sign_s": [round(t, 3) for _, t in signed], "merge_s": round(dask_s - shards_s, 3)})
             print(f"repeat {k}: local {local_s:.2f} s, dask {dask_s:.2f} s (shards {shards_s:.2f} s)", flush=True)
-    finally:
-        client.close()
-        cluster.close()
     local_best, dask_best = min(r["local_s"] for r in runs), min(r["dask_s"] for r in runs)
     return {"benchmark": "scaleout", "metric": "minhash rows/s, dask 2 workers vs local",
             "value": round(n / dask_best, 1), "unit": "rows/s (best repeat)",
