@@ -23,6 +23,8 @@
                                      every strategy x seed on demo pool variants; report.md + PNGs + MLflow run
     curate report [RUN] [--out DIR]  report page with plots for one curation run
     curate gc --keep-runs N [--dry-run]  remove store entries, DVC objects and MLflow models no kept run needs
+    curate repair [--dry-run]        restore every damaged copy of an artifact from a good one (or set it aside
+                                     to be recomputed by the next run); `audit verify` finds the damage
 
 The environment (offline, telemetry off, state under .curate/) is set before anything heavy is
 imported; Prefect, MLflow and DVC are imported lazily by the commands that need them.
@@ -110,6 +112,7 @@ def cmd_run(args) -> int:
         return 2
     from curate.env import state_dir
     from curate.lock import ProjectLocked, project_lock
+    from curate.seal import CorruptArtifact
 
     try:
         with project_lock(state_dir(project)):
@@ -123,6 +126,9 @@ def cmd_run(args) -> int:
     except UnsupportedFormatError as e:  # a bad file in the incoming directory: nothing was moved
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except CorruptArtifact as e:  # stored bytes changed since they were written: nothing was versioned or recorded
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
         print(f"error: {failure_message(e, args.params, args.set)}", file=sys.stderr)
         return 1
@@ -298,6 +304,25 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def cmd_repair(args) -> int:
+    """`curate repair`: restore every damaged copy from a good one, or set its store entry aside to be recomputed."""
+    from app.repair import repair
+    from curate.config import ParamsError
+    from curate.env import state_dir
+    from curate.lock import ProjectLocked, project_lock
+
+    project = _project(args)
+    try:
+        with project_lock(state_dir(project), command="curate repair"):
+            return repair(project, args.params, args.dry_run, args.json)
+    except ProjectLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def cmd_serve(args) -> int:
     from curate.config import ParamsError
     from app.serve import serve
@@ -418,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--lm-eval-include", default=None, help="directory of local lm-eval task YAML files")
     rp.add_argument("--lm-eval-limit", type=int, default=None, help="evaluate at most N examples per task")
     rp.set_defaults(fn=cmd_report)
+
+    rep = sub.add_parser("repair", help="restore damaged copies (store, data/, DVC cache and remote) from good ones, "
+                                        "or set a damaged store entry aside so the next run recomputes it")
+    rep.add_argument("--params", default=DEFAULT_PARAMS)
+    rep.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(fn=cmd_repair)
 
     g = sub.add_parser("gc", help="free disk: remove store entries, DVC cache/remote objects and MLflow model "
                                   "artifacts that none of the kept runs needs")

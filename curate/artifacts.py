@@ -54,17 +54,18 @@ def file_digest(path: Path | str) -> str:
 
 
 TIMINGS = "timings.json"  # an artifact's wall times: recorded beside its content, never part of its digest
+SEAL = ".seal.json"  # a store entry's record of its files' digests (curate/seal.py): about the content, not part of it
 
 
 def digest(path: Path | str, exclude: Iterable[str] = ()) -> str:
     """Content digest of a file or a directory tree: the same bytes give the same digest on any machine
-    and in any run. Left out: hidden temp files, `TIMINGS` files, and any entry whose name is in `exclude`."""
+    and in any run. Left out: hidden temp files, `TIMINGS` and `SEAL` files, and any entry whose name is in `exclude`."""
     path = Path(path)
     if path.is_file():
         return file_digest(path)
     if not path.is_dir():
         raise FileNotFoundError(f"artifact not found: {path}")
-    excluded = {TIMINGS, *exclude}
+    excluded = {TIMINGS, SEAL, *exclude}
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
                     and not excluded.intersection(p.relative_to(path).parts)):
@@ -198,7 +199,7 @@ def materialize(src: Path | str, dst: Path | str, exclude: Iterable[str] = ()) -
     if dst.exists() and digest(dst) == digest(src, exclude):
         return dst
     with atomic_path(dst) as tmp:
-        link_tree(src, tmp, exclude)
+        link_tree(src, tmp, (*exclude, SEAL))  # a store entry's seal is about the store copy
     return dst
 
 

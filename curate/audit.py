@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from curate.artifacts import digest
 from curate.tracking import mlflow_tracking as mt
 
 PARENT_REMOVALS = {  # parent-run artifact -> stage that removed the row
@@ -80,28 +81,70 @@ def artifact_path(tags: dict[str, str], name: str) -> Path:
     return store
 
 
-def verify(run_ref: str | None = None) -> dict[str, Any]:
-    """Re-hash every artifact a run references and compare with the digests recorded in MLflow."""
-    from curate.artifacts import digest
+NEW = "new"  # a raw file added since the last run: the next run versions it (not a problem)
+STORE_GONE = ("store entry removed (curate gc): checked its published copy; the optimizer state it held is gone "
+              "with it, so this round cannot be resumed or continued")
 
+
+def _artifact_check(tags: dict[str, str], name: str, recorded: str) -> dict[str, Any]:
+    """One recorded artifact of a run: its store entry against its seal and the digest the run recorded, or
+    (the entry gone) its published copy against the recorded workspace digest."""
+    from curate.seal import checked_ref, CorruptArtifact
+
+    path = artifact_path(tags, name)
+    row = {"area": "run", "artifact": name, "path": str(path), "recorded": recorded, "actual": None, "note": ""}
+    if not path.exists():
+        return {**row, "status": "missing", "note": "neither the store entry nor its published copy exists: "
+                                                    "`dvc pull` restores a published copy"}
+    if path != Path(tags.get(f"curate.path.{name}", "")):  # artifact_path fell back to the published copy
+        recorded = tags.get(f"curate.workspace_digest.{name}", recorded)
+        actual = digest(path)
+        return {**row, "recorded": recorded, "actual": actual, "status": "ok" if actual == recorded else "MISMATCH",
+                "note": STORE_GONE}
+    try:
+        actual = checked_ref(path, seal_unsealed=False).digest  # an audit writes nothing
+    except CorruptArtifact as e:
+        return {**row, "status": "MISMATCH", "note": "; ".join(e.problems)}
+    return {**row, "actual": actual, "status": "ok" if actual == recorded else "MISMATCH"}
+
+
+def _project_checks(project: Path, params: dict[str, str], run_id: str) -> list[dict[str, Any]]:
+    """The project's other copies: published `data/` against the store, the raw pool against `data.dvc`, and
+    the DVC objects the run's `dvc.lock` and `data.dvc` name, in the cache and each local remote."""
+    from curate import integrity
+    from curate.training.state import TRAINER_STATE
+    from curate.versioning.dvc import cache_dir, is_repo, local_remotes
+
+    if not is_repo(project):
+        return [{"area": "dvc", "artifact": "", "path": str(project), "status": "missing", "note": "not a DVC repo"}]
+    cache, remotes = cache_dir(project), local_remotes(project)
+    checks = integrity.published_checks(project, (TRAINER_STATE,))
+    checks += integrity.raw_checks(project, params.get("raw.dir", "data/raw"), "data.dvc", [cache, *remotes])
+    texts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact in ("dvc/dvc.lock", "dvc/raw/data.dvc"):
+            path = mt.download(run_id, artifact, Path(tmp) / artifact.replace("/", "_"))
+            texts += [path.read_text()] if path else []
+    checks += integrity.lock_object_checks(texts, cache, remotes)
+    return [{"area": c.area, "artifact": c.detail if c.area.startswith("dvc") else "", "path": c.path,
+             "status": NEW if c.status == "unexpected" and c.area == "raw" else c.status, "note": c.detail}
+            for c in checks]
+
+
+def verify(run_ref: str | None = None) -> dict[str, Any]:
+    """Re-hash every artifact a run references and compare with the digests recorded in MLflow and in each
+    store entry's seal; then the project's other copies (`data/`, the raw pool, the DVC cache and remote)."""
     info = mt.parent_info(run_ref)
     tags = info["tags"]
-    checks = []
-    for key, recorded in sorted(tags.items()):
-        if not key.startswith("curate.digest."):
-            continue
-        name = key[len("curate.digest."):]
-        path = artifact_path(tags, name)
-        if not path.exists():
-            checks.append({"artifact": name, "path": str(path), "status": "missing", "recorded": recorded, "actual": None})
-            continue
-        actual = digest(path)
-        if path != Path(tags.get(f"curate.path.{name}", "")):  # artifact_path fell back to the published copy
-            recorded = tags.get(f"curate.workspace_digest.{name}", recorded)
-        checks.append({"artifact": name, "path": str(path), "status": "ok" if actual == recorded else "MISMATCH",
-                       "recorded": recorded, "actual": actual})
-    bad = [c for c in checks if c["status"] != "ok"]
-    return {"kind": "verify", "run_id": info["run_id"], "checked": len(checks), "problems": bad, "checks": checks}
+    checks = [_artifact_check(tags, k[len("curate.digest."):], v) for k, v in sorted(tags.items())
+              if k.startswith("curate.digest.")]
+    project = Path(tags.get("curate.project", ""))
+    if tags.get("curate.project") and project.is_dir():
+        checks += _project_checks(project, info["params"], info["run_id"])
+    bad = [c for c in checks if c["status"] not in ("ok", NEW)]
+    gone = sum(1 for c in checks if c.get("note") == STORE_GONE)
+    return {"kind": "verify", "run_id": info["run_id"], "checked": len(checks), "problems": bad, "checks": checks,
+            "store_entries_gone": gone}
 
 
 def _trained(parent_id: str) -> dict[str, dict]:
@@ -174,10 +217,20 @@ def render(result: dict[str, Any]) -> str:
         return (f"wrote {result['rows']} training records (rounds 0..{result['round']} of run {result['parent_run_id']}) "
                 f"to {result['out']}/{result['file']} (sha256 {result['digest'][:16]}…), manifest.json beside it{merged}")
     if result["kind"] == "verify":
-        lines = [f"verified {result['checked']} artifacts of run {result['run_id']}: "
-                 f"{'all match' if not result['problems'] else str(len(result['problems'])) + ' problem(s)'}"]
+        gone = f"; {result['store_entries_gone']} store entries gone (published copies checked)" \
+            if result.get("store_entries_gone") else ""
+        lines = [f"verified {result['checked']} copies of run {result['run_id']}'s artifacts: "
+                 f"{'all match' if not result['problems'] else str(len(result['problems'])) + ' problem(s)'}{gone}"]
+        fine: dict[str, int] = {}
         for c in result["checks"]:
-            lines.append(f"  {c['status']:>8}  {c['artifact']:<18} {c['path']}")
+            if c["status"] == "ok" and c["area"] != "run":
+                fine[c["area"]] = fine.get(c["area"], 0) + 1
+                continue
+            note = f"  ({c['note']})" if c.get("note") else ""
+            lines.append(f"  {c['status']:>10}  {c['area']:<10} {c.get('artifact') or '':<18} {c['path']}{note}")
+        lines += [f"  {'ok':>10}  {area:<10} {n} checked" for area, n in fine.items()]
+        if result["problems"]:
+            lines.append("repair with `curate repair` (see `curate repair --dry-run` first)")
         return "\n".join(lines)
     if result["kind"] == "checkpoint":
         lines = [f"checkpoint {result['ref']}: round {result['round']} of parent run {result['parent_run_id']}",

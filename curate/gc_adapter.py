@@ -13,9 +13,7 @@ DVC's run cache (a run-cache entry whose objects are gone is a cache miss, not a
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -29,8 +27,8 @@ from curate.artifacts import local_path
 from curate.disk_usage import file_stats
 from curate.env import state_dir
 from curate.published import store_name
+from curate.versioning.objects import HASH, listing, named_hashes
 
-HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 INPROGRESS_PREFIX = ".inprogress-"  # curate/training/trainer.py: a killed round's in-round checkpoint
 PARTIAL_SUFFIX = ".model"  # tasks/train.py: a finished round's weights before they move into the entry
 
@@ -103,33 +101,6 @@ def model_candidates() -> list[gc.Candidate]:
     return out
 
 
-def _hashes(doc) -> tuple[set[str], set[str]]:
-    """(hashes of outs, hashes of deps) named anywhere in a parsed dvc.lock / .dvc file."""
-    outs, deps = set(), set()
-
-    def walk(node, kind: str) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("md5"), str):
-                (outs if kind == "outs" else deps).add(node["md5"])
-            for key, value in node.items():
-                walk(value, key if key in ("outs", "deps") else kind)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, kind)
-
-    walk(doc, "")
-    return outs, deps
-
-
-def _listing(name: str, roots: list[Path]) -> list[str] | None:
-    """The file hashes a `.dir` object lists, from whichever of the cache and remote holds it."""
-    for root in roots:
-        f = root / "files" / "md5" / name[:2] / name[2:]
-        if f.is_file():
-            return [entry["md5"] for entry in json.loads(f.read_text())]
-    return None
-
-
 def _workspace_texts(project: Path) -> list[str]:
     files = [project / "dvc.lock", *project.glob("*.dvc"), *(project / "data").rglob("*.dvc")]
     texts = [f.read_text() for f in files if f.is_file()]
@@ -154,14 +125,14 @@ def dvc_references(project: Path, kept: list[gc.ParentRun], roots: list[Path]) -
             texts.append(lock.read_text())
     refs: set[str] = set()
     for text in texts:
-        outs, deps = _hashes(yaml.safe_load(text) or {})
+        outs, deps = named_hashes(yaml.safe_load(text) or {})
         refs |= outs | deps
         for name in outs | deps:
             if name.endswith(".dir"):
-                listed = _listing(name, roots)
+                listed = listing(name, roots)
                 if listed is None and name in outs:
                     return None, f"the listing {name} of a kept output is in neither the DVC cache nor the remote"
-                refs.update(listed or [])  # a dep's listing that was never cached: code, not data
+                refs.update(entry["md5"] for entry in listed or [])  # a dep's listing never cached: code, not data
     return refs, ""
 
 

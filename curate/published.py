@@ -26,6 +26,19 @@ def _store_relative(path: str | Path) -> str | None:
     return None
 
 
+def store_parts(path: str | Path) -> tuple[Path, str] | None:
+    """(the store entry directory, the path inside it: "" for the entry itself) of a path inside a
+    content store, else None."""
+    inside = _store_relative(path)
+    if inside is None:
+        return None
+    parts = inside.split("/")
+    root = Path(path)
+    for _ in parts[2:]:
+        root = root.parent
+    return root, "/".join(parts[2:])
+
+
 def _entry(inside: str) -> str:
     """`<stage>/<key>` of a path inside the store given as `<stage>/<key>[/...]`."""
     return "/".join(inside.split("/")[:2])

@@ -18,11 +18,12 @@ from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
 from curate.lock import project_lock
+from curate.seal import check_ref
 from flows.execution import require_api_server, task_runner
 from flows.steps import (check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout, pool_warnings,
                          publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations, run_rounds)
 from tasks.base_model import base_model
-from tasks.caching import REGISTRY
+from tasks.caching import REGISTRY, is_ref
 from tasks.holdout import holdout
 from tasks.ingest import ingest
 from tasks.pipeline import stage_params
@@ -38,7 +39,8 @@ class Runner:
 
     A call executed when Prefect ran it and its content-store entry did not exist before (a Prefect
     cache miss whose entry exists computes nothing). If a cached result points at an artifact that no
-    longer exists, the stage is recomputed."""
+    longer exists, the stage is recomputed; if its bytes differ from its store entry's seal, the run stops
+    (CorruptArtifact) before anything reads them."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -54,6 +56,8 @@ class Runner:
         if isinstance(result, dict) and "path" in result and not Path(result["path"]).exists():
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
             result, stored = state.result(), False
+        if state.name == "Cached" and is_ref(result):
+            check_ref(result)  # a cached Ref's bytes are checked against its entry's seal before anything reads them
         executed = state.name != "Cached" and not stored
         self._note(task, kwargs, executed, result, note_round)
         return result
@@ -136,7 +140,7 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     publish_rounds(project, rounds)
     publish_evaluations(project, evaluations)
 
-    versioned = version(project=project, remote=p.tracking.dvc_remote, push=p.tracking.push)
+    versioned = version(project=project, remote=p.tracking.dvc_remote, push=p.tracking.push, raw_dir=p.raw.dir)
     lock = Path(project) / "dvc.lock"
     lineage = run(record, project=project, refs=refs, rounds=rounds, params=stage_params(p, "record"),
                   dvc_lock=Ref.of(lock).to_dict() if lock.exists() else None,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import TIMINGS, Ref, atomic_path, digest, write_json
+from curate.artifacts import TIMINGS, Ref, digest, write_json
+from curate.seal import sealed_entry
 from curate.models import smollm2
 from curate.progress import Progress
 from tasks.caching import Stage
@@ -57,7 +58,7 @@ def base_model(project: str, params: dict) -> dict:
         pre = p["pretrain"]
         rows = pretrain_rows(pre["corpus_rows"], seed=pre["corpus_seed"])
         prose = pretrain_prose(pre["corpus_rows"] // 4, seed=pre["corpus_seed"] + 1)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             stats = build_base_model(
                 tmp / "model",
                 rows=rows,
@@ -77,4 +78,4 @@ def base_model(project: str, params: dict) -> dict:
             timing = ("wall_s", "tokens_per_s")
             write_json({k: v for k, v in stats.items() if k not in timing}, tmp / "stats.json")
             write_json({k: stats[k] for k in timing if k in stats}, tmp / TIMINGS)
-    return Ref.of(out / "model").to_dict()
+    return STAGE.ref(out / "model")

@@ -21,6 +21,7 @@ from prefect.serializers import JSONSerializer
 
 from curate.artifacts import Ref, text_digest
 from curate.env import state_dir
+from curate.seal import checked_ref
 from tasks.pipeline import StageSpec, pick, spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +122,11 @@ class Stage:
 
     def out(self, project: str | Path, arguments: dict[str, Any]) -> Path:
         return store_dir(Path(project), self.name, self.key(arguments))
+
+    def ref(self, path: Path) -> dict:
+        """The Ref dict of this stage's store entry `path` (or a path inside it), its bytes checked against the
+        entry's seal: a task returns it, so a stored entry whose bytes changed is never handed on."""
+        return checked_ref(path).to_dict()
 
     def is_stored(self, arguments: dict[str, Any]) -> bool:
         """Is this call's output already in the content store (so calling it computes nothing)?"""

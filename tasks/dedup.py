@@ -28,13 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, iter_batches, write_json, write_parquet
+from curate.artifacts import atomic_path, iter_batches, write_json, write_parquet
 from curate.dedup import DedupSettings, dedup_batches
 from curate.dedup.incremental import (ID_COLUMNS, INDEX_DIR, KEPT_FILE, REMOVED_FILE, TEXT_COLUMNS,
                                       previous_from_artifact)
 from curate.dedup.presign import Presigned, new_rows, shard_rows, sign_rows
 from curate.dedup.report import plot_cluster_sizes
 from curate.schema import ROWS
+from curate.seal import sealed_entry
 from tasks.caching import Stage, note_pid
 from tasks.previous import previous_artifact, remember, usable_previous, write_lineage
 
@@ -68,11 +69,11 @@ def minhash_shard(project: str, rows: dict, params: dict, previous: dict | None,
         prior = previous_from_artifact(previous["path"], settings, fingerprints=False)[0] if usable_previous(previous) else None
         mine = shard_rows(new_rows(pq.read_table(source, columns=ID_COLUMNS), prior), shard, shards)
         signed = sign_rows(source, mine, settings, BATCH_ROWS)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             signed.write(tmp)
             write_json({"rows": len(mine), "texts_signed": len(signed), "shard": shard, "shards": shards},
                        tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return SHARD.ref(out)
 
 
 @STAGE.task()
@@ -92,7 +93,7 @@ def dedup(project: str, rows: dict, params: dict, previous: dict | None = None, 
         result = dedup_batches(pq.read_table(source, columns=ID_COLUMNS),
                                iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), settings, prior,
                                reread=lambda: iter_batches(source, TEXT_COLUMNS, BATCH_ROWS), presigned=presigned)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_kept(source, result.keep, tmp / KEPT_FILE)
             write_parquet(result.removed, tmp / REMOVED_FILE)
             result.index.save(tmp / INDEX_DIR)

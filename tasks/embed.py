@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.embed.minilm import embed_texts, encode_batches, load_encoder, plan_batches
 from curate.progress import Progress
 from curate.schema import embedding_schema, user_text
@@ -47,11 +48,11 @@ def embed_shard(project: str, rows: dict, params: dict, shard: int, shards: int)
         mine = [batches[b] for b in shard_batches(padded_tokens([len(x) for x in ids], batches), shards)[shard]] if batches else []
         vectors = encode_batches(encoder, ids, mine, Progress(f"embed shard {shard + 1}/{shards}", "rows"))
         dim = vectors.shape[1]
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(pa.table({"index": pa.array([i for b in mine for i in b], pa.int64()),
                                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)}),
                           tmp / "vectors.parquet")
-    return Ref.of(out).to_dict()
+    return SHARD.ref(out)
 
 
 def _merge(shards: list[dict], n: int) -> np.ndarray:
@@ -80,7 +81,7 @@ def embed(project: str, rows: dict, params: dict, shards: list[dict] | None = No
                                   encoder=load_encoder(p["model"]), progress=Progress("embed", "rows"))
         dim = int(vectors.shape[1]) if len(texts) else DEFAULT_DIM
         emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(pa.table({"row_id": table["row_id"], "embedding": emb}, schema=embedding_schema(dim)), tmp / "embeddings.parquet")
             write_json({"rows": len(texts), "dim": dim, "model": p["model"]}, tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import Ref, atomic_path, write_json
+from curate.artifacts import write_json
+from curate.seal import sealed_entry
 from curate.evaluation.heldout import evaluate as evaluate_model
 from curate.evaluation.sets import heldout_sets
 from curate.models.loading import load_causal_lm, model_path
@@ -25,6 +26,6 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
         metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
                                  max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"],
                                  response_share=params["scoring"]["response_share"], exact_match=e["exact_match"])
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)

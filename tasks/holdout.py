@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.artifacts import Ref, atomic_path, digest, write_json, write_parquet
+from curate.artifacts import digest, write_json, write_parquet
+from curate.seal import checked_ref, sealed_entry
 from curate.evaluation.split import KIND, holdout_mask
 from tasks.caching import Stage
 
@@ -29,7 +30,7 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
         table = pq.read_table(Path(pool["path"]) / "rows.parquet")
         mask = pa.array(holdout_mask(table["row_id"].to_pylist(), share))
         kept, held = table.filter(pc.invert(mask)), table.filter(mask)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(kept, tmp / "pool" / "rows.parquet")
             write_parquet(held, tmp / "heldout" / "rows.parquet")
             write_json({"kind": KIND, "rows": held.num_rows, "share": share,
@@ -38,9 +39,9 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
                      "eval_files": eval_files}
             write_json(stats, tmp / "pool" / "stats.json")
             write_json(stats, tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)
 
 
 def split_refs(ref: dict) -> tuple[dict, dict]:
     """(pool, held-out rows) of a holdout artifact, as Refs of its two parts."""
-    return Ref.of(Path(ref["path"]) / "pool").to_dict(), Ref.of(Path(ref["path"]) / "heldout").to_dict()
+    return checked_ref(Path(ref["path"]) / "pool").to_dict(), checked_ref(Path(ref["path"]) / "heldout").to_dict()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.ingest import ingest_path
 from tasks.caching import Stage
 
@@ -15,8 +16,8 @@ def ingest(project: str, raw: dict, params: dict) -> dict:
     out = STAGE.out(project, locals())
     if not out.exists():
         result = ingest_path(Path(raw["path"]), max_bytes=params["ingest"]["max_bytes"])
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(result.rows, tmp / "rows.parquet")
             write_parquet(result.quarantine, tmp / "quarantine.parquet")
             write_json(result.stats, tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)

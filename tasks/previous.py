@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from curate.artifacts import Ref, digest, read_json, write_json
+from curate.artifacts import digest, read_json, write_json
+from curate.seal import checked_ref
 from curate.env import state_dir
 from tasks.publish import LAYOUT
 
@@ -46,8 +47,9 @@ def write_lineage(directory: Path, project: str, inputs_digest: str, settings_di
 
 
 def remember(project: str, stage: str, out: Path) -> dict:
-    """The Ref of a finished store entry, recorded under its digest for `previous_artifact`."""
-    ref = Ref.of(out)
+    """The Ref of a finished store entry (checked against its seal), recorded under its digest for
+    `previous_artifact`."""
+    ref = checked_ref(out)
     if not _pointer(project, stage, ref.digest).is_file():
         write_json({"path": ref.path}, _pointer(project, stage, ref.digest))
     return ref.to_dict()

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from transformers import AutoTokenizer
 
-from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import TIMINGS, write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.evaluation.sets import anchor_set
 from curate.models.loading import load_causal_lm, model_path
 from curate.progress import Progress
@@ -58,10 +59,10 @@ def rank_pool(project: str, pool: dict, model: dict, heldout: dict | None, param
         else:
             raise ValueError(f"the ranking stage serves the strategies longest and rds, not {strategy!r}")
         seconds = time.perf_counter() - start
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(pa.table({"row_id": [r["row_id"] for r in rows], "key": [float(x) for x in key]}),
                           tmp / "ranking.parquet")
             write_json({"strategy": strategy, "rows": len(rows), **stats}, tmp / "stats.json")
             write_json({"seconds": seconds}, tmp / TIMINGS)
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)
 

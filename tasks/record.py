@@ -57,6 +57,8 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     }
     if dvc_lock:
         artifacts["dvc"] = Path(dvc_lock["path"])
+    if (Path(project) / "data.dvc").is_file():  # the raw pool's version: `curate audit verify` checks its objects
+        artifacts["dvc/raw"] = Path(project) / "data.dvc"
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
             "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file,
             "curate.overrides": json.dumps(overrides or [])}

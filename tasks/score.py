@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import TIMINGS, Ref, atomic_path, read_json, text_digest, write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.models.chat import Encoded
 from curate.models.loading import load_causal_lm, model_path
 from curate.models.truncation import token_budget
@@ -124,7 +125,7 @@ def fit_report(scores: pa.Table, rows: list[dict]) -> dict:
 
 
 def _write(out: Path, scores: pa.Table, quarantine: pa.Table, stats: dict, timings: dict) -> None:
-    with atomic_path(out) as tmp:
+    with sealed_entry(out) as tmp:
         write_parquet(scores, tmp / "scores.parquet")
         write_parquet(quarantine, tmp / "quarantine.parquet")
         write_json(stats, tmp / "stats.json")
@@ -221,10 +222,10 @@ def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict)
         lm, tokenizer = _load(model, params["base_model"])
         means, _ = mean_span_losses(lm, _sequences(table), tokenizer.pad_token_id, batches=batches,
                                     progress=Progress(f"score shard {shard}", "sequences"))
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(pa.table({"seq": table["seq"], "mean": pa.array(means, pa.float64())}), tmp / "means.parquet")
             write_json({"seconds": time.perf_counter() - start}, tmp / TIMINGS)
-    return Ref.of(out).to_dict()
+    return SHARD.ref(out)
 
 
 def _span(batch: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
@@ -259,7 +260,7 @@ def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict
     if not out.exists():
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
         _write(out, *_score(project, rows, model, params, "score pool", shards))
-    return Ref.of(out).to_dict()
+    return POOL.ref(out)
 
 
 def _window_rows(pool: dict, state: dict) -> list[dict]:
@@ -280,4 +281,4 @@ def rescore_window(project: str, pool: dict, model: dict, state: dict, params: d
         rows = _window_rows(pool, state)
         scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}", shards)
         _write(out, scores, quarantine, {**stats, "round": round_index}, timings)
-    return Ref.of(out).to_dict()
+    return WINDOW.ref(out)

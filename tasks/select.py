@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from curate.artifacts import TIMINGS, Ref, atomic_path, read_json, write_json, write_parquet
+from curate.artifacts import TIMINGS, read_json, write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.models.loading import model_path
 from curate.scoring.misalignment import mismatch_margin
 from curate.selection.round_state import advance
@@ -70,9 +71,9 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
                          previous_state=pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None,
                          previous_selection=pq.read_table(Path(previous["path"]) / "selection.parquet") if previous else None,
                          ranking_key=ranking_key(ranking, row_ids))
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(round_.selection, tmp / "selection.parquet")
             write_parquet(round_.state, tmp / "state.parquet")
             write_json(round_.stats, tmp / "stats.json")
             write_json({"seconds": time.perf_counter() - start}, tmp / TIMINGS)
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.artifacts import atomic_path, read_json, ref_json, text_digest, write_json, write_parquet
+from curate.artifacts import read_json, ref_json, text_digest, write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.dedup.semantic import semantic_duplicates
 from curate.schema import REMOVED
 from tasks.caching import Stage
@@ -124,7 +125,7 @@ def semdedup(project: str, rows: dict, embeddings: dict, params: dict, previous:
             status |= {"kept_before": int(kept_before.sum()), "carried_removed": int(carried.sum()),
                        "new_rows": int((~kept_before & ~carried).sum())}
         upstream = ref_json(rows)
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             write_parquet(table, tmp / "rows.parquet")
             write_parquet(removed, tmp / "removed.parquet")
             write_json({"enabled": p["enabled"], "rows_in": upstream["kept"], "kept": table.num_rows,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curate.artifacts import TIMINGS, Ref, atomic_path, write_json, write_parquet
+from curate.artifacts import TIMINGS, write_json, write_parquet
+from curate.seal import sealed_entry
 from curate.config import OnlineParams, TrainingParams
 from curate.progress import Progress
 from curate.training.online import POLICY_CLASSES
@@ -59,7 +60,7 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
         model_out = out.parent / f"{out.name}.model"
         result = train_round(config, model_path(checkpoint), model_out, rows, processes=t.processes, anchors=anchors,
                              progress=_progress(round_index))
-        with atomic_path(out) as tmp:
+        with sealed_entry(out) as tmp:
             tmp.mkdir()
             os.rename(model_out, tmp / "model")
             write_parquet(result.log, tmp / "train_log.parquet")
@@ -72,4 +73,4 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
                         "rows_trained": len(set(result.lineage.column("row_id").to_pylist())),
                         "fraction_kept": sum(x["kept"] for x in log) / max(sum(x["candidates"] for x in log), 1),
                         "weight_sum": sum(x["weight_sum"] for x in log)}, tmp / "stats.json")
-    return Ref.of(out).to_dict()
+    return STAGE.ref(out)

@@ -64,9 +64,30 @@ def is_hf_dataset_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in HF_MARKERS)
 
 
+class SymlinkedInput(UnsupportedFormatError):
+    def __init__(self, path: Path):
+        ValueError.__init__(self, f"{path} is a symbolic link (to {os.path.realpath(path)}): the raw pool must hold its "
+                                  f"files itself, since DVC versions the pool by copying it in (it would replace the "
+                                  f"link by a copy) and a link's target can change without the pool's version "
+                                  f"changing. Copy the data in instead: cp -rL {path} {path}.tmp && mv -T {path}.tmp {path}")
+        self.path = str(path)
+
+
+def refuse_symlinks(raw: Path) -> None:
+    """Raise SymlinkedInput for the first symbolic link at or under `raw` (held-out sets and hidden files too)."""
+    if Path(raw).is_symlink():
+        raise SymlinkedInput(Path(raw))
+    for dirpath, dirnames, filenames in os.walk(raw):  # never follows a link
+        for name in sorted(dirnames) + sorted(filenames):
+            if (Path(dirpath) / name).is_symlink():
+                raise SymlinkedInput(Path(dirpath) / name)
+
+
 def discover(raw: Path) -> list[Source]:
-    """Every source under `raw` with its detected format, sorted by relative path."""
+    """Every source under `raw` with its detected format, sorted by relative path. A symbolic link anywhere
+    under `raw` (or `raw` itself) raises SymlinkedInput: nothing outside the project is read or changed."""
     raw = Path(raw)
+    refuse_symlinks(raw)
     if not raw.exists():
         raise FileNotFoundError(f"raw data not found: {raw}")
     if raw.is_file() or is_hf_dataset_dir(raw):

@@ -7,6 +7,8 @@ is clean and `dvc repro` is a no-op; `push` copies the cache to the configured r
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +40,11 @@ def is_repo(project: Path | str) -> bool:
     return (Path(project) / ".dvc").is_dir()
 
 
-# The workspace outputs under data/ are hard links to store entries, so with hard-linked cache files
-# the store, the workspace and the DVC cache hold one copy of each byte (DVC makes them read-only:
-# artifacts are never edited in place anyway). A cache on another filesystem falls back to copies.
-CACHE_TYPE = "hardlink,copy"
+# The DVC cache holds its own copy of every versioned byte (a copy-on-write reflink where the filesystem
+# has them, else a plain copy): never a hard link of the workspace, so one bad write to a store entry or
+# to a user's raw file cannot also damage the version DVC keeps of it, and `dvc add` never turns a
+# user's file into a read-only link (docs/architecture.md, "Integrity": the disk this costs).
+CACHE_TYPE = "reflink,copy"
 
 
 def ensure_repo(project: Path | str, remote: str) -> None:
@@ -71,9 +74,9 @@ def add_raw(project: Path | str, raw_dir: str = "data/raw", dvc_file: str = "dat
     project = Path(project)
     target = project / dvc_file
     if target.exists():
-        dvc(project, "commit", "--force", "--quiet", dvc_file)
+        dvc(project, "commit", "--force", "--quiet", "--no-relink", dvc_file)
         return
-    dvc(project, "add", "--quiet", raw_dir)
+    dvc(project, "add", "--quiet", "--no-relink", raw_dir)
     raw = Path(raw_dir)
     made = project / raw.parent / f"{raw.name}.dvc"
     text = made.read_text().replace(f"path: {raw.name}\n", f"path: {raw.as_posix()}\n")
@@ -81,8 +84,26 @@ def add_raw(project: Path | str, raw_dir: str = "data/raw", dvc_file: str = "dat
     made.unlink()
 
 
+def unshare_cache(project: Path | str) -> int:
+    """Give every cache object that shares its inode with another file (a hard link made by an older
+    version of curate, or by DVC's hardlink cache type) a copy of its own; returns how many."""
+    root = cache_dir(project) / "files"
+    n = 0
+    for obj in (p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []:
+        st = obj.stat()
+        if st.st_nlink > 1:
+            tmp = obj.with_name(f".tmp-unshare-{obj.name}")
+            shutil.copyfile(obj, tmp)
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            os.replace(tmp, obj)
+            n += 1
+    return n
+
+
 def commit(project: Path | str) -> None:
-    dvc(project, "commit", "--force", "--quiet")
+    """Cache every out and record it in dvc.lock; the workspace files stay as they are (hard links of the
+    store entries: DVC's relink would replace them by copies of its cache)."""
+    dvc(project, "commit", "--force", "--quiet", "--no-relink")
 
 
 def push(project: Path | str) -> str:
