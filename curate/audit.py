@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from curate import integrity
 from curate.artifacts import digest
 from curate.tracking import mlflow_tracking as mt
 
@@ -111,7 +112,6 @@ def _artifact_check(tags: dict[str, str], name: str, recorded: str) -> dict[str,
 def _project_checks(project: Path, params: dict[str, str], run_id: str) -> list[dict[str, Any]]:
     """The project's other copies: published `data/` against the store, the raw pool against `data.dvc`, and
     the DVC objects the run's `dvc.lock` and `data.dvc` name, in the cache and each local remote."""
-    from curate import integrity
     from curate.training.state import TRAINER_STATE
     from curate.versioning.dvc import cache_dir, is_repo, local_remotes
 
@@ -141,7 +141,7 @@ def verify(run_ref: str | None = None) -> dict[str, Any]:
     project = Path(tags.get("curate.project", ""))
     if tags.get("curate.project") and project.is_dir():
         checks += _project_checks(project, info["params"], info["run_id"])
-    bad = [c for c in checks if c["status"] not in ("ok", NEW)]
+    bad = [c for c in checks if c["status"] not in ("ok", NEW, integrity.GONE)]
     gone = sum(1 for c in checks if c.get("note") == STORE_GONE)
     return {"kind": "verify", "run_id": info["run_id"], "checked": len(checks), "problems": bad, "checks": checks,
             "store_entries_gone": gone}

@@ -27,6 +27,7 @@ from curate.seal import check_entry, hash_file, read_seal
 from curate.versioning.objects import listing, object_path, out_files
 
 OK, MISMATCH, MISSING, UNEXPECTED = "ok", "MISMATCH", "missing", "unexpected"
+GONE = "gone"  # a store entry removed (curate gc) while its published copy stays: not damage, but unchecked
 UNSEALED = "written before seals: compared by digest only"  # an entry of an older curate, sealed when a run reads it
 
 
@@ -50,7 +51,8 @@ def _inode(path: Path) -> tuple[int, int]:
 def entry_checks(root: Path, sub: str = "") -> list[Check]:
     """A store entry (or `sub` inside it) against its seal: one Check per problem, or one ok Check."""
     if not root.is_dir():
-        return [Check("store", str(root), MISSING, "the store entry is gone")]
+        return [Check("store", str(root), GONE, "the store entry is gone (curate gc): its published copy cannot be "
+                                                "checked against its seal")]
     seal = read_seal(root)
     if seal is None:
         return [Check("store", str(root), OK, UNSEALED)]
