@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from curate.ingest.normalize import record_kind
-from curate.ingest.salvage import array_elements, is_array
+from curate.ingest.salvage import TooDeep, array_elements, is_array, parse, reason
 
 EXPECTED_FORMATS = (
     "Alpaca records {instruction, input?, output|response} as a JSON list or JSON Lines; "
@@ -70,7 +70,7 @@ def discover(raw: Path) -> list[Source]:
     if not raw.exists():
         raise FileNotFoundError(f"raw data not found: {raw}")
     if raw.is_file() or is_hf_dataset_dir(raw):
-        return [detect(raw, raw.name)]
+        return [detect(raw, shown_name(raw.name))]
     found: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(raw):
         here = Path(dirpath)
@@ -88,7 +88,13 @@ def discover(raw: Path) -> list[Source]:
             if f.startswith(".") or Path(f).suffix in SKIPPED_SUFFIXES:
                 continue
             found.append(((here / f).relative_to(raw).as_posix(), here / f))
-    return [detect(path, name) for name, path in sorted(found)]
+    return [detect(path, shown_name(name)) for name, path in sorted(found)]
+
+
+def shown_name(name: str) -> str:
+    """A file name as text every output can hold: bytes that are not UTF-8 (which os.walk keeps as lone
+    surrogates) written as `\\xNN` escapes; a UTF-8 name as it is."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def detect(path: Path, name: str) -> Source:
@@ -127,7 +133,7 @@ def _parsed_lines(path: Path) -> Iterator[Any]:
     with open(path, "rb") as f:
         for line in f:
             try:
-                yield json.loads(line.decode("utf-8-sig"))
+                yield parse(line.decode("utf-8-sig"))
             except (UnicodeDecodeError, ValueError):
                 yield None
 
@@ -135,7 +141,8 @@ def _parsed_lines(path: Path) -> Iterator[Any]:
 def _jsonl_kind(path: Path) -> str | None:
     kind, seen_object = _first_kind(_parsed_lines(path))
     if kind is None and (seen_object or path.stat().st_size and _has_content(path)):
-        why = "its JSON objects have none of the record keys" if seen_object else "no line is a JSON object"
+        why = ("its JSON objects have none of the record keys" if seen_object
+               else "no line is a readable JSON object: each is malformed or nested too deeply")
         raise UnsupportedFormatError(path, why)
     return kind
 
@@ -152,7 +159,7 @@ def _json_text(path: Path) -> str:
 
 
 def _load_json(path: Path) -> Any:
-    return json.loads(_json_text(path))
+    return parse(_json_text(path))
 
 
 def _salvaged_kind(path: Path) -> str | None:
@@ -174,6 +181,9 @@ def _detect_json(path: Path, name: str) -> Source:
         kind = _salvaged_kind(path)
         if kind is not None:  # a damaged or truncated array: its complete records are read, the rest quarantined
             return Source(path, name, "json", kind)
+        if isinstance(e, TooDeep):
+            raise UnsupportedFormatError(path, f"it holds no readable record: it is {e}; fix the file or remove "
+                                               "it from the raw directory") from None
         raise UnsupportedFormatError(path, f"not valid JSON ({e})") from None
     if isinstance(data, list):
         kind, seen_object = _first_kind(iter(data))
@@ -207,7 +217,10 @@ def _hf_kind(path: Path) -> str | None:
 
 
 def _raw_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:  # parsed just under the parser's depth limit, too deep to write back
+        return "(nested too deeply to show)"
 
 
 def read_records(source: Source) -> Iterator[RawRecord]:
@@ -223,7 +236,7 @@ def read_records(source: Source) -> Iterator[RawRecord]:
                 else:
                     yield RawRecord(i, None, element.raw, element.error)
         else:
-            yield RawRecord(0, json.loads(text), text)
+            yield RawRecord(0, parse(text), text)
     elif source.container == "parquet":
         position = 0
         for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_PARQUET_BATCH):
@@ -255,7 +268,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(position, None, shown, f"invalid_utf8: undecodable byte at offset {e.start}")
             else:
                 try:
-                    yield RawRecord(position, json.loads(text), text)
+                    yield RawRecord(position, parse(text), text)
                 except ValueError as e:
-                    yield RawRecord(position, None, text, f"invalid_json: {e}")
+                    yield RawRecord(position, None, text, reason(e))
             position += 1
