@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -214,6 +215,26 @@ def _hf_kind(path: Path) -> str | None:
         columns = [split.column_names for split in splits]
         raise UnsupportedFormatError(path, f"dataset columns {columns} hold no instruction records of one kind")
     return kinds.pop()
+
+
+def count_records(source: Source, limit: int) -> int:
+    """How many records `source` holds, counted up to `limit`: cheaply (JSON Lines by non-blank lines,
+    Parquet and datasets by their metadata), so an upper bound of the rows ingest will keep."""
+    if source.kind is None:  # detected as empty
+        return 0
+    if source.container == "jsonl":
+        n = 0
+        with open(source.path, "rb") as f:
+            for line in f:
+                n += bool(line.strip())
+                if n >= limit:
+                    break
+        return n
+    if source.container == "parquet":
+        return min(pq.ParquetFile(source.path).metadata.num_rows, limit)
+    if source.container == "hf_dataset":
+        return min(sum(split.num_rows for split in _load_hf(source.path)), limit)
+    return sum(1 for _ in islice(read_records(source), limit))
 
 
 def _raw_text(value: Any) -> str:
