@@ -339,14 +339,17 @@ class ParamsError(ValueError):
 
 
 def read_yaml(path: Path | str, missing_hint: str) -> dict:
-    """The mapping a YAML file holds; ParamsError naming the file when it is missing or not a mapping."""
+    """The mapping a YAML file holds; ParamsError naming the file when it is missing, empty or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{missing_hint}: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    if data is None:  # a run on it would silently use the built-in defaults
+        raise ParamsError(f"{path} holds nothing (it is empty or only comments): write its sections (see "
+                          "params/default.yaml), or `{}` to use the built-in defaults on purpose")
     if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return data

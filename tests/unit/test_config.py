@@ -142,3 +142,13 @@ def test_a_comparison_budget_is_finite():
     with pytest.raises(ValueError, match="finite"):
         CompareSpec.model_validate({"pools": {"p": {"size": 10}}, "seeds": [1], "strategies": {"random": {}},
                                     "budget": float("inf")})
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# selection:\n#   ratio: 0.2\n"])
+def test_an_empty_params_file_is_refused_naming_it(tmp_path, text):
+    f = tmp_path / "mine.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError, match=r"mine.yaml holds nothing \(it is empty or only comments\)"):
+        load_params(f)
+    f.write_text("{}\n")  # the defaults, on purpose
+    assert load_params(f) == Params()
