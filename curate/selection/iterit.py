@@ -226,6 +226,8 @@ def _budget(n: int, ratio: float) -> int:
 def budget_problem(n: int, ratio: float, pool: str | None = None) -> str | None:
     """Why `ratio` gives no row to select per round from `n` rows (described by `pool`); None when K >= 1."""
     pool = pool or f"a pool of {n} rows"
+    if not (math.isfinite(ratio) and ratio > 0):
+        return f"selection.ratio {ratio} must be a finite number > 0: a share of the pool in (0, 1] or a count of rows"
     if n < 1:
         return f"there is no row to select: {pool} is empty"
     if _budget(n, ratio) >= 1:

@@ -240,6 +240,9 @@ def test_a_budget_of_no_row_is_refused_with_the_ratio_that_gives_one():
     assert selection_budget(200, 0.005) == 1
     with pytest.raises(BudgetTooSmall, match="empty"):
         selection_budget(0, 5)
+    for ratio in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(BudgetTooSmall, match="must be a finite number > 0"):
+            selection_budget(200, ratio)
 
 
 @given(st.integers(min_value=1, max_value=10**7))
