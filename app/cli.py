@@ -79,28 +79,33 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-def _check_raw(project: Path, raw_dir: str, incoming_dir: str) -> None:
-    """Fail before any work when the raw pool is missing, empty, or holds a file in no supported format."""
+def _check_raw(project: Path, p) -> None:
+    """Fail before any work when the raw pool is missing or holds no record, when a file is in no supported
+    format (UnsupportedFormatError naming it), or when selection.ratio gives no row per round even from every
+    record there (curate/pool_checks.py). Files waiting in raw.incoming join the pool first: then the flow checks."""
     from curate.ingest.formats import discover
+    from curate.pool_checks import EmptyPool, check_raw
 
-    raw, incoming = project / raw_dir, project / incoming_dir
+    raw, incoming = project / p.raw.dir, project / p.raw.incoming
     if not raw.exists():
-        raise SystemExit(f"error: raw pool {raw} does not exist. Run `curate demo-data` or put your data there.")
-    sources = discover(raw)  # raises UnsupportedFormatError naming the file and the formats expected
-    if not sources and not (incoming.is_dir() and any(incoming.iterdir())):
-        raise SystemExit(f"error: raw pool {raw} is empty. Put your data there (JSON/JSONL, Parquet or a datasets "
-                         f"directory; held-out sets go in its eval/ sub-directory), then run again.")
+        raise EmptyPool(f"raw pool {raw} does not exist. Run `curate demo-data` or put your data there.")
+    sources = discover(raw)
+    if incoming.is_dir() and any(incoming.iterdir()):
+        return
+    check_raw(str(raw), sources, None if p.selection.strategy == "full" else p.selection.ratio)
 
 
 def cmd_run(args) -> int:
     from curate.config import ParamsError, load_params
     from curate.ingest import UnsupportedFormatError
+    from curate.pool_checks import EmptyPool
+    from curate.selection.iterit import BudgetTooSmall
 
     project = _project(args)
     try:
         p = load_params(project / args.params, args.set)
-        _check_raw(project, p.raw.dir, p.raw.incoming)
-    except (ParamsError, UnsupportedFormatError) as e:
+        _check_raw(project, p)
+    except (ParamsError, UnsupportedFormatError, EmptyPool, BudgetTooSmall) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from flows.execution import ExecutionError, require_api_server
@@ -123,8 +128,8 @@ def cmd_run(args) -> int:
     except ProjectLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except UnsupportedFormatError as e:  # a bad file in the incoming directory: nothing was moved
-        print(f"error: {e}", file=sys.stderr)
+    except (UnsupportedFormatError, EmptyPool, BudgetTooSmall) as e:  # a bad incoming file (nothing was moved), or
+        print(f"error: {e}", file=sys.stderr)  # no pool to select from (the flow stopped before the base model)
         return 2
     except CorruptArtifact as e:  # stored bytes changed since they were written: nothing was versioned or recorded
         print(f"error: {e}", file=sys.stderr)
@@ -185,11 +190,13 @@ def cmd_stage(args) -> int:
     from flows.stages import run_stage
 
     from curate.config import ParamsError
+    from curate.pool_checks import EmptyPool
+    from curate.selection.iterit import BudgetTooSmall
 
     project = _project(args)
     try:
         run_stage(str(project), args.name, args.params, args.set)
-    except ParamsError as e:
+    except (ParamsError, EmptyPool, BudgetTooSmall) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@ Unknown keys and wrong types fail fast with the dotted path of the offending key
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
@@ -12,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 
 class _P(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a YAML `.inf` or `.nan` is a number to YAML: no parameter takes one (a ratio of inf overflowed, a NaN compares false)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProjectParams(_P):
@@ -128,7 +130,7 @@ class SelectionParams(_P):
     strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
     mode: Literal["clean", "faithful"] = "clean"  # faithful: re-score the first window positions
     rounds: int = Field(3, ge=1)
-    ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count
+    ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count (a whole number)
     update_ratio: float = Field(3, gt=0)  # re-score window = update_ratio*K (<= 1: whole pool)
     decay: float = Field(0.1, ge=0, le=1)  # lambda, TF-IDF column decay per pick
     append_eos: bool = True  # reference: response + EOS string is the TF-IDF document
@@ -136,6 +138,13 @@ class SelectionParams(_P):
     mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
     revisit: Literal["auto", "on", "off"] = "auto"  # iterit, ifd-only, longest, rds: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference)
+
+    @model_validator(mode="after")
+    def _whole_count(self) -> "SelectionParams":
+        if self.ratio > 1 and not float(self.ratio).is_integer():
+            raise ValueError(f"selection.ratio {self.ratio:g}: a value over 1 is a count of rows per round and must be "
+                             f"a whole number (e.g. {math.ceil(self.ratio)}), or a share of the pool in (0, 1]")
+        return self
 
     @property
     def gate_on(self) -> bool:
@@ -330,14 +339,17 @@ class ParamsError(ValueError):
 
 
 def read_yaml(path: Path | str, missing_hint: str) -> dict:
-    """The mapping a YAML file holds; ParamsError naming the file when it is missing or not a mapping."""
+    """The mapping a YAML file holds; ParamsError naming the file when it is missing, empty or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{missing_hint}: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    if data is None:  # a run on it would silently use the built-in defaults
+        raise ParamsError(f"{path} holds nothing (it is empty or only comments): write its sections (see "
+                          "params/default.yaml), or `{}` to use the built-in defaults on purpose")
     if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return data

@@ -1,4 +1,5 @@
-"""The nightly curation flow: raw -> ingest -> dedup -> embed -> semantic dedup -> holdout -> base model -> score
+"""The nightly curation flow: raw -> ingest -> dedup -> embed -> semantic dedup -> holdout (-> pool check: an empty
+pool or a budget of no row stops here) -> base model -> score
 (-> scorer-fit check) -> rounds of {re-score window -> select -> train} -> evaluate -> version (DVC) -> record (MLflow).
 
 Orchestration only. Every stage is a task cached on content (tasks/caching.py): a re-run with
@@ -7,6 +8,7 @@ nothing changed executes no stage, and a changed parameter re-runs its stage and
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -17,11 +19,15 @@ from curate.config import load_params
 from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
+from curate.ingest import UnsupportedFormatError
 from curate.lock import project_lock
+from curate.pool_checks import EmptyPool
 from curate.seal import check_ref
+from curate.selection.iterit import BudgetTooSmall
 from flows.execution import require_api_server, task_runner
-from flows.steps import (check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout, pool_warnings,
-                         publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations, run_rounds)
+from flows.steps import (check_pool_rows, check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout,
+                         pool_warnings, publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations,
+                         run_rounds)
 from tasks.base_model import base_model
 from tasks.caching import REGISTRY, is_ref
 from tasks.holdout import holdout
@@ -32,6 +38,22 @@ from tasks.record import record, record_disk_usage
 from tasks.score import drop_stale_plans, plan_pool, score_pool
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
+
+
+INPUT_ERRORS = (EmptyPool, BudgetTooSmall, UnsupportedFormatError)  # the input's fault, said in one line
+
+
+class _NoTracebackForInputErrors(logging.Filter):
+    """Prefect logs a flow's exception with its traceback; for an input error the message is the whole story
+    (`curate run` prints it as `error: ...`), so the record keeps its one line and loses the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], INPUT_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForInputErrors())
 
 
 class Runner:
@@ -115,12 +137,14 @@ def _run(run: Runner, project: str, params_file: str, p, overrides: list[str]) -
     raw = Ref.of(Path(project) / p.raw.dir).to_dict()
 
     rows = run(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
+    check_pool_rows(p, {"ingest": rows}, budget=False)
     deduped = run_dedup(run, p.execution, project, p, rows)
     embeddings = run_embed(run, p.execution, project, p, deduped)
     pool = run(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"),
                previous=previous_semdedup(project, deduped, embeddings, stage_params(p, "semdedup")))
     split = run(holdout, project=project, pool=pool, **holdout_arguments(project, p))
     selectable, heldout = pool_and_heldout(project, p, split)
+    check_pool_rows(p, {"ingest": rows, "dedup": deduped, "semdedup": pool, "holdout": selectable}, budget=True)
     warnings = pool_warnings(p, selectable)
     for w in warnings:
         get_run_logger().warning(w)

@@ -14,8 +14,8 @@ from pathlib import Path
 from curate import published
 from curate.artifacts import Ref
 from curate.config import load_params
-from flows.steps import (check_scorer_fit, holdout_arguments, pool_and_heldout, publish_evaluations, publish_rounds,
-                         run_evaluations, run_rounds)
+from flows.steps import (check_pool_rows, check_scorer_fit, holdout_arguments, pool_and_heldout, publish_evaluations,
+                         publish_rounds, run_evaluations, run_rounds)
 from tasks.base_model import base_model
 from tasks.dedup import dedup, previous_dedup
 from tasks.embed import embed
@@ -58,6 +58,8 @@ def run_stage(project: str, name: str, params_file: str, overrides: Sequence[str
     elif name == "holdout":
         ref = direct(holdout, project=project, pool=ws(LAYOUT["semdedup"]), **holdout_arguments(project, p))
         publish(project, ref, LAYOUT[name])
+        check_pool_rows(p, {**{s: ws(LAYOUT[s]) for s in ("ingest", "dedup", "semdedup")},
+                            "holdout": pool_and_heldout(project, p, ref)[0]}, budget=True)
     elif name == "base_model":
         ref = direct(base_model, project=project, params=stage_params(p, "base_model"))
         publish_base_model(project, ref, p.base_model.source)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from curate.artifacts import Ref, ref_json
 from curate.config import ExecutionParams, Params
 from curate.demo.skills import SKILLS
+from curate.pool_checks import check_pool
 from curate.scoring.fit import ScorerDoesNotFit, fit_problem, outside_demo, tiny_outside_demo_warning
 from curate.selection.iterit import selection_budget
 from curate.selection.rounds import RANKED, RESCORING
@@ -45,6 +46,15 @@ def pool_and_heldout(project: str, p: Params, split: dict) -> tuple[dict, dict]:
     pool, held = split_refs(split)
     eval_dir = Path(project) / p.raw.eval_dir
     return pool, (Ref.of(eval_dir).to_dict() if has_heldout_files(eval_dir) else held)
+
+
+def check_pool_rows(p: Params, refs: dict[str, dict], budget: bool) -> None:
+    """Stop before the base model is built when no row is left (curate/pool_checks.py), and, with `budget`,
+    when selection.ratio gives no row per round. `refs`: stage -> its artifact (a rows.parquet inside), in
+    pipeline order, ingest first; the last is the pool the rounds select from."""
+    rows = {stage: pq.ParquetFile(Path(ref["path"]) / "rows.parquet").metadata.num_rows for stage, ref in refs.items()}
+    ratio = p.selection.ratio if budget and p.selection.strategy != "full" else None
+    check_pool(p.raw.dir, ref_json(refs["ingest"]), rows, str(Path(refs["ingest"]["path"]) / "quarantine.parquet"), ratio)
 
 
 def pool_warnings(p: Params, pool: dict) -> list[str]:

@@ -44,7 +44,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             checkpoint_digest=r["train"]["digest"],
             train_log_path=train_dir / "train_log.parquet",
             lineage_path=train_dir / "online_weights.parquet",
-            eval_metrics=_flat_eval(ref_json(r["evaluate"], "metrics.json")),
+            eval_metrics=ref_json(r["evaluate"], "metrics.json"),
             stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))
     stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "score")}
@@ -81,7 +81,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
         run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
-        rounds=round_records, base_eval=_flat_eval(ref_json(refs["evaluate_base"], "metrics.json")),
+        rounds=round_records, base_eval=ref_json(refs["evaluate_base"], "metrics.json"),
         log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
         regression_threshold=params["tracking"]["regression_threshold"],
     )
@@ -114,11 +114,3 @@ def workspace_paths(refs: dict) -> dict[str, str]:
             r, part = key[len("round"):].split(".", 1)
             out[key] = f"{LAYOUT['evaluate']}/round-{r}" if part == "evaluate" else f"{LAYOUT['rounds']}/round-{r}/{part}"
     return out
-
-
-def _flat_eval(metrics: dict) -> dict:
-    """Scalar evaluation metrics: mean_* plus <skill>.<metric>."""
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "round"}
-    for name, vals in (metrics.get("sets") or {}).items():
-        flat.update({f"{name}.{k}": v for k, v in vals.items() if isinstance(v, (int, float))})
-    return flat

@@ -19,7 +19,7 @@ from curate.config import Params, ParamsError, invalid, read_yaml
 
 
 class _S(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf or .nan budget or fraction
 
 
 class PoolVariant(_S):

@@ -4,17 +4,10 @@ selection-hour per pool as metrics, and the report directory
 (page, PNGs, results.json) as artifacts. MLflow is imported here only, when a comparison is logged."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-_NOT_IN_MLFLOW_KEYS = re.compile(r"[^\w\-. :/]")  # MLflow keys: alphanumerics, _ - . space : /
-
-
-def mlflow_key(name: str) -> str:
-    """`name` as an MLflow parameter or metric key: other characters (e.g. the `+` of
-    `random+adapt`) become `_`."""
-    return _NOT_IN_MLFLOW_KEYS.sub("_", name)
+from curate.tracking.keys import safe_key as mlflow_key  # e.g. the `+` of `random+adapt` becomes `_`
 
 
 def log_comparison(experiment: str, artifact_root: str, run_name: str, spec: dict[str, Any],

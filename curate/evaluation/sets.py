@@ -2,7 +2,7 @@
 which rows are evaluated and which are the online policies' anchors (never evaluated)."""
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
@@ -17,15 +17,26 @@ def has_heldout_files(eval_dir: Path) -> bool:
     return eval_dir.is_dir() and bool(discover(eval_dir))
 
 
+def set_names(files: list[str]) -> dict[str, str]:
+    """The held-out set of each file (its path under raw.eval_dir): the path without its extension
+    (`sub/qa.jsonl` -> `sub/qa`, so files of the same name in two directories stay two sets), or with it
+    when another file differs only in its extension (`qa.json` and `qa.jsonl`)."""
+    stems = {f: PurePosixPath(f).with_suffix("").as_posix() if PurePosixPath(f).suffix else f for f in files}
+    repeated = {stem for stem in stems.values() if list(stems.values()).count(stem) > 1}
+    return {f: f if stem in repeated else stem for f, stem in stems.items()}
+
+
 def read_heldout(eval_dir: Path) -> dict[str, list[dict]]:
-    """Every held-out set of the eval directory (one per file, named by the file's stem), in file order;
-    for the held-out part of a holdout stage artifact, its rows as the one set `holdout`, in pool order."""
+    """Every held-out set of the eval directory (one per file, see `set_names`), in file order; for the
+    held-out part of a holdout stage artifact, its rows as the one set `holdout`, in pool order."""
     stats = eval_dir / "stats.json"
     if stats.is_file() and read_json(stats).get("kind") == HOLDOUT_KIND:
         return {"holdout": pq.read_table(eval_dir / "rows.parquet").to_pylist()}
+    rows = ingest_path(eval_dir).rows.to_pylist()
+    names = set_names(list(dict.fromkeys(r["source"] for r in rows)))
     sets: dict[str, list[dict]] = {}
-    for r in ingest_path(eval_dir).rows.to_pylist():
-        sets.setdefault(Path(r["source"]).name.split(".")[0], []).append(r)
+    for r in rows:
+        sets.setdefault(names[r["source"]], []).append(r)
     return sets
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from curate.ingest.formats import EXPECTED_FORMATS, RawRecord, Source, UnsupportedFormatError, discover, read_records
 from curate.ingest.normalize import RecordError, record_to_row, row_id
+from curate.ingest.salvage import TooDeep
 from curate.schema import QUARANTINE, ROWS
 
 __all__ = ["EXPECTED_FORMATS", "IngestResult", "UnsupportedFormatError", "ingest_path", "row_id"]
@@ -98,4 +99,6 @@ def _normalise(source: Source, record: RawRecord, max_bytes: int) -> dict:
         fields = record_to_row(record.value, source.kind, max_bytes)  # type: ignore[arg-type]
     except RecordError as e:
         return {**where, "stage": STAGE, "reason": str(e), "row_id": e.row_id, "raw": _preview(record.raw)}
+    except RecursionError:  # a value just under the parser's depth limit, too deep to describe in a reason
+        return {**where, "stage": STAGE, "reason": f"too_deep: {TooDeep()}", "row_id": None, "raw": _preview(record.raw)}
     return {**where, **fields}

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
 from curate.ingest.normalize import record_kind
-from curate.ingest.salvage import array_elements, is_array
+from curate.ingest.salvage import TooDeep, array_elements, is_array, parse, reason
 
 EXPECTED_FORMATS = (
     "Alpaca records {instruction, input?, output|response} as a JSON list or JSON Lines; "
@@ -91,7 +92,7 @@ def discover(raw: Path) -> list[Source]:
     if not raw.exists():
         raise FileNotFoundError(f"raw data not found: {raw}")
     if raw.is_file() or is_hf_dataset_dir(raw):
-        return [detect(raw, raw.name)]
+        return [detect(raw, shown_name(raw.name))]
     found: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(raw):
         here = Path(dirpath)
@@ -109,7 +110,13 @@ def discover(raw: Path) -> list[Source]:
             if f.startswith(".") or Path(f).suffix in SKIPPED_SUFFIXES:
                 continue
             found.append(((here / f).relative_to(raw).as_posix(), here / f))
-    return [detect(path, name) for name, path in sorted(found)]
+    return [detect(path, shown_name(name)) for name, path in sorted(found)]
+
+
+def shown_name(name: str) -> str:
+    """A file name as text every output can hold: bytes that are not UTF-8 (which os.walk keeps as lone
+    surrogates) written as `\\xNN` escapes; a UTF-8 name as it is."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def detect(path: Path, name: str) -> Source:
@@ -148,7 +155,7 @@ def _parsed_lines(path: Path) -> Iterator[Any]:
     with open(path, "rb") as f:
         for line in f:
             try:
-                yield json.loads(line.decode("utf-8-sig"))
+                yield parse(line.decode("utf-8-sig"))
             except (UnicodeDecodeError, ValueError):
                 yield None
 
@@ -156,7 +163,8 @@ def _parsed_lines(path: Path) -> Iterator[Any]:
 def _jsonl_kind(path: Path) -> str | None:
     kind, seen_object = _first_kind(_parsed_lines(path))
     if kind is None and (seen_object or path.stat().st_size and _has_content(path)):
-        why = "its JSON objects have none of the record keys" if seen_object else "no line is a JSON object"
+        why = ("its JSON objects have none of the record keys" if seen_object
+               else "no line is a readable JSON object: each is malformed or nested too deeply")
         raise UnsupportedFormatError(path, why)
     return kind
 
@@ -173,7 +181,7 @@ def _json_text(path: Path) -> str:
 
 
 def _load_json(path: Path) -> Any:
-    return json.loads(_json_text(path))
+    return parse(_json_text(path))
 
 
 def _salvaged_kind(path: Path) -> str | None:
@@ -195,6 +203,9 @@ def _detect_json(path: Path, name: str) -> Source:
         kind = _salvaged_kind(path)
         if kind is not None:  # a damaged or truncated array: its complete records are read, the rest quarantined
             return Source(path, name, "json", kind)
+        if isinstance(e, TooDeep):
+            raise UnsupportedFormatError(path, f"it holds no readable record: it is {e}; fix the file or remove "
+                                               "it from the raw directory") from None
         raise UnsupportedFormatError(path, f"not valid JSON ({e})") from None
     if isinstance(data, list):
         kind, seen_object = _first_kind(iter(data))
@@ -227,8 +238,31 @@ def _hf_kind(path: Path) -> str | None:
     return kinds.pop()
 
 
+def count_records(source: Source, limit: int) -> int:
+    """How many records `source` holds, counted up to `limit`: cheaply (JSON Lines by non-blank lines,
+    Parquet and datasets by their metadata), so an upper bound of the rows ingest will keep."""
+    if source.kind is None:  # detected as empty
+        return 0
+    if source.container == "jsonl":
+        n = 0
+        with open(source.path, "rb") as f:
+            for line in f:
+                n += bool(line.strip())
+                if n >= limit:
+                    break
+        return n
+    if source.container == "parquet":
+        return min(pq.ParquetFile(source.path).metadata.num_rows, limit)
+    if source.container == "hf_dataset":
+        return min(sum(split.num_rows for split in _load_hf(source.path)), limit)
+    return sum(1 for _ in islice(read_records(source), limit))
+
+
 def _raw_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:  # parsed just under the parser's depth limit, too deep to write back
+        return "(nested too deeply to show)"
 
 
 def read_records(source: Source) -> Iterator[RawRecord]:
@@ -244,7 +278,7 @@ def read_records(source: Source) -> Iterator[RawRecord]:
                 else:
                     yield RawRecord(i, None, element.raw, element.error)
         else:
-            yield RawRecord(0, json.loads(text), text)
+            yield RawRecord(0, parse(text), text)
     elif source.container == "parquet":
         position = 0
         for batch in pq.ParquetFile(source.path).iter_batches(batch_size=_PARQUET_BATCH):
@@ -276,7 +310,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(position, None, shown, f"invalid_utf8: undecodable byte at offset {e.start}")
             else:
                 try:
-                    yield RawRecord(position, json.loads(text), text)
+                    yield RawRecord(position, parse(text), text)
                 except ValueError as e:
-                    yield RawRecord(position, None, text, f"invalid_json: {e}")
+                    yield RawRecord(position, None, text, reason(e))
             position += 1

@@ -69,6 +69,12 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters (a quarantine reason names a bad value, it does not copy it)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _text(record: Mapping[str, Any], key: str, required: bool, missing_label: str | None = None) -> str:
     value = record.get(key)
     if value is None:
@@ -107,7 +113,7 @@ def _turns(record: Mapping[str, Any], list_key: str, role_key: str, content_key:
             raise RecordError("bad_conversation", f"turn {i} is not an object with '{role_key}' and '{content_key}'")
         role = roles.get(str(turn[role_key]).lower())
         if role is None:
-            raise RecordError("bad_conversation", f"turn {i} has unsupported role {turn[role_key]!r}")
+            raise RecordError("bad_conversation", f"turn {i} has unsupported role {_shown(turn[role_key])}")
         out.append((role, _content(turn[content_key], i)))
     return out
 
@@ -137,6 +143,15 @@ def _conversation(turns: list[tuple[str, str]], top_level_system: str) -> dict:
     return dict(system=system, context=context, instruction=rest[-2][1], input="", response=rest[-1][1])
 
 
+def _utf8_size(texts: Iterable[str]) -> int:
+    """Bytes of `texts` in UTF-8; RecordError for text no UTF-8 can hold (lone surrogates, from undecodable bytes
+    or from `\\ud800`-style JSON escapes)."""
+    try:
+        return sum(len(text.encode("utf-8")) for text in texts)
+    except UnicodeEncodeError:
+        raise RecordError("invalid_utf8", "text contains undecodable bytes or lone surrogates") from None
+
+
 def record_to_row(record: Any, kind: str, max_bytes: int) -> dict:
     """The row fields (without source/position) of one record of `kind`, or RecordError."""
     if not isinstance(record, Mapping):
@@ -150,13 +165,11 @@ def record_to_row(record: Any, kind: str, max_bytes: int) -> dict:
         row = _conversation(_turns(record, "messages", "role", "content", _OPENAI_ROLES), "")
     else:
         raise ValueError(f"unknown record kind {kind!r}; expected one of {RECORD_KINDS}")
-    texts = [row["system"], row["instruction"], row["input"], row["response"]] + [t["content"] for t in row["context"]]
-    size = 0
-    for text in texts:
-        try:
-            size += len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise RecordError("invalid_utf8", "text contains undecodable bytes or lone surrogates") from None
+    size = _utf8_size([row["system"], row["instruction"], row["input"], row["response"]]
+                      + [t["content"] for t in row["context"]])
+    row["skill"] = _optional_label(record, "skill")
+    row["truth"] = _optional_label(record, "truth")
+    _utf8_size([label for label in (row["skill"], row["truth"]) if label is not None])
     if not row["instruction"].strip():
         raise RecordError("empty_field", "instruction (last user turn) is empty")
     if not row["response"].strip():
@@ -165,6 +178,4 @@ def record_to_row(record: Any, kind: str, max_bytes: int) -> dict:
     if size > max_bytes:
         raise RecordError("too_large", f"{size} bytes of text (UTF-8, all fields) > ingest.max_bytes {max_bytes}; "
                           f"raise ingest.max_bytes to keep the row", row_id=row["row_id"])
-    row["skill"] = _optional_label(record, "skill")
-    row["truth"] = _optional_label(record, "truth")
     return row

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # labels are set and skill names from the data: `$` is a character
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -206,10 +206,44 @@ def greedy_select_naive(responses: Sequence[str], complexity: Sequence[float], k
     return [p.index for p in greedy_select_detailed(responses, complexity, k, decay, naive=True)]
 
 
+class BudgetTooSmall(ValueError):
+    """selection.ratio gives K < 1: no row to select per round."""
+
+
+def smallest_ratio(n: int) -> float:
+    """The smallest share with 2 significant digits whose K = floor(n * share) is at least 1 (n >= 1)."""
+    digits = 1 - math.floor(math.log10(1 / n))
+    share = math.ceil(round(10**digits / n, 9)) / 10**digits
+    while math.floor(n * share) < 1:  # float rounding of n * share just under 1
+        share += 10**-digits
+    return share
+
+
+def _budget(n: int, ratio: float) -> int:
+    return min(int(ratio) if ratio > 1 else math.floor(n * ratio), n)
+
+
+def budget_problem(n: int, ratio: float, pool: str | None = None) -> str | None:
+    """Why `ratio` gives no row to select per round from `n` rows (described by `pool`); None when K >= 1."""
+    pool = pool or f"a pool of {n} rows"
+    if not (math.isfinite(ratio) and ratio > 0):
+        return f"selection.ratio {ratio} must be a finite number > 0: a share of the pool in (0, 1] or a count of rows"
+    if n < 1:
+        return f"there is no row to select: {pool} is empty"
+    if _budget(n, ratio) >= 1:
+        return None
+    return (f"selection.ratio {ratio:g} gives K = floor({ratio:g} x {n}) = 0 rows to select per round from {pool}: "
+            f"set selection.ratio to at least {smallest_ratio(n):g} (e.g. --set selection.ratio={smallest_ratio(n):g}), "
+            f"or to a whole number of rows per round")
+
+
 def selection_budget(n: int, ratio: float) -> int:
-    """K per round: floor(n * ratio), or `ratio` itself as an absolute count when ratio > 1."""
-    k = int(ratio) if ratio > 1 else math.floor(n * ratio)
-    return min(k, n)
+    """K per round: floor(n * ratio), or `ratio` itself as an absolute count when ratio > 1 (at most n);
+    BudgetTooSmall, saying which ratio would do, when that is 0."""
+    problem = budget_problem(n, ratio)
+    if problem:
+        raise BudgetTooSmall(problem)
+    return _budget(n, ratio)
 
 
 def rescore_window(n: int, k: int, update_ratio: float) -> int:

@@ -81,6 +81,7 @@ INELIGIBLE_KINDS = {  # stats key -> (reason prefix, words for people)
     "trained_before": ("trained in round", "trained in an earlier round (selection.revisit is off)"),
     "ifd_ge_max": ("ifd ", "IFD >= selection.ifd_max"),
     "gated_mismatch": ("instruction does not help", "failed the mismatch gate"),
+    "nan_score": ("score is NaN", "scored NaN (the baselines' ranking score)"),
 }
 
 
@@ -89,12 +90,24 @@ def ineligible_counts(why_not: Sequence[str | None]) -> dict[str, int]:
     return {key: sum(1 for r in why_not if r and r.startswith(prefix)) for key, (prefix, _) in INELIGIBLE_KINDS.items()}
 
 
+INELIGIBLE_FIXES = {  # stats key -> what makes such rows eligible again
+    "trained_before": "lower selection.rounds or selection.ratio (fewer rows used up per round), or set selection.revisit: on",
+    "ifd_ge_max": "set a higher selection.ifd_max",
+    "gated_mismatch": "set selection.mismatch_gate: off",
+    "nan_score": "raise scoring.max_length (a NaN score: the response was cut away)",
+}
+
+
 def nothing_to_select(round_index: int, why_not: Sequence[str | None]) -> NothingToSelect:
-    """The error for a round with no eligible row, counting the reasons and naming the parameters to change."""
+    """The error for a round with no eligible row, counting the reasons and naming, for the reasons that
+    occur, the parameters to change."""
     counts = ineligible_counts(why_not)
     listed = ", ".join(f"{counts[key]} {words}" for key, (_, words) in INELIGIBLE_KINDS.items())
-    return NothingToSelect(f"round {round_index}: no eligible row left to select ({listed}). Lower selection.rounds "
-                           "or selection.ratio, or set selection.revisit: on, selection.mismatch_gate: off or a higher selection.ifd_max.")
+    fixes = [fix for key, fix in INELIGIBLE_FIXES.items() if counts[key]]
+    if not why_not:
+        fixes = ["the pool has no row: put data in raw.dir"]
+    return NothingToSelect(f"round {round_index}: no eligible row left to select ({listed} of {len(why_not)} pool "
+                           f"rows).{' To fix: ' + '; '.join(fixes) + '.' if fixes else ''}")
 
 
 def finite_positions(scores: Sequence[float]) -> list[int]:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
 from curate.artifacts import link_tree, local_path
+from curate.tracking.keys import key_parts
 
 TAG_KIND = "curate.kind"  # parent | stage | round
 TAG_ROUND = "curate.round"
@@ -29,6 +30,8 @@ ONLINE_METRICS = ("kept", "weight_sum", "residual", "score_mean", "score_std")  
 TAG_MODEL_URI = "curate.model_uri"
 TAG_BASE_PATH = "curate.base_model.path"  # a LoRA checkpoint: the base model its adapter applies to
 TAG_BASE_DIGEST = "curate.base_model.digest"
+TAG_RENAMED = "curate.renamed_keys"
+RENAMED_ARTIFACT = "renamed_keys.json"  # on the parent run: MLflow key (part) -> the file or set name it stands for
 
 
 @dataclass
@@ -40,7 +43,7 @@ class RoundRecord:
     checkpoint_dir: Path
     checkpoint_digest: str
     train_log_path: Path | None
-    eval_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, Any] = field(default_factory=dict)  # the evaluation's metrics.json
     stats: dict[str, float] = field(default_factory=dict)
     lineage_path: Path | None = None  # the round's online weights (LINEAGE_ARTIFACT)
 
@@ -52,19 +55,32 @@ def experiment_id(name: str, artifact_root: str) -> str:
     return mlflow.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(d: dict[str, Any], prefix: str = "", renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`, every level's names made valid, unique MLflow key parts
+    (curate/tracking/keys.py); `renamed` collects each changed part's key (prefix included) -> original name."""
     out: dict[str, Any] = {}
+    parts = key_parts(d)
     for k, v in d.items():
-        key = f"{prefix}{k}"
+        key = f"{prefix}{parts[str(k)]}"
+        if renamed is not None and parts[str(k)] != str(k):
+            renamed[key] = str(k)
         if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
+            out.update(_flat(v, key + ".", renamed))
         else:
             out[key] = v
     return out
 
 
-def _numeric(d: dict[str, Any]) -> dict[str, float]:
-    return {k.replace("/", "."): float(v) for k, v in _flat(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def _numeric(d: dict[str, Any], prefix: str = "", renamed: dict[str, str] | None = None) -> dict[str, float]:
+    return {k: float(v) for k, v in _flat(d, prefix, renamed).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _eval_metrics(metrics: dict[str, Any], prefix: str, renamed: dict[str, str]) -> dict[str, float]:
+    """An evaluation's metrics.json as MLflow metrics: `<prefix>mean_loss`, ... and `<prefix><set>.<metric>`
+    for every held-out set (its name made a valid key part)."""
+    scalars = {k: v for k, v in metrics.items() if k not in ("sets", "round")}
+    return {**_numeric(scalars, prefix, renamed), **_numeric(metrics.get("sets") or {}, prefix, renamed)}
 
 
 def _log_adapter(adapter_dir: Path, name: str, digest: str) -> str:
@@ -124,10 +140,12 @@ def record(**kwargs) -> dict[str, Any]:
 def _record(
     *, experiment: str, artifact_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
     metrics: dict[str, Any], artifacts: dict[str, Path], stages: dict[str, dict[str, Any]],
-    rounds: list[RoundRecord], base_eval: dict[str, float], log_models: bool = True, progress=None,
+    rounds: list[RoundRecord], base_eval: dict[str, Any], log_models: bool = True, progress=None,
     regression_threshold: float = 0.05,
 ) -> dict[str, Any]:
-    """Returns the run ids, model URIs and the comparison with the previous run."""
+    """Returns the run ids, model URIs and the comparison with the previous run. Keys made from file or set
+    names MLflow refuses are logged under safe names, listed with the originals in RENAMED_ARTIFACT."""
+    renamed: dict[str, str] = {}
     exp_id = experiment_id(experiment, artifact_root)
     interrupted = mark_interrupted(exp_id)
     previous = MlflowClient().search_runs([exp_id], f"tags.`{TAG_KIND}` = 'parent' and attributes.status = 'FINISHED'",
@@ -137,9 +155,9 @@ def _record(
     out: dict[str, Any] = {"experiment_id": exp_id, "rounds": [], "interrupted": interrupted}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**tags, TAG_KIND: "parent"}) as parent:
         out["parent_run_id"] = parent.info.run_id
-        mlflow.log_params({k: str(v)[:6000] for k, v in _flat(params).items()})
-        mlflow.log_metrics(_numeric(metrics))
-        mlflow.log_metrics({f"eval.base.{k}": v for k, v in _numeric(base_eval).items()})
+        mlflow.log_params({k: str(v)[:6000] for k, v in _flat(params, renamed=renamed).items()})
+        mlflow.log_metrics(_numeric(metrics, renamed=renamed))
+        mlflow.log_metrics(_eval_metrics(base_eval, "eval.base.", renamed))
         for rel, path in artifacts.items():
             if Path(path).exists():
                 mlflow.log_artifact(str(path), artifact_path=rel)
@@ -148,14 +166,19 @@ def _record(
         for name, stats in stages.items():
             with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent.info.run_id,
                                   tags={TAG_KIND: "stage", "curate.stage": name}):
-                mlflow.log_metrics(_numeric(stats))
+                mlflow.log_metrics(_numeric(stats, renamed=renamed))
         final = rounds[-1].eval_metrics.get("mean_loss") if rounds else None
         if final is not None:
             mlflow.log_metric("eval.final.mean_loss", final)
         for i, r in enumerate(rounds):
-            out["rounds"].append(_record_round(exp_id, parent.info.run_id, r, artifacts.get("dvc"), log_models))
+            out["rounds"].append(_record_round(exp_id, parent.info.run_id, r, artifacts.get("dvc"), log_models,
+                                               renamed))
             if progress is not None:
                 progress(i + 1, len(rounds))
+        if renamed:
+            mlflow.log_dict(renamed, RENAMED_ARTIFACT)
+            mlflow.set_tag(TAG_RENAMED, f"{len(renamed)} key part(s) made from file or set names; "
+                                        f"safe key -> original name in the artifact {RENAMED_ARTIFACT}")
         if previous:
             out["compare"] = compare_with(previous[0], exp_id, metrics, rounds, final, regression_threshold)
             mlflow.log_metrics({f"vs_previous.{k}": v for k, v in out["compare"].items() if isinstance(v, (int, float))})
@@ -202,13 +225,14 @@ def mark_interrupted(exp_id: str) -> list[str]:
     return parents
 
 
-def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | None, log_model: bool) -> dict[str, Any]:
+def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | None, log_model: bool,
+                  renamed: dict[str, str]) -> dict[str, Any]:
     tags = {TAG_KIND: "round", TAG_ROUND: str(r.index), "curate.subset_digest": r.selection_digest,
             "curate.checkpoint_digest": r.checkpoint_digest}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"round-{r.index}", nested=True, parent_run_id=parent_id, tags=tags) as run:
-        mlflow.log_params({k: str(v) for k, v in _flat(r.params).items()})
-        mlflow.log_metrics(_numeric(r.stats))
-        mlflow.log_metrics({f"eval.{k}": v for k, v in _numeric(r.eval_metrics).items()})
+        mlflow.log_params({k: str(v) for k, v in _flat(r.params, renamed=renamed).items()})
+        mlflow.log_metrics(_numeric(r.stats, renamed=renamed))
+        mlflow.log_metrics(_eval_metrics(r.eval_metrics, "eval.", renamed))
         if r.train_log_path and r.train_log_path.exists():
             log = pq.read_table(r.train_log_path).to_pylist()
             client = MlflowClient()

@@ -118,3 +118,37 @@ def test_execution_section_is_validated(tmp_path):
         load_params(f)
     f.write_text("execution:\n  runner: ray\n  address: ray://head:10001\n")
     assert load_params(f).execution.runner == "ray"
+
+
+@pytest.mark.parametrize("overrides", [["selection.ratio=.inf"], ["selection.ratio=.nan"], ["training.lr=.inf"],
+                                       ["selection.mismatch_margin=.nan"], ["selection.update_ratio=-.inf"],
+                                       ["training.online.policy=adapt", "training.online.tau=.inf"]])
+def test_no_parameter_takes_infinity_or_nan(overrides):
+    key = overrides[-1].split("=")[0]
+    with pytest.raises(ParamsError) as error:
+        load_params(None, overrides)
+    assert f"{key}: Input should be a finite number" in str(error.value)
+
+
+def test_a_ratio_over_one_is_a_whole_count_of_rows():
+    assert load_params(None, ["selection.ratio=12"]).selection.ratio == 12
+    with pytest.raises(ParamsError, match=r"selection.ratio 1.5: .* whole number \(e.g. 2\)"):
+        load_params(None, ["selection.ratio=1.5"])
+
+
+def test_a_comparison_budget_is_finite():
+    from curate.compare.spec import CompareSpec
+
+    with pytest.raises(ValueError, match="finite"):
+        CompareSpec.model_validate({"pools": {"p": {"size": 10}}, "seeds": [1], "strategies": {"random": {}},
+                                    "budget": float("inf")})
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# selection:\n#   ratio: 0.2\n"])
+def test_an_empty_params_file_is_refused_naming_it(tmp_path, text):
+    f = tmp_path / "mine.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError, match=r"mine.yaml holds nothing \(it is empty or only comments\)"):
+        load_params(f)
+    f.write_text("{}\n")  # the defaults, on purpose
+    assert load_params(f) == Params()

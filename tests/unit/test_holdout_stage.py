@@ -56,3 +56,16 @@ def test_held_out_files_mean_no_split(tmp_path):
     assert len(_ids(Path(pool["path"]))) == N
     assert held == Ref.of(project / "data" / "raw" / "eval").to_dict()
     assert list(read_heldout(project / "data" / "raw" / "eval")) == ["qa"]
+
+
+def test_held_out_files_of_one_name_in_two_directories_are_two_sets(tmp_path):
+    eval_dir = tmp_path / "eval"
+    (eval_dir / "sub").mkdir(parents=True)
+    for rel, n in (("qa.jsonl", 2), ("sub/qa.jsonl", 3), ("q&a=1.jsonl", 1), ("a.b.jsonl", 1)):
+        (eval_dir / rel).write_text("".join(json.dumps({"instruction": f"{rel} {i}", "output": "a"}) + "\n"
+                                            for i in range(n)))
+    sets = read_heldout(eval_dir)
+    assert {name: len(rows) for name, rows in sets.items()} == {"a.b": 1, "q&a=1": 1, "qa": 2, "sub/qa": 3}
+    from curate.evaluation.sets import set_names
+
+    assert set_names(["qa.json", "qa.jsonl", "ds"]) == {"qa.json": "qa.json", "qa.jsonl": "qa.jsonl", "ds": "ds"}

@@ -230,3 +230,25 @@ def test_reorder_is_a_permutation_without_window_nans(scores, window, k, mode, r
         chosen = [scores[p] for p in out[:n_sel]]
         assert chosen == sorted(chosen, reverse=True)
 
+
+
+def test_a_budget_of_no_row_is_refused_with_the_ratio_that_gives_one():
+    from curate.selection.iterit import BudgetTooSmall
+
+    with pytest.raises(BudgetTooSmall, match=r"floor\(0.0001 x 200\) = 0 .* at least 0.005 "):
+        selection_budget(200, 0.0001)
+    assert selection_budget(200, 0.005) == 1
+    with pytest.raises(BudgetTooSmall, match="empty"):
+        selection_budget(0, 5)
+    for ratio in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(BudgetTooSmall, match="must be a finite number > 0"):
+            selection_budget(200, ratio)
+
+
+@given(st.integers(min_value=1, max_value=10**7))
+def test_the_suggested_ratio_gives_one_row_and_is_within_a_tenth_of_the_least(n):
+    from curate.selection.iterit import smallest_ratio
+
+    share = smallest_ratio(n)
+    assert selection_budget(n, share) >= 1 and share <= 1
+    assert share * n < 1.1 + 1e-9 or n < 10  # two significant digits, rounded up

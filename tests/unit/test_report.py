@@ -94,3 +94,13 @@ def test_run_page_without_ground_truth_leaves_out_noise_plots(tmp_path):
     assert not (tmp_path / "composition_noise.png").exists()
     assert (tmp_path / "ifd.png").exists() and (tmp_path / "heldout_loss.png").exists()
     assert "from 2.500 (base model) to 1.900 after round 1" in text
+
+
+def test_plots_draw_set_and_skill_names_with_dollar_signs_as_text(tmp_path):
+    from curate.report import plots
+
+    names = ["q&a=1", "price $x^{$ #1", "$$"]  # held-out set names come from file names, skills from the data
+    values = {"base": {n: {"mean": 1.0 + i, "std": None} for i, n in enumerate(names)}}
+    assert plots.grouped_bars(values, tmp_path / "bars.png", "per set", "loss").stat().st_size > 0
+    shares = {"pool": {n: 1 / len(names) for n in names}}
+    assert plots.stacked_shares(shares, tmp_path / "shares.png", "by skill", "skill").stat().st_size > 0

@@ -79,3 +79,10 @@ def test_ranked_baselines_follow_their_key_ignore_ifd_and_take_fresh_rows(strate
 def test_a_ranked_baseline_without_its_ranking_is_an_error():
     with pytest.raises(ValueError, match="needs its ranking"):
         advance(_params(strategy="longest"), 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN)
+
+
+def test_a_ratio_giving_no_row_is_refused_as_a_budget_not_as_nothing_eligible():
+    from curate.selection.iterit import BudgetTooSmall
+
+    with pytest.raises(BudgetTooSmall, match="at least 0.13"):
+        advance(_params(strategy="ifd-only", ratio=0.1), 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN)

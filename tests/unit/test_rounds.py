@@ -121,3 +121,11 @@ def test_a_round_with_nothing_eligible_says_why_and_what_to_change():
     assert "1 IFD >= selection.ifd_max, 1 failed the mismatch gate" in str(error) and "selection.revisit: on" in str(error)
     exhausted = _sel("iterit", eligible=[False] * len(SCORES))
     assert exhausted.selected == []  # select_round returns nothing; the select stage raises the error above
+
+
+def test_a_round_with_nothing_eligible_names_only_the_fixes_for_its_reasons():
+    _, above = eligibility([1.2, 1.5], [1.0, 1.0])
+    message = str(nothing_to_select(0, above))
+    listed, fix = message.split("To fix:")
+    assert "2 IFD >= selection.ifd_max" in listed and fix == " set a higher selection.ifd_max."  # not the ratio: no help
+    assert "no row" in str(nothing_to_select(0, []))
