@@ -271,7 +271,7 @@ def cmd_report(args) -> int:
 def _keep_count(text: str) -> int:
     n = int(text)
     if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n}): the latest run is always kept")
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n}): the latest finished run is always kept")
     return n
 
 
@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="free disk: remove store entries, DVC cache/remote objects and MLflow model "
                                   "artifacts that none of the kept runs needs")
     g.add_argument("--keep-runs", type=_keep_count, required=True, metavar="N",
-                   help="keep the N most recent runs of every MLflow experiment (finished or not), with all they reference")
+                   help="keep the N most recent finished runs of every MLflow experiment, and any failed, killed or "
+                        "running run newer than them (a resume may need it), with all they reference")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, with sizes; remove nothing")
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_gc)
