@@ -39,10 +39,12 @@ def _parent_death_signal():
 
 def ephemeral_server() -> None:
     """Start Prefect's ephemeral API server now, in a child the kernel stops when this process dies. A no-op
-    when PREFECT_API_URL names a server, or off Linux (there, a killed run leaves it: README, Known limits)."""
+    when PREFECT_API_URL names a server, when the ephemeral server is turned off, and off Linux (there, a
+    killed run leaves it: README, Known limits)."""
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url or not sys.platform.startswith("linux"):
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled or not sys.platform.startswith("linux"):
         return
     import prefect.server.api.server as server_module
 
