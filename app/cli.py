@@ -65,9 +65,8 @@ def cmd_init(args) -> int:
 def cmd_demo_data(args) -> int:
     from curate.config import load_params
     from curate.demo.pool import write_demo
-    from curate.versioning import dvc
-
     from curate.errors import require_directory
+    from curate.versioning import dvc
 
     project = _project(args)
     p = load_params(project / args.params)
@@ -97,9 +96,12 @@ def cmd_run(args) -> int:
     from curate.config import ParamsError, load_params
     from curate.ingest import UnsupportedFormatError
 
+    from curate.names import check_name
+
     project = _project(args)
     try:
         p = load_params(project / args.params, args.set)
+        check_name(p.project.experiment, "project.experiment")  # MLflow's artifact directory: refused before any work
         _check_raw(project, p.raw.dir, p.raw.incoming)
     except (ParamsError, UnsupportedFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -450,8 +452,12 @@ def not_a_project(project: str) -> str | None:
     path = Path(project).resolve()
     if path.is_dir() and any((path / marker).exists() for marker in PROJECT_MARKERS):
         return None
-    what = "is not a directory" if path.exists() and not path.is_dir() else \
-        "does not exist" if not path.exists() else f"holds none of {', '.join(PROJECT_MARKERS)}"
+    if not path.exists():
+        what = "does not exist"
+    elif not path.is_dir():
+        what = "is not a directory"
+    else:
+        what = f"holds none of {', '.join(PROJECT_MARKERS)}"
     return f"--project {path} {what}: it is no curate project. Create one with `curate init DIR`, or fix the path"
 
 

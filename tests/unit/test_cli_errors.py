@@ -90,10 +90,22 @@ def test_export_onto_a_file_is_a_usage_error(project, tmp_path, capsys):
     assert a_file.read_text() == "x"
 
 
-@pytest.mark.parametrize("name", ["../../../x", "a/b", "..", ".hidden", "", "a\\b", "x" * 101])
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "..", ".hidden", "", "a\\b", "x" * 101, " lead", "trail ", "a\nb"])
 def test_a_name_that_would_leave_its_directory_is_refused(name):
     with pytest.raises(ValueError, match="use only letters, digits"):
         check_name(name, "pool name")
+
+
+@pytest.mark.parametrize("name", ["curate", "random+adapt", "iterit-clean_gate.v2", "My Experiment", "expérience", "x" * 100])
+def test_names_people_use_are_safe(name):
+    assert check_name(name, "name") == name
+
+
+def test_run_refuses_an_experiment_name_that_is_a_path(project, capsys):
+    assert main(["--project", str(project), "run", "--set", "project.experiment=../../elsewhere"]) == 2
+    error = _one_error(capsys)
+    assert "project.experiment '../../elsewhere' cannot name a file or directory" in error
+    assert not (project / ".curate" / "mlruns").exists() or not any((project / ".curate" / "mlruns").iterdir())
 
 
 @pytest.mark.parametrize("field", ["name", "experiment", "pools", "strategies"])
