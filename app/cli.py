@@ -297,6 +297,13 @@ def _keep_count(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535 (got {n})")
+    return n
+
+
 def cmd_gc(args) -> int:
     from curate import gc, gc_adapter
     from curate.env import state_dir
@@ -384,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
     se = sub.add_parser("server", help="run a local Prefect server (state in .curate/prefect)")
     se.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    se.add_argument("--port", type=int, default=4200)
+    se.add_argument("--port", type=_port, default=4200)
     se.set_defaults(fn=cmd_server)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")

@@ -138,3 +138,9 @@ def test_stage_refuses_while_another_process_holds_the_project_lock(project, cap
 def test_a_params_file_that_is_a_directory_is_a_usage_error(project, capsys):
     assert main(["--project", str(project), "stage", "ingest", "--params", "params"]) == 2
     assert "params file not found" in _one_error(capsys)
+
+
+def test_server_refuses_a_port_out_of_range(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["server", "--port", "99999"])
+    assert exited.value.code == 2 and "a TCP port is 1 to 65535 (got 99999)" in capsys.readouterr().err
