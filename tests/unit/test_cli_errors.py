@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli import main, not_a_project
 from curate.compare.spec import CompareSpec
 from curate.errors import UsageError
 from curate.export import check_out
@@ -62,7 +62,7 @@ def test_project_must_name_an_existing_project(tmp_path, capsys, command):
 def test_a_project_of_curate_init_and_the_repository_are_projects(tmp_path, capsys):
     assert main(["init", str(tmp_path / "mine")]) == 0
     assert main(["--project", str(tmp_path / "mine"), "dvc-yaml", "--check"]) == 0
-    assert main(["--project", str(ROOT), "dvc-yaml", "--check"]) == 0
+    assert not_a_project(str(ROOT)) is None  # the repository (a fresh clone: params/, dvc.yaml)
 
 
 def test_export_refuses_existing_files_without_force(tmp_path):
