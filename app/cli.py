@@ -16,9 +16,10 @@
     curate audit row ROW_ID          checkpoints a row trained, or the stage that removed it and why
     curate audit verify [RUN]        re-hash every artifact a run references; exit 1 on any mismatch
     curate audit diff RUN_A RUN_B    rows that entered or left the training set between two runs, and why
-    curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR] [--merged]
+    curate export [--run R] [--round N] [--format jsonl|parquet|hf] [--out DIR] [--merged] [--force]
                                      the rows that trained a checkpoint, with a manifest of digests
-                                     (--merged: and the checkpoint as a full model, LoRA merged)
+                                     (--merged: and the checkpoint as a full model, LoRA merged;
+                                     --force: overwrite an earlier export's files in DIR)
     curate compare [--compare FILE] [--params FILE] [--out DIR]
                                      every strategy x seed on demo pool variants; report.md + PNGs + MLflow run
     curate report [RUN] [--out DIR]  report page with plots for one curation run
@@ -66,11 +67,12 @@ def cmd_init(args) -> int:
 def cmd_demo_data(args) -> int:
     from curate.config import load_params
     from curate.demo.pool import write_demo
+    from curate.errors import require_directory
     from curate.versioning import dvc
 
     project = _project(args)
     p = load_params(project / args.params)
-    out = project / (args.out or p.raw.dir)
+    out = require_directory(project / (args.out or p.raw.dir), "--out")
     counts = write_demo(out, size=args.size, seed=args.seed)
     dvc.ensure_repo(project, p.tracking.dvc_remote)
     dvc.add_raw(project, str(out.relative_to(project)))
@@ -98,12 +100,14 @@ def _check_raw(project: Path, p) -> None:
 def cmd_run(args) -> int:
     from curate.config import ParamsError, load_params
     from curate.ingest import UnsupportedFormatError
+    from curate.names import check_name
     from curate.pool_checks import EmptyPool
     from curate.selection.iterit import BudgetTooSmall
 
     project = _project(args)
     try:
         p = load_params(project / args.params, args.set)
+        check_name(p.project.experiment, "project.experiment")  # MLflow's artifact directory: refused before any work
         _check_raw(project, p)
     except (ParamsError, UnsupportedFormatError, EmptyPool, BudgetTooSmall) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -115,28 +119,29 @@ def cmd_run(args) -> int:
     except ExecutionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from app.prefect_runtime import ephemeral_server, quiet_run_tracebacks, write_traceback
     from curate.env import state_dir
-    from curate.lock import ProjectLocked, project_lock
+    from curate.lock import project_lock
     from curate.seal import CorruptArtifact
 
-    try:
-        with project_lock(state_dir(project)):
-            from curate.summary import render_summary
-            from flows.curate_run import curate_run
+    with project_lock(state_dir(project)):  # held: ProjectLocked, exit 3 (main)
+        from curate.summary import render_summary
+        from flows.curate_run import curate_run
 
+        quiet_run_tracebacks()
+        try:
+            ephemeral_server()
             result = curate_run(project=str(project), params_file=args.params, overrides=args.set)
-    except ProjectLocked as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (UnsupportedFormatError, EmptyPool, BudgetTooSmall) as e:  # a bad incoming file (nothing was moved), or
-        print(f"error: {e}", file=sys.stderr)  # no pool to select from (the flow stopped before the base model)
-        return 2
-    except CorruptArtifact as e:  # stored bytes changed since they were written: nothing was versioned or recorded
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
-        print(f"error: {failure_message(e, args.params, args.set)}", file=sys.stderr)
-        return 1
+        except (UnsupportedFormatError, EmptyPool, BudgetTooSmall) as e:  # a bad incoming file (nothing was moved),
+            print(f"error: {e}", file=sys.stderr)  # or no pool to select from (the flow stopped before the base model)
+            return 2
+        except CorruptArtifact as e:  # stored bytes changed since they were written: nothing was versioned or recorded
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except Exception as e:  # noqa: BLE001 - a permanent failure: say where, why and how to resume
+            where = write_traceback(e, state_dir(project))
+            print(f"error: {failure_message(e, args.params, args.set, where)}", file=sys.stderr)
+            return 1
     if args.json:
         from curate.summary import summary_json
 
@@ -150,19 +155,7 @@ def cmd_resume(args) -> int:
     """`curate resume [FLOW_RUN_ID]`: the same run again; with an id, with that flow run's params file and
     `--set` overrides (any `--set` given here applies after them)."""
     if args.flow_run:
-        from prefect.client.orchestration import get_client
-
-        async def read():
-            async with get_client() as client:
-                return await client.read_flow_run(args.flow_run)
-
-        import asyncio
-
-        try:
-            run = asyncio.run(read())
-        except Exception as e:  # noqa: BLE001 - unknown id or unreachable server
-            print(f"error: cannot read flow run {args.flow_run} from Prefect ({type(e).__name__}: {e})", file=sys.stderr)
-            return 2
+        run = _flow_run(args.flow_run)
         if run.parameters.get("project") and Path(run.parameters["project"]).resolve() != _project(args):
             print(f"error: flow run {args.flow_run} belongs to project {run.parameters['project']}", file=sys.stderr)
             return 2
@@ -173,32 +166,58 @@ def cmd_resume(args) -> int:
     return cmd_run(args)
 
 
-def failure_message(error: BaseException, params: str, overrides: list[str] = ()) -> str:
-    """Name the stage that failed (the innermost frame in tasks/), the cause and the resume command."""
+def _flow_run(flow_run_id: str):
+    """The Prefect flow run to resume; UsageError when the id is no flow run of this project's Prefect."""
+    import asyncio
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import get_current_settings
+
+    from app.prefect_runtime import ephemeral_server
+    from curate.errors import UsageError
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(uuid.UUID(flow_run_id))
+
+    where = get_current_settings().api.url or f"the project's Prefect database ({get_current_settings().home})"
+    ephemeral_server()
+    try:
+        return asyncio.run(read())
+    except (ValueError, ObjectNotFound):
+        raise UsageError(f"no Prefect flow run {flow_run_id} in {where}: use the flow run id a run's summary printed "
+                         f"(`Prefect  flow run ...`), or `curate resume` without one") from None
+    except Exception as e:  # noqa: BLE001 - an unreachable server
+        raise UsageError(f"cannot read flow run {flow_run_id} from {where} ({type(e).__name__}: {e})") from None
+
+
+def failure_message(error: BaseException, params: str, overrides: list[str] = (), traceback_file: Path | None = None) -> str:
+    """Name the stage that failed (the innermost frame in tasks/), the cause, where its traceback is, and the
+    resume command."""
     import traceback
 
     stage = next((Path(f.filename).stem for f in reversed(traceback.extract_tb(error.__traceback__))
                   if Path(f.filename).parent.name == "tasks" and Path(f.filename).stem != "caching"), None)
     where = f"stage '{stage}' failed" if stage else "the run failed"
     with_set = "".join(f" --set {shlex.quote(o)}" for o in overrides)
-    return (f"{where}: {type(error).__name__}: {error}\n"
+    kept = f"The traceback is in {traceback_file}.\n" if traceback_file else ""
+    return (f"{where}: {type(error).__name__}: {error}\n{kept}"
             f"Fix the cause, then resume with `curate resume --params {params}{with_set}` "
             f"(finished stages come from the cache; a killed round continues from its last in-round checkpoint).")
 
 
 def cmd_stage(args) -> int:
-    from flows.stages import run_stage
-
-    from curate.config import ParamsError
-    from curate.pool_checks import EmptyPool
-    from curate.selection.iterit import BudgetTooSmall
+    """One stage, under the project lock like `curate run` (held: ProjectLocked, exit 3)."""
+    from curate.env import state_dir
+    from curate.lock import project_lock
 
     project = _project(args)
-    try:
+    with project_lock(state_dir(project), command=f"curate stage {args.name}"):
+        from flows.stages import run_stage
+
         run_stage(str(project), args.name, args.params, args.set)
-    except (ParamsError, EmptyPool, BudgetTooSmall) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -244,25 +263,24 @@ def cmd_audit(args) -> int:
 
 def cmd_export(args) -> int:
     from curate import audit
+    from curate.export import check_out
 
-    result = audit.export(args.run, args.round, args.format, Path(args.out).resolve(), merged=args.merged)
+    out = Path(args.out).resolve()
+    check_out(out, args.format, args.merged, args.force)
+    result = audit.export(args.run, args.round, args.format, out, merged=args.merged)
     print(json.dumps(result, indent=2, default=str) if args.json else audit.render(result))
     return 0
 
 
 def cmd_compare(args) -> int:
     from app.compare import compare
-    from curate.config import ParamsError
+    from curate.errors import require_directory
 
     project = _project(args)
-    out = Path(args.out) if args.out else project / "compare"
+    out = require_directory(Path(args.out) if args.out else project / "compare", "--out")
     command = "curate " + " ".join(sys.argv[1:]) if sys.argv[1:] else "curate compare"
-    try:
-        result = compare(project, project / args.compare, project / args.params if args.params else None,
-                         out.resolve(), command, overrides=args.set)
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = compare(project, project / args.compare, project / args.params if args.params else None,
+                     out.resolve(), command, overrides=args.set)
     print(f"report: {result['page']}")
     print(f"results: {result['page'].parent / 'results.json'}")
     print(f"MLflow comparison run: {result['mlflow_run_id']}")
@@ -270,10 +288,11 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from curate.errors import require_directory
     from curate.report.run_report import write_run_report
 
     project = _project(args)
-    out = Path(args.out).resolve() if args.out else None
+    out = require_directory(Path(args.out).resolve(), "--out") if args.out else None
     tasks = [t for t in (args.lm_eval or "").split(",") if t]
     include = Path(args.lm_eval_include).resolve() if args.lm_eval_include else None
     page = write_run_report(project, args.run, out, tasks, include, args.lm_eval_limit)
@@ -284,23 +303,26 @@ def cmd_report(args) -> int:
 def _keep_count(text: str) -> int:
     n = int(text)
     if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n}): the latest run is always kept")
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n}): the latest finished run is always kept")
+    return n
+
+
+def _port(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535 (got {n})")
     return n
 
 
 def cmd_gc(args) -> int:
     from curate import gc, gc_adapter
     from curate.env import state_dir
-    from curate.lock import ProjectLocked, project_lock
+    from curate.lock import project_lock
 
     project = _project(args)
-    try:
-        with project_lock(state_dir(project), command="curate gc"):
-            plan, kept, notes = gc_adapter.gather(project, args.keep_runs)
-            freed = None if args.dry_run else gc_adapter.apply(plan)
-    except ProjectLocked as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    with project_lock(state_dir(project), command="curate gc"):  # held: ProjectLocked, exit 3 (main)
+        plan, kept, notes = gc_adapter.gather(project, args.keep_runs)
+        freed = None if args.dry_run else gc_adapter.apply(plan)
     if args.json:
         print(json.dumps({"kept_runs": [r.run_id for r in kept], "dry_run": args.dry_run, "freed": freed,
                           "remove": [{"area": d.candidate.area, "name": d.candidate.name, "path": d.candidate.path,
@@ -314,31 +336,18 @@ def cmd_gc(args) -> int:
 def cmd_repair(args) -> int:
     """`curate repair`: restore every damaged copy from a good one, or set its store entry aside to be recomputed."""
     from app.repair import repair
-    from curate.config import ParamsError
     from curate.env import state_dir
-    from curate.lock import ProjectLocked, project_lock
+    from curate.lock import project_lock
 
     project = _project(args)
-    try:
-        with project_lock(state_dir(project), command="curate repair"):
-            return repair(project, args.params, args.dry_run, args.json)
-    except ProjectLocked as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with project_lock(state_dir(project), command="curate repair"):  # held: ProjectLocked, exit 3 (main)
+        return repair(project, args.params, args.dry_run, args.json)
 
 
 def cmd_serve(args) -> int:
-    from curate.config import ParamsError
     from app.serve import serve
 
-    try:
-        serve(_project(args), args.params, args.cron, args.set)
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    serve(_project(args), args.params, args.cron, args.set)
     return 0
 
 
@@ -403,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
     se = sub.add_parser("server", help="run a local Prefect server (state in .curate/prefect)")
     se.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    se.add_argument("--port", type=int, default=4200)
+    se.add_argument("--port", type=_port, default=4200)
     se.set_defaults(fn=cmd_server)
 
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
@@ -432,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="export", help="output directory")
     e.add_argument("--merged", action="store_true", help="also write the checkpoint as a full model in OUT/model "
                                                           "(a LoRA adapter merged into its base)")
+    e.add_argument("--force", action="store_true", help="overwrite the files an earlier export wrote in OUT")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_export)
 
@@ -461,18 +471,54 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="free disk: remove store entries, DVC cache/remote objects and MLflow model "
                                   "artifacts that none of the kept runs needs")
     g.add_argument("--keep-runs", type=_keep_count, required=True, metavar="N",
-                   help="keep the N most recent runs of every MLflow experiment (finished or not), with all they reference")
+                   help="keep the N most recent finished runs of every MLflow experiment, and any failed, killed or "
+                        "running run newer than them (a resume may need it), with all they reference")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, with sizes; remove nothing")
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_gc)
     return ap
 
 
+PROJECT_MARKERS = ("params", ".curate", "dvc.yaml")  # what `curate init` and the repository itself both hold
+
+
+def not_a_project(project: str) -> str | None:
+    """Why `--project` names no project directory (None when it does). Checked before anything is written."""
+    path = Path(project).resolve()
+    if path.is_dir() and any((path / marker).exists() for marker in PROJECT_MARKERS):
+        return None
+    if not path.exists():
+        what = "does not exist"
+    elif not path.is_dir():
+        what = "is not a directory"
+    else:
+        what = f"holds none of {', '.join(PROJECT_MARKERS)}"
+    return f"--project {path} {what}: it is no curate project. Create one with `curate init DIR`, or fix the path"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from curate.config import ParamsError
+    from curate.errors import UsageError
+    from curate.lock import ProjectLocked
+
     args = build_parser().parse_args(argv)
     if args.fn is not cmd_init:  # init writes nothing (no .curate/) outside the new project
+        problem = None if args.fn is cmd_server else not_a_project(args.project)  # a server needs no project
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         configure(args.project)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except (UsageError, ParamsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ProjectLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)  # a path the command could not use, named by the message
+        return 2
 
 
 if __name__ == "__main__":

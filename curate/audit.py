@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from curate import integrity
 from curate.artifacts import digest
+from curate.errors import UsageError
 from curate.tracking import mlflow_tracking as mt
 
 PARENT_REMOVALS = {  # parent-run artifact -> stage that removed the row
@@ -38,7 +39,8 @@ def checkpoint(ref: str) -> dict[str, Any]:
     elif kind == "parent":
         parent_id, upto = run_id, None
     else:
-        raise SystemExit(f"error: {ref} is not a curate round run or checkpoint (run kind {kind!r})")
+        raise UsageError(f"{ref} is not a checkpoint of `curate run` (its run's kind is {kind!r}): use a models:/ URI "
+                         f"that `curate run` printed, or a round or parent run id")
     subsets = mt.round_subsets(parent_id, info["experiment_id"], upto)
     rows = [s for _, subset in subsets for s in subset]
     last = subsets[-1][0] if subsets else {}
@@ -69,7 +71,29 @@ def row(row_id: str) -> dict[str, Any]:
                         removed.append({"parent_run_id": run["run_id"], "stage": stage, "reason": rec["reason"],
                                         "duplicate_of": rec.get("duplicate_of"), "source": rec.get("source"),
                                         "position": rec.get("position")})
-    return {"kind": "row", "row_id": row_id, "trained": trained, "removed": removed}
+    pooled = [] if trained or removed else _pools_holding(row_id)
+    if not (trained or removed or pooled):
+        raise UsageError(f"row {row_id} is in no recorded run (no selection, removal or pool of the runs in "
+                         f"{mt.tracking_uri()} holds it): copy a row_id from `curate audit checkpoint` or `curate export`")
+    return {"kind": "row", "row_id": row_id, "trained": trained, "removed": removed, "pooled": pooled}
+
+
+def _pools_holding(row_id: str) -> list[dict]:
+    """The finished parent runs whose deduplicated pool holds `row_id`, and whether they held it out for
+    evaluation: a row that trained nothing and was removed nowhere."""
+    out, seen = [], {}
+    for run in mt.all_runs("parent"):
+        pool, split = artifact_path(run["tags"], "semdedup"), artifact_path(run["tags"], "holdout")
+        if str(pool) not in seen:
+            seen[str(pool)] = _holds(pool / "rows.parquet", row_id) and (
+                "held out" if _holds(split / "heldout" / "rows.parquet", row_id) else "selectable")
+        if seen[str(pool)]:
+            out.append({"parent_run_id": run["run_id"], "as": seen[str(pool)]})
+    return out
+
+
+def _holds(rows: Path, row_id: str) -> bool:
+    return rows.is_file() and pq.read_table(rows, columns=["row_id"], filters=[("row_id", "==", row_id)]).num_rows > 0
 
 
 def artifact_path(tags: dict[str, str], name: str) -> Path:
@@ -186,7 +210,9 @@ def export(run_ref: str | None, round_index: int | None, fmt: str, out: Path, me
     subsets = mt.round_subsets(info["run_id"], info["experiment_id"], round_index)
     upto = subsets[-1][0]["round"] if subsets else round_index
     if not subsets or (round_index is not None and upto != round_index):
-        raise SystemExit(f"error: run {info['run_id']} has no round {round_index}")
+        rounds = ", ".join(str(rr["round"]) for rr, _ in mt.round_subsets(info["run_id"], info["experiment_id"])) or "none"
+        raise UsageError(f"run {info['run_id']} has no round {round_index} (its finished rounds: {rounds}): pass one of "
+                         f"them to --round, or leave --round out for the last")
     chosen, selections = [rr for rr, _ in subsets], [subset for _, subset in subsets]
     pool = artifact_path(info["tags"], "semdedup")
     if not (pool / "rows.parquet").exists():
@@ -253,6 +279,9 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  round {t['round']} (rank {t['rank']}) run {t['round_run_id']} model {t['model_uri'] or '-'}: {t['reason']}")
     else:
         lines.append("trained no recorded checkpoint")
+    for r in result.get("pooled", []):
+        lines.append(f"  in the pool of run {r['parent_run_id']}, removed by no stage, "
+                     + ("held out for evaluation" if r["as"] == "held out" else "never selected"))
     for r in result["removed"]:
         dup = f", duplicate of {r['duplicate_of']}" if r.get("duplicate_of") else ""
         lines.append(f"  removed at {r['stage']} (run {r['parent_run_id']}, {r['source']}#{r['position']}): {r['reason']}{dup}")

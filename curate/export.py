@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import atomic_path, digest, write_json, write_parquet
+from curate.errors import UsageError, require_directory
 from curate.models.chat import conversation
 
 FORMATS = ("jsonl", "parquet", "hf")
@@ -31,11 +32,27 @@ def training_records(selections: list[list[dict]], rows: dict[str, dict], system
     return out
 
 
+def targets(out: Path, fmt: str, merged: bool) -> list[Path]:
+    """The paths an export writes in `out`."""
+    data = out / {"jsonl": "train.jsonl", "parquet": "train.parquet", "hf": "dataset"}[fmt]
+    return [data, out / "manifest.json"] + ([out / "model"] if merged else [])
+
+
+def check_out(out: Path, fmt: str, merged: bool, force: bool) -> None:
+    """UsageError, before anything is computed, when `out` is not a directory or (without `force`) already holds
+    a file the export would write."""
+    require_directory(out, "--out")
+    taken = [t.name for t in targets(out, fmt, merged) if t.exists()]
+    if taken and not force:
+        raise UsageError(f"{out} already holds {', '.join(taken)}: pass --force to overwrite them, or choose "
+                         f"another --out")
+
+
 def write_export(records: list[dict[str, Any]], out: Path, fmt: str, manifest: dict[str, Any]) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
-    target = out / {"jsonl": "train.jsonl", "parquet": "train.parquet", "hf": "dataset"}[fmt]
+    target = targets(out, fmt, merged=False)[0]
     if fmt == "jsonl":
         with atomic_path(target) as tmp:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))

@@ -65,17 +65,24 @@ class Plan:
         return sum(d.candidate.size for d in self.removals if area is None or d.candidate.area == area)
 
 
+FINISHED = "FINISHED"
+
+
 def kept_runs(runs: list[ParentRun], keep: int) -> list[ParentRun]:
-    """The `keep` most recent parent runs of every experiment, whatever their status (a killed latest
-    run stays resumable)."""
+    """Per experiment: its `keep` most recent finished parent runs, and every unfinished one (failed, killed
+    or running) newer than its newest finished run, which a resume may still need. An unfinished run older
+    than a finished one is not counted: that finished run resumed it or replaced it. So the latest finished
+    run, the one `curate audit verify`, `export` and `report` default to, is always kept."""
     if keep < 1:
-        raise ValueError(f"--keep-runs must be at least 1 (got {keep}): the latest run is always kept")
+        raise ValueError(f"--keep-runs must be at least 1 (got {keep}): the latest finished run is always kept")
     by_experiment: dict[str, list[ParentRun]] = {}
     for run in runs:
         by_experiment.setdefault(run.experiment_id, []).append(run)
     kept = []
     for exp_runs in by_experiment.values():
-        kept += sorted(exp_runs, key=lambda r: r.start_time, reverse=True)[:keep]
+        finished = sorted((r for r in exp_runs if r.status == FINISHED), key=lambda r: r.start_time, reverse=True)
+        newest = finished[0].start_time if finished else float("-inf")
+        kept += finished[:keep] + [r for r in exp_runs if r.status != FINISHED and r.start_time > newest]
     return sorted(kept, key=lambda r: r.start_time, reverse=True)
 
 

@@ -137,7 +137,8 @@ def dvc_references(project: Path, kept: list[gc.ParentRun], roots: list[Path]) -
 
 
 def gather(project: Path, keep: int) -> tuple[gc.Plan, list[gc.ParentRun], list[str]]:
-    """The plan for keeping `keep` runs per experiment, the kept runs, and notes for the user."""
+    """The plan for keeping `keep` finished runs per experiment (curate/gc.py `kept_runs`), the kept runs, and
+    notes for the user."""
     from curate.tracking import mlflow_tracking as mt
     from curate.versioning.dvc import cache_dir, is_repo, local_remotes
 

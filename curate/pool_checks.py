@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from curate.errors import UsageError
 from curate.ingest.formats import Source, count_records
 from curate.selection.iterit import BudgetTooSmall, budget_problem
 
@@ -17,7 +18,7 @@ WHAT_TO_DO = ("put instruction records there (JSON/JSONL, Parquet or a datasets 
               "eval/ sub-directory), then run again")
 
 
-class EmptyPool(ValueError):
+class EmptyPool(UsageError, ValueError):
     """No row to curate: the raw files hold no record, or none is left after ingest, dedup or the holdout."""
 
 

@@ -8,7 +8,6 @@ nothing changed executes no stage, and a changed parameter re-runs its stage and
 from __future__ import annotations
 
 import inspect
-import logging
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -19,11 +18,8 @@ from curate.config import load_params
 from curate.disk_usage import RunUsage
 from curate.env import state_dir
 from curate.incoming import take_incoming
-from curate.ingest import UnsupportedFormatError
 from curate.lock import project_lock
-from curate.pool_checks import EmptyPool
 from curate.seal import check_ref
-from curate.selection.iterit import BudgetTooSmall
 from flows.execution import require_api_server, task_runner
 from flows.steps import (check_pool_rows, check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout,
                          pool_warnings, publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations,
@@ -38,22 +34,6 @@ from tasks.record import record, record_disk_usage
 from tasks.score import drop_stale_plans, plan_pool, score_pool
 from tasks.semdedup import previous_semdedup, semdedup
 from tasks.version import version
-
-
-INPUT_ERRORS = (EmptyPool, BudgetTooSmall, UnsupportedFormatError)  # the input's fault, said in one line
-
-
-class _NoTracebackForInputErrors(logging.Filter):
-    """Prefect logs a flow's exception with its traceback; for an input error the message is the whole story
-    (`curate run` prints it as `error: ...`), so the record keeps its one line and loses the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], INPUT_ERRORS):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForInputErrors())
 
 
 class Runner:

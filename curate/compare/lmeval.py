@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from curate.errors import UsageError
+
 INSTALL_HINT = "lm-eval is not installed: pip install -c constraints.txt -r requirements-lmeval.txt"
 
 
@@ -43,13 +45,19 @@ def evaluate_checkpoints(checkpoints: Mapping[str, Path], tasks: Sequence[str], 
                          limit: int | None = None, batch_size: int = 8, device: str | None = None) -> dict[str, Any]:
     """{checkpoint name: {task: {metric: value}}} for Hugging Face checkpoint directories."""
     if not available():
-        raise RuntimeError(INSTALL_HINT)
+        raise UsageError(INSTALL_HINT)
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     from curate.models.loading import adapter_base, is_adapter_dir
 
+    if include_path is not None and not include_path.is_dir():
+        raise UsageError(f"--lm-eval-include {include_path} is not a directory: name the directory of your task YAML files")
     manager = TaskManager(include_path=str(include_path)) if include_path else TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
+    if unknown:
+        raise UsageError(f"lm-eval knows no task {', '.join(unknown)}: name tasks, groups or tags it lists "
+                         f"(`lm-eval ls tasks`), or a directory of your own with --lm-eval-include")
     out: dict[str, Any] = {}
     for name, path in checkpoints.items():
         # a LoRA checkpoint: lm-eval loads its base (digest checked first) with the adapter applied

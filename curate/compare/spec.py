@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator
 
 from curate.config import Params, ParamsError, invalid, read_yaml
+from curate.names import check_name
 
 
 class _S(BaseModel):
@@ -63,6 +64,18 @@ class CompareSpec(_S):
     match_full_steps: bool = True  # `full`: raise grad_accum so it takes the same optimizer steps
     tried_before: int = Field(0, ge=0)  # variants already tried on these pools before this spec (the verdict corrects for them)
     chosen_after_results: dict[str, str] = {}  # strategy -> what was changed after looking at earlier results
+
+    @field_validator("name", "experiment")
+    @classmethod
+    def _safe_name(cls, value: str, info: ValidationInfo) -> str:
+        return check_name(value, info.field_name)  # a directory of the workspace, of MLflow's artifacts
+
+    @field_validator("pools", "strategies")
+    @classmethod
+    def _safe_keys(cls, value: dict, info: ValidationInfo) -> dict:
+        for key in value:  # directories and file names of the workspace and the report
+            check_name(key, {"pools": "pool", "strategies": "strategy"}[info.field_name] + " name")
+        return value
 
     def check(self) -> "CompareSpec":
         if self.baseline not in self.strategies:

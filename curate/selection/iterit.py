@@ -29,6 +29,7 @@ from typing import Literal, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from curate.errors import UsageError
 from curate.selection.tfidf import fit_tfidf
 
 ELIGIBLE_BELOW = 1.0  # reference: only samples with complexity < 1.0 are candidates
@@ -206,7 +207,7 @@ def greedy_select_naive(responses: Sequence[str], complexity: Sequence[float], k
     return [p.index for p in greedy_select_detailed(responses, complexity, k, decay, naive=True)]
 
 
-class BudgetTooSmall(ValueError):
+class BudgetTooSmall(UsageError, ValueError):
     """selection.ratio gives K < 1: no row to select per round."""
 
 

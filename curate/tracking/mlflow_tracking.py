@@ -17,9 +17,12 @@ from typing import Any
 
 import mlflow
 import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from curate.artifacts import link_tree, local_path
+from curate.errors import UsageError
+from curate.names import check_name
 from curate.tracking.keys import key_parts
 
 TAG_KIND = "curate.kind"  # parent | stage | round
@@ -49,6 +52,8 @@ class RoundRecord:
 
 
 def experiment_id(name: str, artifact_root: str) -> str:
+    """The id of experiment `name`, created with its artifacts in `artifact_root/name` when new."""
+    check_name(name, "MLflow experiment")
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -260,16 +265,35 @@ def _record_round(exp_id: str, parent_id: str, r: RoundRecord, dvc_lock: Path | 
 # ---- queries for audit -------------------------------------------------------------------------
 
 
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+UNKNOWN_ID = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # MLflow's answers to an id it does not know
+
+
 def resolve_run(ref: str) -> str:
     """A round run id from a run id or a `models:/m-...` URI of a logged checkpoint."""
     if ref.startswith("models:/"):
         model_id = ref[len("models:/"):].split("/")[0]
-        return mlflow.get_logged_model(model_id).source_run_id
+        try:
+            return mlflow.get_logged_model(model_id).source_run_id
+        except MlflowException as e:
+            if e.error_code not in UNKNOWN_ID:
+                raise
+            raise UsageError(f"no checkpoint {ref} is recorded in MLflow ({tracking_uri()}): use a "
+                             f"models:/ URI that `curate run` printed, or a run id") from None
     return ref
 
 
 def run_info(run_id: str) -> dict[str, Any]:
-    run = MlflowClient().get_run(run_id)
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as e:
+        if e.error_code not in UNKNOWN_ID:
+            raise
+        raise UsageError(f"no MLflow run {run_id} is recorded in {tracking_uri()}: use a run id that "
+                         f"`curate run` printed (its summary's parent run)") from None
     return {"run_id": run_id, "experiment_id": run.info.experiment_id, "tags": dict(run.data.tags),
             "params": dict(run.data.params), "status": run.info.status, "start_time": run.info.start_time,
             "name": run.info.run_name}
@@ -318,10 +342,17 @@ def parent_info(ref: str | None) -> dict[str, Any]:
     if ref is None:
         parents = all_runs("parent")
         if not parents:
-            raise SystemExit("error: no finished curate run is recorded in MLflow")
+            raise UsageError(f"no finished curate run is recorded in {tracking_uri()}: run `curate run` "
+                             f"first")
         ref = parents[0]["run_id"]
     info = run_info(resolve_run(ref))
-    return run_info(info["tags"]["mlflow.parentRunId"]) if info["tags"].get(TAG_KIND) == "round" else info
+    kind = info["tags"].get(TAG_KIND)
+    if kind in ("round", "stage"):
+        return run_info(info["tags"]["mlflow.parentRunId"])
+    if kind != "parent":
+        raise UsageError(f"MLflow run {ref} is not a run of `curate run` (its {TAG_KIND} tag is {kind!r}): use the "
+                         f"parent run id that `curate run` printed")
+    return info
 
 
 def all_runs(kind: str) -> list[dict[str, Any]]:

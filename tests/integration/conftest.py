@@ -139,3 +139,10 @@ def make_ephemeral_project(tmp_path):
         return new_project(tmp_path / name, None)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def module_ephemeral_project(tmp_path_factory) -> Project:
+    """One ephemeral-server project for a whole test module, for files whose tests share the state a few
+    expensive runs build."""
+    return new_project(tmp_path_factory.mktemp("module") / "project", None)

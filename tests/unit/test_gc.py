@@ -24,14 +24,30 @@ def _entry(name: str, written: float = T0 - 3600, **over) -> gc.Candidate:
     return gc.Candidate(**{"area": gc.STORE, "name": name, "path": f"/s/{name}", "size": 10, "written": written, **over})
 
 
-def test_kept_runs_are_the_newest_of_every_experiment_whatever_their_status():
+def _ids(runs: list[gc.ParentRun], keep: int) -> list[str]:
+    return [r.run_id for r in gc.kept_runs(runs, keep)]
+
+
+def test_kept_runs_count_finished_runs_and_keep_the_unfinished_newer_ones():
     runs = [gc.ParentRun("a1", "1", 100, "FINISHED"), gc.ParentRun("a2", "1", 300, "KILLED"),
             gc.ParentRun("a3", "1", 200, "FINISHED"), gc.ParentRun("b1", "2", 50, "FINISHED")]
-    assert [r.run_id for r in gc.kept_runs(runs, 1)] == ["a2", "b1"]
-    assert [r.run_id for r in gc.kept_runs(runs, 2)] == ["a2", "a3", "b1"]
+    assert _ids(runs, 1) == ["a2", "a3", "b1"]  # a3: the latest finished run; a2: killed after it, resumable
+    assert _ids(runs, 2) == ["a2", "a3", "a1", "b1"]
     assert len(gc.kept_runs(runs, 5)) == 4
     with pytest.raises(ValueError, match="at least 1"):
         gc.kept_runs(runs, 0)
+
+
+def test_a_failed_latest_run_never_displaces_the_latest_finished_one():
+    runs = [gc.ParentRun("old", "1", 100, "FINISHED"), gc.ParentRun("done", "1", 200, "FINISHED"),
+            gc.ParentRun("failed", "1", 300, "FAILED"), gc.ParentRun("running", "1", 400, "RUNNING")]
+    assert _ids(runs, 1) == ["running", "failed", "done"]
+    # an unfinished run older than a finished one was resumed or replaced by it: not counted, not kept
+    runs.append(gc.ParentRun("later", "1", 500, "FINISHED"))
+    assert _ids(runs, 1) == ["later"]
+    assert _ids(runs, 2) == ["later", "done"]
+    # no finished run yet: every unfinished run is kept
+    assert _ids([gc.ParentRun("k1", "1", 1, "KILLED"), gc.ParentRun("k2", "1", 2, "FAILED")], 1) == ["k2", "k1"]
 
 
 def test_a_store_entry_goes_only_when_no_kept_run_records_it_and_nothing_else_may_need_it():
