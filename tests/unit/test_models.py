@@ -87,9 +87,10 @@ def test_build_does_not_disturb_global_rng():
 
 
 def test_pack_texts_separates_with_eos(tok):
-    chunks = pack_texts(tok, ["a b", "c d"], seq_len=2)
-    flat = chunks.flatten().tolist()
-    assert flat.count(tok.eos_token_id) >= 1
+    assert tok.tokenize("a b") == ["a", "Ġ", "b"] and tok.tokenize("c d") == ["c", "Ġ", "d"]
+    chunks = pack_texts(tok, ["a b", "c d"], seq_len=3)
+    # the stream a Ġ b <|end|> c Ġ d <|end|> in full chunks of 3: the last two tokens do not fill one
+    assert [tok.convert_ids_to_tokens(c) for c in chunks.tolist()] == [["a", "Ġ", "b"], ["<|end|>", "c", "Ġ"]]
     with pytest.raises(ValueError, match="corpus too small"):
         pack_texts(tok, ["a"], seq_len=64)
 
