@@ -1,4 +1,5 @@
-"""IFD scorer (docs/iterit.md §2, (1)-(5)): batched == naive loop, span masking, variants, bf16 storage."""
+"""IFD scorer (docs/iterit.md §2, (1)-(5)): batched == naive loop, span masking, variants, bf16 storage, and known
+values of IFD, its variants and the swapped-prompt loss on a model whose logits are set by hand."""
 from __future__ import annotations
 
 import math
@@ -227,11 +228,9 @@ def head(request, monkeypatch):
     return request.param
 
 
-def hand_loss(response: str, topic: str | None, vocab: int) -> float:
-    """Mean loss of the span (the response's words, <|end|>, the newline) in `topic`'s state (None: no keyword).
-    Under a topic, <|end|>, the newline and the topic's answer words cost LSE - BOOST, other words LSE."""
-    if topic is None:
-        return math.log(vocab)
+def hand_loss(response: str, topic: str, vocab: int) -> float:
+    """Mean loss of the span (the response's words, <|end|>, the newline) in `topic`'s state: <|end|>, the
+    newline and the topic's answer words cost LSE - BOOST, other words LSE. (Without a keyword: ln V each.)"""
     words = response.split()
     boosted = sum(w in topic_lm.TOPICS[topic].split() for w in words) + 2
     return topic_lm.lse(vocab) - topic_lm.BOOST * boosted / (len(words) + 2)
@@ -242,7 +241,7 @@ def hand_rtol(vocab: int) -> float:
     return vocab * float(np.finfo(np.float32).eps)
 
 
-@pytest.mark.parametrize("batch_tokens", [20, 8192])  # a batch per row / one padded batch
+@pytest.mark.parametrize("batch_tokens", [20, 8192])  # one conditional text per batch / one padded batch
 def test_score_rows_gives_the_hand_computed_ifd_of_every_variant(topic_model, head, batch_tokens):
     model, tok = topic_model
     v, rtol = len(tok), hand_rtol(len(tok))
