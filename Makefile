@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/real.py
 	$(BIN)/python bench/scaleout.py
+	$(BIN)/python bench/offline_load.py
 
 clean-state:
 	rm -rf .curate data/ingest data/dedup data/embed data/score data/rounds data/eval data/models

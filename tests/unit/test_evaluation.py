@@ -1,7 +1,6 @@
 """Held-out evaluation: per-skill response loss and greedy exact match."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -58,6 +57,24 @@ def test_exact_match_ignores_surrounding_whitespace_only():
     assert not is_exact_match("Paris is the capital", "Paris is the capital.")
 
 
+def hugging_face_loss(model, tok, rows) -> tuple[float, int]:
+    """Token-weighted mean response loss of `rows` the Hugging Face way: the tokenizer's own chat template over
+    the messages written out here, labels on the response's tokens plus `<|end|>` and the newline after it."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            user = row["instruction"] + (f"\nInput: {row['input']}" if row["input"] else "")
+            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user},
+                        {"role": "assistant", "content": row["response"]}]
+            ids = torch.tensor([tok(tok.apply_chat_template(messages, tokenize=False))["input_ids"]])
+            n = len(tok(row["response"] + "<|end|>\n")["input_ids"])
+            labels = ids.clone()
+            labels[0, : ids.shape[1] - n] = -100
+            total += float(model(input_ids=ids, labels=labels).loss) * n
+            count += n
+    return total / count, count
+
+
 def test_per_skill_loss_and_exact_match(base):
     model, tok = load(base)
     model.train()
@@ -66,31 +83,22 @@ def test_per_skill_loss_and_exact_match(base):
     assert set(out["sets"]) == {"math", "capitals"}
     for name, rows in (("math", MATH), ("capitals", CAPITALS)):
         s = out["sets"][name]
-        assert s["n"] == len(rows)
-        assert math.isfinite(s["loss"]) and s["loss"] > 0
-        assert 0.0 <= s["exact_match"] <= 1.0
-        assert s["response_tokens"] > 0
-    assert out["mean_loss"] == pytest.approx((out["sets"]["math"]["loss"] + out["sets"]["capitals"]["loss"]) / 2)
-    # an untrained model reproduces none of the answers
+        loss, tokens = hugging_face_loss(model.eval(), tok, rows)  # each set over its own rows only
+        assert s["n"] == len(rows) and s["response_tokens"] == tokens
+        assert s["loss"] == pytest.approx(loss, rel=loss_rtol(tok), abs=0)
+        assert s["exact_match"] == 0.0  # an untrained model reproduces none of the answers
+    math_loss, capitals_loss = out["sets"]["math"]["loss"], out["sets"]["capitals"]["loss"]
+    assert abs(math_loss - capitals_loss) > 100 * loss_rtol(tok) * math_loss  # a mix-up of the sets would show
+    # sets count equally, whatever their token counts
+    assert out["mean_loss"] == pytest.approx((math_loss + capitals_loss) / 2)
     assert out["mean_exact_match"] == 0.0
 
 
 def test_loss_is_token_weighted_and_matches_hugging_face_loss(base):
     model, tok = load(base)
-    from curate.models.chat import encode_conditional
-
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for row in CAPITALS:
-            enc = encode_conditional(tok, row, SYSTEM, 64)
-            ids = torch.tensor([enc.input_ids])
-            labels = ids.clone()
-            labels[0, : enc.span_start] = -100
-            n = enc.span_len
-            total += float(model(input_ids=ids, labels=labels).loss) * n
-            count += n
+    loss, count = hugging_face_loss(model, tok, CAPITALS)
     out = evaluate(model, tok, {"capitals": CAPITALS}, SYSTEM, max_length=64, exact_match=False)
-    assert out["sets"]["capitals"]["loss"] == pytest.approx(total / count, rel=loss_rtol(tok), abs=0)
+    assert out["sets"]["capitals"]["loss"] == pytest.approx(loss, rel=loss_rtol(tok), abs=0)
     assert out["sets"]["capitals"]["response_tokens"] == count
     assert out["sets"]["capitals"]["exact_match"] is None and out["mean_exact_match"] is None
 

@@ -1,4 +1,5 @@
-"""IFD scorer (docs/iterit.md §2, (1)-(5)): batched == naive loop, span masking, variants, bf16 storage."""
+"""IFD scorer (docs/iterit.md §2, (1)-(5)): batched == naive loop, span masking, variants, bf16 storage, and known
+values of IFD, its variants and the swapped-prompt loss on a model whose logits are set by hand."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+import topic_lm
 
 from curate.models.chat import encode_conditional
 from curate.models.tiny_llama import build_tiny_llama
@@ -198,3 +201,88 @@ def test_several_contrast_partners_average_their_losses(lm):
     np.testing.assert_allclose(res["loss_swapped"], np.mean(each, axis=0), rtol=LOSS_RTOL, atol=0, equal_nan=True)
     one = score_rows(model, tok, ROWS, SYSTEM, max_length=MAX_LEN, contrast_seed=3)["loss_swapped"]
     assert not np.allclose(res["loss_swapped"], one, equal_nan=True)  # the other partners count
+
+
+# Known values through `score_rows`, on a model whose logits are set by hand (tests/unit/topic_lm.py): the
+# instruction's keyword boosts its topic's answer tokens, the prior text has no keyword and scores ln V per
+# token. Rows 2 and 3 carry another topic's answer: their instruction helps only the template's tail tokens.
+HAND_ROWS = [topic_lm.row("cats", "meow purr"), topic_lm.row("dogs", "woof bark"), topic_lm.row("birds", "woof bark"),
+             topic_lm.row("birds", "meow purr purr")]
+
+
+@pytest.fixture(scope="module")
+def topic_model():
+    tok = topic_lm.topic_tokenizer()
+    assert [tok.tokenize(r["response"]) for r in HAND_ROWS] == [  # one token per word: the hand sums below hold
+        ["meow", "Ġpurr"], ["woof", "Ġbark"], ["woof", "Ġbark"], ["meow", "Ġpurr", "Ġpurr"]]
+    return topic_lm.TopicLM(tok).eval(), tok
+
+
+@pytest.fixture(params=["span-head", "full-logits"])
+def head(request, monkeypatch):
+    """Both ways `per_token_span_losses` computes logits."""
+    import curate.scoring.ifd as ifd_mod
+
+    if request.param == "full-logits":
+        monkeypatch.setattr(ifd_mod, "_span_head_supported", lambda model: False)
+    return request.param
+
+
+def hand_loss(response: str, topic: str, vocab: int) -> float:
+    """Mean loss of the span (the response's words, <|end|>, the newline) in `topic`'s state: <|end|>, the
+    newline and the topic's answer words cost LSE - BOOST, other words LSE. (Without a keyword: ln V each.)"""
+    words = response.split()
+    boosted = sum(w in topic_lm.TOPICS[topic].split() for w in words) + 2
+    return topic_lm.lse(vocab) - topic_lm.BOOST * boosted / (len(words) + 2)
+
+
+def hand_rtol(vocab: int) -> float:
+    """float32 cross-entropy over `vocab` logits: the log-sum-exp's rounding, <= vocab * eps relative."""
+    return vocab * float(np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("batch_tokens", [20, 8192])  # one conditional text per batch / one padded batch
+def test_score_rows_gives_the_hand_computed_ifd_of_every_variant(topic_model, head, batch_tokens):
+    model, tok = topic_model
+    v, rtol = len(tok), hand_rtol(len(tok))
+    cond = np.array([hand_loss(r["response"], r["instruction"], v) for r in HAND_ROWS])
+    prior = np.full(len(HAND_ROWS), math.log(v))
+    # e.g. row 0: L_cond = ln(4e^6 + 295) - 6 = 1.5542, L_prior = ln 299 = 5.7004
+    np.testing.assert_allclose(cond[0], 1.554186, atol=1e-6)
+    expected = {"ppl_ratio": np.exp(cond - prior), "loss_ratio": cond / prior}
+    assert expected["ppl_ratio"][0] == pytest.approx(0.015824, abs=1e-6) and (expected["ppl_ratio"] < 1).all()
+    for variant, want in expected.items():
+        res = score_rows(model, tok, HAND_ROWS, topic_lm.SYSTEM, max_length=64, batch_tokens=batch_tokens, variant=variant)
+        np.testing.assert_allclose(res["loss_cond"], cond, rtol=rtol, atol=0)
+        np.testing.assert_allclose(res["loss_prior"], prior, rtol=rtol, atol=0)
+        assert res["n_response_tokens"].tolist() == [4, 4, 4, 5] and not res["truncated"].any()
+        # ppl_ratio = exp(L_cond - L_prior): the losses' absolute errors add in the exponent
+        ifd_rtol = rtol * float(np.max(cond + prior)) if variant == "ppl_ratio" else 2 * rtol
+        np.testing.assert_allclose(res["ifd"], want, rtol=ifd_rtol, atol=0)
+        bf16 = score_rows(model, tok, HAND_ROWS, topic_lm.SYSTEM, max_length=64, batch_tokens=batch_tokens,
+                          variant=variant, precision="bf16")["ifd"]
+        # stored as bfloat16 (8 significant bits): a bf16 number, rounded to within 2^-8 relative of the value
+        assert np.array_equal(bf16, torch.tensor(bf16).to(torch.bfloat16).double().numpy())
+        np.testing.assert_allclose(bf16, want, rtol=2.0**-8 + ifd_rtol, atol=0)
+    if head == "full-logits" and batch_tokens == 20:  # the naive loop gives the same known values
+        slow = score_rows_unbatched(model, tok, HAND_ROWS, topic_lm.SYSTEM, max_length=64, variant="loss_ratio")
+        np.testing.assert_allclose(slow["loss_cond"], cond, rtol=rtol, atol=0)
+        np.testing.assert_allclose(slow["ifd"], expected["loss_ratio"], rtol=2 * rtol, atol=0)
+
+
+@pytest.mark.parametrize("n_partners", [1, 2])
+def test_contrast_loss_is_the_hand_computed_loss_under_the_partners_prompts(topic_model, head, n_partners):
+    """loss_swapped(i) = mean over the partners j of L(y_i | x_j), each computed by hand from j's topic."""
+    from curate.scoring.misalignment import partners
+
+    model, tok = topic_model
+    v, n = len(tok), len(HAND_ROWS)
+    res = score_rows(model, tok, HAND_ROWS, topic_lm.SYSTEM, max_length=64, contrast_seed=11, contrast_partners=n_partners)
+    donors = [partners(n, 11 + k) for k in range(n_partners)]
+    want = [np.mean([hand_loss(r["response"], HAND_ROWS[d[i]]["instruction"], v) for d in donors])
+            for i, r in enumerate(HAND_ROWS)]
+    np.testing.assert_allclose(res["loss_swapped"], want, rtol=hand_rtol(v), atol=0)
+    cond = [hand_loss(r["response"], r["instruction"], v) for r in HAND_ROWS]
+    np.testing.assert_allclose(res["loss_cond"], cond, rtol=hand_rtol(v), atol=0)  # the contrast leaves L_cond alone
+    # rows 0 and 1 are the only cats and dogs rows: under any partner their answers lose the boost, +BOOST/2 nat
+    np.testing.assert_allclose(np.asarray(want)[:2] - np.asarray(cond)[:2], topic_lm.BOOST / 2, rtol=1e-12)

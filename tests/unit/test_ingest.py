@@ -134,6 +134,12 @@ def test_bad_records_are_quarantined_and_the_rest_ingested(tmp_path):
     assert stats["by_source"]["pool.jsonl"] == {"rows_in": 68, "rows_ok": 60, "quarantined": 8}
     q = {(r["source"], r["position"]): r for r in result.quarantine.to_pylist()}
     assert [p for s, p in q if s == "pool.jsonl"] == list(range(20, 28))
+    # the broken line is kept as read (its newline stripped, its trailing space kept), with the parser's detail:
+    # after `{"instruction": "broken", ` (26 characters) a property name was due at character 26
+    broken = q[("pool.jsonl", 20)]
+    assert broken["raw"] == '{"instruction": "broken", ' and broken["row_id"] is None
+    assert broken["reason"] == ("invalid_json: Expecting property name enclosed in double quotes: "
+                                "line 1 column 27 (char 26)")
     assert q[("pool.jsonl", 26)]["reason"].startswith("invalid_utf8") and "Caf" in q[("pool.jsonl", 26)]["raw"]
     assert "'output' is int" in q[("pool.jsonl", 24)]["reason"] and "is list" in q[("pool.jsonl", 25)]["reason"]
     assert "instruction" in q[("pool.jsonl", 22)]["reason"]

@@ -225,10 +225,26 @@ def test_export_merged_writes_the_merged_model(base, tmp_path):
     assert entry["dir"] == "model" and entry["digest"] == digest(out)
     assert entry["base_model"] == json.loads((tmp_path / "r0" / "base.json").read_text())
     assert (out / "model.safetensors").is_file() and not (out / "trainer_state").exists()
-    exported, _ = load_causal_lm(out, dtype="float32", device="cpu")
-    merged, _ = load_causal_lm(tmp_path / "r0", dtype="float32", device="cpu")
-    a, b = exported.state_dict(), merged.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # against the LoRA merge written out by hand from the files: W + (alpha / rank) B A on every adapted
+    # linear layer, every other tensor the base's own
+    exported, weights = load_file(str(out / "model.safetensors")), load_file(str(base / "model.safetensors"))
+    lora = adapter(tmp_path / "r0")
+    assert exported.keys() == weights.keys()
+    scale, eps = LORA["alpha"] / LORA["rank"], torch.finfo(torch.float32).eps
+    adapted = set()
+    for name, a in lora.items():
+        if ".lora_A." not in name:
+            continue
+        key = name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+        delta = scale * (lora[name.replace(".lora_A.", ".lora_B.")].double() @ a.double())
+        want = weights[key].double() + delta
+        # one float32 product of rank terms and one sum: (rank + 2) roundings of the largest term at most
+        bound = (LORA["rank"] + 2) * eps * float(weights[key].abs().max() + delta.abs().max())
+        torch.testing.assert_close(exported[key].double(), want, rtol=0, atol=bound)
+        assert float(delta.abs().max()) > 100 * bound  # the adapter moved this layer: the check can fail
+        adapted.add(key)
+    assert len(adapted) == 2 * len(LLAMA_LINEAR_MODULES)  # two layers
+    assert all(torch.equal(exported[k], weights[k]) for k in exported.keys() - adapted)
 
 
 def test_adapter_checkpoints_hold_no_pickle(base, tmp_path):

@@ -1,8 +1,6 @@
 """Default tiny model: tokenizer, tiny Llama, brief pre-training, loading."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -87,9 +85,10 @@ def test_build_does_not_disturb_global_rng():
 
 
 def test_pack_texts_separates_with_eos(tok):
-    chunks = pack_texts(tok, ["a b", "c d"], seq_len=2)
-    flat = chunks.flatten().tolist()
-    assert flat.count(tok.eos_token_id) >= 1
+    assert tok.tokenize("a b") == ["a", "Ġ", "b"] and tok.tokenize("c d") == ["c", "Ġ", "d"]
+    chunks = pack_texts(tok, ["a b", "c d"], seq_len=3)
+    # the stream a Ġ b <|end|> c Ġ d <|end|> in full chunks of 3: the last two tokens do not fill one
+    assert [tok.convert_ids_to_tokens(c) for c in chunks.tolist()] == [["a", "Ġ", "b"], ["<|end|>", "c", "Ġ"]]
     with pytest.raises(ValueError, match="corpus too small"):
         pack_texts(tok, ["a"], seq_len=64)
 
@@ -144,15 +143,28 @@ def test_load_sets_missing_pad_token_to_eos(tmp_path, tok):
 
 
 def test_uncached_hub_id_fails_fast(monkeypatch, tmp_path):
+    """Offline, an uncached hub id fails at the cache look-up without one network attempt (online, the hub's
+    retries take ~50 s on a machine without network: bench/offline_load.py times both)."""
+    import socket
+
     import huggingface_hub.constants as hf_constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="not a local directory and is not in the Hugging Face cache"):
+    attempts = []  # every name look-up or connection: how a request to the hub starts
+    lookup, connect = socket.getaddrinfo, socket.socket.connect
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: attempts.append(a[:2]) or lookup(*a, **k))
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: attempts.append(address) or connect(self, address))
+    with pytest.raises(ModelLoadError, match="not a local directory and is not in the Hugging Face cache") as raised:
         load_causal_lm("no-such-org/no-such-model")
-    assert time.perf_counter() - start < 10
+    assert attempts == []
+    causes, error = [], raised.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    assert any(isinstance(c, LocalEntryNotFoundError) for c in causes)  # the hub refused to go online
 
 
 def test_missing_local_path_is_reported(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,10 +115,22 @@ def test_adapt_weights_every_row_within_bounds(base, tmp_path):
 
 
 def test_adapt_bm25_signal(base, tmp_path):
+    """Each row's score is its BM25 to the anchors (test_bm25's loop reference over the rows' `instruction\nresponse`
+    texts), standardised over the pool (auto for bm25); its weight is sigmoid(score / tau), tau = 1."""
+    from test_bm25 import reference_bm25
+
     result = run(base, tmp_path / "bm25", "adapt", signal="bm25")
-    scores = result.lineage.column("score").to_pylist()
-    assert len(scores) == len(TRAIN_ROWS)
-    assert abs(sum(scores) / len(scores)) < 0.5  # standardised over the pool (auto)
+    text = lambda r: f"{r['instruction']}\n{r['response']}"  # noqa: E731 - no row has an input
+    bm25 = np.array(reference_bm25([text(r) for r in TRAIN_ROWS], [text(a) for a in ANCHORS], k1=1.5, b=0.75))
+    z = (bm25 - bm25.mean()) / bm25.std()
+    want = {r["row_id"]: (s, 1 / (1 + math.exp(-s))) for r, s in zip(TRAIN_ROWS, z)}
+    lineage = result.lineage.to_pylist()
+    assert sorted(x["row_id"] for x in lineage) == sorted(want)  # every row once (one epoch)
+    for x in lineage:
+        score, weight = want[x["row_id"]]
+        assert x["score"] == pytest.approx(score, rel=1e-9, abs=1e-12), x["row_id"]
+        assert x["weight"] == pytest.approx(weight, rel=torch.finfo(torch.float32).eps, abs=0), x["row_id"]  # a float32 weight
+    assert len({round(s, 6) for s, _ in want.values()}) > 2  # the rows' scores differ: a row mix-up shows
 
 
 def test_raw_loss_lets_the_weights_set_the_step(base, tmp_path):

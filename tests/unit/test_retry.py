@@ -5,7 +5,9 @@ import errno
 import sqlite3
 import subprocess
 
-from tasks.retry import is_transient
+import pytest
+
+from tasks.retry import is_transient, retry_transient
 
 
 def test_transient_failures_are_retried():
@@ -29,3 +31,20 @@ def test_permanent_failures_are_not():
     assert not is_transient(sqlite3.OperationalError("no such table: runs"))
     assert not is_transient(subprocess.CalledProcessError(1, ["dvc", "push"], stderr="ERROR: no remote specified"))
     assert not is_transient(None)
+
+
+@pytest.mark.parametrize("stage", ["record", "disk usage", "version"])
+def test_the_service_stages_carry_the_retry_policy(stage):
+    """The real tasks that talk to MLflow's store and the DVC remote: 3 retries after 2, 4 and 8 s, and only
+    when their failure is transient (the condition sees the failed run's exception)."""
+    from prefect.states import Failed
+
+    from tasks.record import record, record_disk_usage
+    from tasks.version import version
+
+    task = {"record": record, "disk usage": record_disk_usage, "version": version}[stage]
+    assert task.name == stage
+    assert task.retries == 3 and task.retry_delay_seconds == [2, 4, 8]
+    assert task.retry_condition_fn is retry_transient
+    assert task.retry_condition_fn(task, None, Failed(data=ConnectionRefusedError(errno.ECONNREFUSED, "refused")))
+    assert not task.retry_condition_fn(task, None, Failed(data=ValueError("bad parameter")))

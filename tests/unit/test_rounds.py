@@ -24,6 +24,25 @@ def test_iterit_round0_picks_k_eligible_and_explains_them():
     assert 4 not in r.order  # NaN never enters the ranking
 
 
+def test_round0_picks_by_hand():
+    """Single-word responses: each TF-IDF row is one n-gram of weight 1, so diversity starts at 1 and a pick
+    multiplies its word's weight by the decay (0.1). IFD 0.9, 0.8, 0.5 (eligible), 1.2 (parked), K = 2:
+    iterit takes row 0 (0.9 x 1), then row 2 (0.5 x 1 beats row 1's 0.8 x 0.1); ifd-only takes rows 0 and 1;
+    diversity-only (every complexity 1) ties at 1 and takes the lowest index, row 0, then row 2 (1 beats 0.1)."""
+    responses, scores = ["alpha", "alpha", "beta", "gamma"], [0.9, 0.8, 0.5, 1.2]
+    r = select_round("iterit", "clean", 0, None, scores, responses, 2, 2, 0.1, 7)
+    assert [(s.position, s.rank, s.ifd, s.diversity, s.score) for s in r.selected] == [(0, 0, 0.9, 1.0, 0.9),
+                                                                                        (2, 1, 0.5, 1.0, 0.5)]
+    assert [s.reason for s in r.selected] == ["greedy pick 0: ifd 0.9000 x diversity 1.0000 = 0.9000",
+                                              "greedy pick 1: ifd 0.5000 x diversity 1.0000 = 0.5000"]
+    assert r.order == [0, 2, 3, 1]  # picks, the parked row, the other candidates by IFD
+    assert r.next_window == [0, 2, 1]  # clean: the eligible rows of the order, up to update_ratio * K = 4
+    ifd_only = select_round("ifd-only", "clean", 0, None, scores, responses, 2, 2, 0.1, 7)
+    assert [(s.position, s.reason) for s in ifd_only.selected] == [(0, "rank 0 by ifd 0.9000"), (1, "rank 1 by ifd 0.8000")]
+    diversity = select_round("diversity-only", "clean", 0, None, scores, responses, 2, 2, 0.1, 7)
+    assert [(s.position, s.diversity) for s in diversity.selected] == [(0, 1.0), (2, 1.0)]
+
+
 def test_clean_window_holds_only_eligible_rows_faithful_may_hold_parked():
     clean = _sel("iterit", "clean")
     faithful = _sel("iterit", "faithful")
@@ -60,7 +79,10 @@ def test_random_redraws_each_round_and_full_takes_every_finite_row():
     assert len(a.selected) == 3 and [s.position for s in a.selected] != [s.position for s in b.selected]
     assert [s.position for s in _sel("random").selected] == [s.position for s in a.selected]
     full = _sel("full")
-    assert len(full.selected) == len(SCORES) - 1
+    # every row with a finite score, in pool order, whatever its IFD (rows 2, 7 and 16 have IFD >= 1); not row 4 (NaN)
+    assert [s.position for s in full.selected] == [p for p in range(len(SCORES)) if p != 4]
+    assert [s.rank for s in full.selected] == list(range(len(SCORES) - 1))
+    assert all(s.reason == "full data: every row" and s.ifd == SCORES[s.position] for s in full.selected)
 
 
 def test_unknown_strategy_fails_fast():

@@ -43,10 +43,14 @@ def test_not_an_array():
 
 
 def test_ingest_reads_a_truncated_json_file(tmp_path):
-    (tmp_path / "pool.json").write_text(json.dumps(RECORDS, indent=2)[:-60])
+    text = json.dumps(RECORDS, indent=2)[:-60]  # cuts the last record after `"instruction": "say 4",`
+    (tmp_path / "pool.json").write_text(text)
     result = ingest_path(tmp_path)
     assert result.rows.num_rows == 4
     assert result.stats["quarantined"] == 1
-    [reason] = result.quarantine.column("reason").to_pylist()
-    assert reason.startswith("invalid_json: damaged or truncated")
-    assert result.quarantine.column("position").to_pylist() == [4]
+    [damaged] = result.quarantine.to_pylist()
+    start = text.rindex("{")  # the last record's opening brace (no brace inside the records' strings)
+    assert damaged["raw"] == text[start:] == '{\n    "instruction": "say 4",\n    '
+    assert damaged["reason"] == (f"invalid_json: damaged or truncated from character {start} "
+                                 "(Expecting property name enclosed in double quotes)")
+    assert damaged["position"] == 4 and damaged["row_id"] is None

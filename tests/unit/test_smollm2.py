@@ -32,14 +32,37 @@ def test_converted_directory_loads_with_its_chat_template_and_tied_embeddings(sm
 
 
 @pytest.mark.slow
-def test_scoring_real_rows_gives_finite_ifd(smollm2_dir):
+def test_scoring_real_rows_matches_hugging_face_losses_and_the_instruction_helps(smollm2_dir):
+    """L_cond and L_prior of each row equal Hugging Face's own loss (its chat template over the messages written
+    out here, labels on the response + `<|im_end|>` + newline); a real instruct model finds every response
+    easier with its instruction: IFD < 1 (a swap of the two losses would put every row above 1)."""
+    import torch
+
     from curate.models.loading import load_causal_lm
     from curate.scoring.ifd import score_rows
 
+    system = "You are a helpful assistant."
     model, tokenizer = load_causal_lm(smollm2_dir, dtype="float32", device="cpu")
-    res = score_rows(model, tokenizer, ROWS, system_prompt="You are a helpful assistant.", max_length=256)
-    assert np.isfinite(res["ifd"]).all() and (res["ifd"] > 0).all(), res
-    assert (res["n_response_tokens"] > 0).all()
+    res = score_rows(model, tokenizer, ROWS, system_prompt=system, max_length=256)
+
+    def hf_loss(messages, response):
+        ids = torch.tensor([tokenizer(tokenizer.apply_chat_template(messages, tokenize=False))["input_ids"]])
+        n = len(tokenizer(response + "<|im_end|>\n")["input_ids"])
+        labels = ids.clone()
+        labels[0, : ids.shape[1] - n] = -100
+        with torch.no_grad():
+            return float(model(input_ids=ids, labels=labels).loss), n
+
+    # float32 log-sum-exp over the vocabulary: <= V * eps relative
+    rtol = len(tokenizer) * torch.finfo(torch.float32).eps
+    for i, row in enumerate(ROWS):
+        user = row["instruction"] + (f"\nInput: {row['input']}" if row["input"] else "")
+        answer = {"role": "assistant", "content": row["response"]}
+        cond, n = hf_loss([{"role": "system", "content": system}, {"role": "user", "content": user}, answer], row["response"])
+        prior, _ = hf_loss([answer], row["response"])
+        assert res["n_response_tokens"][i] == n
+        assert res["loss_cond"][i] == pytest.approx(cond, rel=rtol) and res["loss_prior"][i] == pytest.approx(prior, rel=rtol)
+    assert (res["ifd"] < 1).all() and (res["ifd"] > 0).all(), res
 
 
 @pytest.mark.slow
@@ -115,6 +138,7 @@ def test_base_model_stage_refers_to_the_cache_with_a_content_digest(smollm2_cach
     p = Params.model_validate({"base_model": {"source": smollm2.NAME}})
     ref = base_model.fn(project=str(tmp_path), params=stage_params(p, "base_model"))
     assert model_path(ref) == smollm2_dir and ref["digest"] == digest(smollm2_dir)
+    assert list(tmp_path.iterdir()) == []  # referred to in the cache: nothing copied into the project
 
 
 @pytest.mark.slow
