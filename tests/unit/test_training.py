@@ -318,6 +318,32 @@ def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path):
     assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
 
 
+def test_inprogress_checkpoint_of_other_rows_is_discarded(base, tmp_path):
+    kw = config(save_every=1)
+
+    def kill(step, *a):
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        RoundRecipe(kw, base, tmp_path / "r0", ROWS, progress=kill).run()
+    steps = []
+    RoundRecipe(kw, base, tmp_path / "r0", ROWS[:-1], progress=lambda s, *a: steps.append(s)).run()
+    assert steps[0] == 1  # the same hyper-parameters on other rows (one fewer): started over
+    RoundRecipe(kw, base, tmp_path / "ref", ROWS[:-1]).run()
+    w_a, w_b = weights(tmp_path / "r0"), weights(tmp_path / "ref")
+    assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
+
+
+def test_every_epoch_and_round_has_its_own_data_order():
+    n, seed = 40, 7
+    orders = {(r, e): trainer_mod.epoch_order(n, seed, r, e) for r in range(2) for e in range(2)}
+    assert all(sorted(o) == list(range(n)) for o in orders.values())
+    assert len({tuple(o) for o in orders.values()}) == 4  # 40! orders: a repeat is not chance
+    assert trainer_mod.epoch_order(n, seed, 1, 1) == orders[1, 1]  # a function of its arguments only
+    assert trainer_mod.epoch_order(n, seed + 1, 0, 0) != orders[0, 0]
+
+
 # --- loss normalisation and row weights -------------------------------------------------------
 
 def test_step_loss_is_the_token_mean_over_all_accumulated_micro_batches(base, tmp_path):
