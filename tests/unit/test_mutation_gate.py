@@ -24,7 +24,9 @@ Mutant = run.Mutant
 
 CALC = "def add(a, b):\n    return a + b\n\n\ndef neg(a):\n    return -a\n"
 TEST = "from pkg.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
-TESTS = ("tests/test_calc.py",)
+WHERE = ("import pkg.calc\nfrom pathlib import Path\n\n\ndef test_runs_in_a_copy():\n"
+         "    assert Path(pkg.calc.__file__).resolve().parents[1] != Path({tree!r}).resolve()\n")
+TESTS = ("tests/test_calc.py", "tests/test_where.py")
 
 
 @pytest.fixture
@@ -34,6 +36,7 @@ def tree(tmp_path) -> Path:
     (tmp_path / "pkg" / "calc.py").write_text(CALC)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_calc.py").write_text(TEST)
+    (tmp_path / "tests" / "test_where.py").write_text(WHERE.format(tree=str(tmp_path)))  # fails in the tree itself
     return tmp_path
 
 
