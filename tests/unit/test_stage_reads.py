@@ -69,6 +69,14 @@ def _leaves(d: dict, prefix: str = "") -> set[str]:
     return {p for k, v in d.items() for p in (_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"})}
 
 
+def _reading_all(name: str):
+    """The dict method `name`, noting first that its caller reads the whole section."""
+    def method(self):
+        self._all_read()
+        return getattr(dict, name)(self)
+    return method
+
+
 class Recorded(dict):
     """A stage's parameters that note each leaf read (into `reads`) and each lookup of a key they do not
     hold (into `undeclared`: `[]` raises KeyError as the plain dict would, `get` and `in` answer as it
@@ -105,21 +113,7 @@ class Recorded(dict):
         if not _bookkeeping():
             self._reads.update(_leaves(dict(super().items()), self._prefix))
 
-    def items(self):
-        self._all_read()
-        return super().items()
-
-    def values(self):
-        self._all_read()
-        return super().values()
-
-    def keys(self):
-        self._all_read()
-        return super().keys()
-
-    def __iter__(self):
-        self._all_read()
-        return super().__iter__()
+    items, values, keys, __iter__ = (_reading_all(name) for name in ("items", "values", "keys", "__iter__"))
 
 
 class Calls:
