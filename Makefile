@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip prints one harmless "Location ... is ignored" line per package for this machine's extra index
 QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test test-fast test-ray bench clean-state
+.PHONY: setup demo test test-fast test-ray mutate bench clean-state
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ test: setup
 test-fast: setup
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not integration and not slow" --durations=15
+
+# The mutation gate: each mutant of tests/mutation/mutants.py (a small bug in the scoring, the greedy, dedup,
+# truncation, the quarantine, audit, the cache keys, LoRA, resume) applied to a copy of the tree must make a
+# fast unit test fail; a survivor, or a mutant whose code moved, fails it. Not part of `make test` (~15-20 min).
+MUTATE_JOBS ?= 1
+mutate: setup
+	$(BIN)/python tests/mutation/run.py --jobs $(MUTATE_JOBS) --table
 
 # The Ray runner's tests (marked `ray`): prefect-ray and ray from requirements-ray.txt, then a local Ray instance.
 test-ray: setup

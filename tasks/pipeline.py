@@ -38,6 +38,8 @@ class StageSpec:
 
 CHAT = ("curate/models/chat.py", "curate/models/truncation.py", "curate/models/loading.py")
 LOAD = ("base_model.dtype", "base_model.trust_remote_code", "base_model.chat_template")
+TINY = ("base_model.source", "base_model.vocab_size", "base_model.hidden_size", "base_model.num_layers",
+        "base_model.num_heads", "base_model.intermediate_size", "base_model.max_positions", "base_model.pretrain")
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", inputs=("raw",), params=("ingest.max_bytes",),
@@ -61,8 +63,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("holdout", inputs=("semdedup", "raw_eval"), params=("evaluation.holdout",),
               code=("curate/evaluation/split.py",), output="data/holdout",
               note="no split (share 0) when raw.eval_dir holds held-out files"),
-    StageSpec("base_model", inputs=(), params=("base_model", "scoring.system_prompt", "project.seed"),
-              code=("curate/models", "curate/demo"), output="data/models/base"),
+    StageSpec("base_model", inputs=(), params=TINY + ("scoring.system_prompt", "project.seed"),
+              code=("curate/models", "curate/demo"), output="data/models/base",
+              note="the tiny model's settings only: how the model is loaded (base_model.dtype, ...) is its readers'"),
     StageSpec("score", inputs=("holdout", "base_model"), params=("scoring",) + LOAD,
               code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/score"),
     StageSpec("score_shard", inputs=("holdout", "base_model", "train"), params=LOAD,

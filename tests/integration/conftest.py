@@ -26,7 +26,8 @@ TEST_PARAMS = {
     "base_model": {"vocab_size": 512, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128,
                    "max_positions": 128, "pretrain": {"steps": 40, "batch_size": 8, "seq_len": 64, "corpus_rows": 600}},
     "scoring": {"max_length": 128},
-    # the 40-step test model is too weak for the mismatch gate (unit-tested separately) to leave K rows
+    # the 40-step test model is too weak for the mismatch gate to leave K rows (test_mismatch_gate.py runs the
+    # default gate on a model pre-trained longer)
     "selection": {"rounds": 2, "ratio": 0.1, "mismatch_gate": "off"},
     "training": {"batch_size": 8, "max_length": 128},
     "evaluation": {"max_rows_per_skill": 10},

@@ -80,6 +80,38 @@ def test_code_version_hashes_file_contents_not_only_names(tmp_path, monkeypatch)
     assert before != edited
 
 
+def test_code_version_covers_sub_packages(tmp_path, monkeypatch):
+    """A declared package's code is every .py file under it, however deep."""
+    monkeypatch.setattr(caching, "ROOT", tmp_path)
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("X = 1\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("Y = 1\n")
+
+    def version() -> str:
+        code_version.cache_clear()
+        return code_version("pkg")
+
+    try:
+        before = version()
+        (tmp_path / "pkg" / "sub" / "b.py").write_text("Y = 2\n")
+        after = version()
+    finally:
+        code_version.cache_clear()
+    assert before != after
+
+
+def test_prefect_cache_key_is_the_store_key_within_its_project():
+    """Prefect's cached result names the project's paths and runs: two projects never share one, while the
+    store key (the content part) is the same for both."""
+    from tasks.ingest import ingest
+
+    arguments = {"raw": {"path": "data/raw", "digest": "d1"}, "params": {"ingest": {"max_bytes": 1}}}
+    a, b = ({**arguments, "project": p} for p in ("/projects/a", "/projects/b"))
+    key_a, key_b = ingest.cache_key_fn(None, a), ingest.cache_key_fn(None, b)
+    assert key_a != key_b and key_a == ingest.cache_key_fn(None, dict(a))
+    assert key_a.endswith(S.key(a)) and key_b.endswith(S.key(b)) and S.key(a) == S.key(b)
+
+
 def test_code_version_refuses_a_missing_path():
     code_version.cache_clear()
     with pytest.raises(FileNotFoundError, match="tasks/no_such_stage.py"):

@@ -108,6 +108,14 @@ def test_eligibility_reasons():
     assert ok.tolist() == [True, True]
 
 
+def test_a_score_equal_to_ifd_max_is_not_eligible():
+    """The bound is strict, as the reference's `score < 1`: bf16 scores round 0.999.. to exactly 1.0 (many ties)."""
+    ok, why = eligibility([1.0, math.nextafter(1.0, 0.0), 0.8, 0.7], [1.0] * 4, ifd_max=1.0)
+    assert ok.tolist() == [False, True, True, True] and why[0].startswith("ifd 1.0000 >= 1.0")
+    ok, _ = eligibility([0.8, 0.7], [1.0, 1.0], ifd_max=0.8)
+    assert ok.tolist() == [False, True]
+
+
 def test_mismatch_gate_auto_is_on_in_clean_mode_only():
     gate_on = lambda gate, mode: SelectionParams(mismatch_gate=gate, mode=mode).gate_on  # noqa: E731
     assert gate_on("auto", "clean") and not gate_on("auto", "faithful")

@@ -300,7 +300,8 @@ def resumed_with_another_rng(base, out, kill, kw) -> Path:
     return out
 
 
-def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path):
+@pytest.mark.parametrize("change", ["lr", "rows"])
+def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path, change):
     kw = config(save_every=1)
 
     def kill(step, *a):
@@ -309,13 +310,24 @@ def test_inprogress_checkpoint_of_another_call_is_discarded(base, tmp_path):
 
     with pytest.raises(Killed):
         RoundRecipe(kw, base, tmp_path / "r0", ROWS, progress=kill).run()
+    # another learning rate, or the same hyper-parameters on other rows (one fewer)
+    other, rows = (replace(kw, lr=1e-3), ROWS) if change == "lr" else (kw, ROWS[:-1])
     steps = []
-    RoundRecipe(replace(kw, lr=1e-3), base, tmp_path / "r0", ROWS, progress=lambda s, *a: steps.append(s)).run()
-    assert steps[0] == 1  # different lr: started over
-    reference = RoundRecipe(replace(kw, lr=1e-3), base, tmp_path / "ref", ROWS).run()
+    RoundRecipe(other, base, tmp_path / "r0", rows, progress=lambda s, *a: steps.append(s)).run()
+    assert steps[0] == 1  # started over
+    reference = RoundRecipe(other, base, tmp_path / "ref", rows).run()
     assert reference.steps == len(steps)
     w_a, w_b = weights(tmp_path / "r0"), weights(tmp_path / "ref")
     assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
+
+
+def test_every_epoch_and_round_has_its_own_data_order():
+    n, seed = 40, 7
+    orders = {(r, e): trainer_mod.epoch_order(n, seed, r, e) for r in range(2) for e in range(2)}
+    assert all(sorted(o) == list(range(n)) for o in orders.values())
+    assert len({tuple(o) for o in orders.values()}) == 4  # 40! orders: a repeat is not chance
+    assert trainer_mod.epoch_order(n, seed, 1, 1) == orders[1, 1]  # a function of its arguments only
+    assert trainer_mod.epoch_order(n, seed + 1, 0, 0) != orders[0, 0]
 
 
 # --- loss normalisation and row weights -------------------------------------------------------

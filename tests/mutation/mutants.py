@@ -1,0 +1,253 @@
+"""The mutation gate's reviewed list of mutants (`make mutate`, tests/mutation/run.py).
+
+A mutant is one small, plausible bug in the code whose mistakes would go unnoticed in a run that
+still finishes: the scoring formula, the greedy, dedup's decisions, truncation, the quarantine,
+audit's sets, the cache keys, the LoRA merge, the resume state. Each is an exact snippet of a file
+and its replacement; the fast unit tests named in `tests` must fail with it applied. A snippet that
+no longer occurs exactly once in its file fails the gate: when the code moves, move the mutant with it
+(or retire it, saying why in the commit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # relative to the repository root
+    original: str  # must occur exactly once in `file`
+    replacement: str
+    description: str
+    tests: tuple[str, ...]  # the fast unit test files (or node ids) that must catch it
+
+
+IFD = ("tests/unit/test_ifd.py",)
+GREEDY = ("tests/unit/test_iterit.py", "tests/unit/test_rounds.py", "tests/unit/test_round_state.py")
+DEDUP = ("tests/unit/test_dedup.py", "tests/unit/test_dedup_incremental.py")
+TRUNCATION = ("tests/unit/test_truncation.py", "tests/unit/test_chat_templates.py")
+INGEST = ("tests/unit/test_ingest.py",)
+AUDIT = ("tests/unit/test_audit.py",)
+KEYS = ("tests/unit/test_caching.py", "tests/unit/test_pipeline_declaration.py")
+LORA = ("tests/unit/test_lora.py", "tests/unit/test_export.py")
+TRAINING = ("tests/unit/test_training.py",)
+ROUNDS = ("tests/unit/test_rounds.py", "tests/unit/test_round_state.py")
+ONLINE = ("tests/unit/test_training.py", "tests/unit/test_online_policies.py")
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- scoring formula and its variants (curate/scoring/ifd.py)
+    Mutant("ifd-swap-cond-prior", "curate/scoring/ifd.py",
+           'score = np.exp(lc - lp) if variant == "ppl_ratio" else lc / lp',
+           'score = np.exp(lp - lc) if variant == "ppl_ratio" else lp / lc',
+           "IFD = prior / conditional instead of conditional / prior", IFD),
+    Mutant("ifd-variant-ignored", "curate/scoring/ifd.py",
+           'score = np.exp(lc - lp) if variant == "ppl_ratio" else lc / lp',
+           "score = np.exp(lc - lp)",
+           "scoring.variant ignored: loss_ratio scores as ppl_ratio", IFD),
+    Mutant("ifd-batched-swap", "curate/scoring/ifd.py",
+           "result = _result(means[:n], means[n : 2 * n],",
+           "result = _result(means[n : 2 * n], means[:n],",
+           "score_rows (the batched path) takes the prior sequences' losses as the conditional ones", IFD),
+    # --- IterIT greedy (curate/selection/iterit.py)
+    Mutant("greedy-no-decay", "curate/selection/iterit.py",
+           "    scale[columns] *= decay\n",
+           "    scale[columns] *= 1.0\n",
+           "the diversity term never decays: a pick does not lower its n-grams' weight", GREEDY),
+    Mutant("greedy-stale-top", "curate/selection/iterit.py",
+           "        while heap and heap[0][2] != step:  # the top is stale",
+           "        while False:  # the top is stale",
+           "lazy greedy takes the heap top without recomputing it (argmax over stale scores)", GREEDY),
+    Mutant("greedy-ignored-in-rounds", "curate/selection/iterit.py",
+           "ranked = list(picks) + [p for p in by_score if p not in picks]",
+           "ranked = by_score",
+           "mode 'both' ranks by complexity alone: the diversity greedy's picks are dropped", GREEDY),
+    Mutant("eligible-at-ifd-max", "curate/selection/rounds.py",
+           "        if not i < ifd_max:\n",
+           "        if not i <= ifd_max:\n",
+           "a row whose IFD equals selection.ifd_max is eligible (bf16 scores tie at 1.0 often)", GREEDY),
+    Mutant("reorder-eligible-at-one", "curate/selection/iterit.py",
+           "ok = (lambda p: scores[p] < ELIGIBLE_BELOW)",
+           "ok = (lambda p: scores[p] <= ELIGIBLE_BELOW)",
+           "the reference reorder takes IFD == 1 as a candidate", GREEDY),
+    Mutant("gate-margin-sign", "curate/scoring/misalignment.py",
+           "return np.asarray(loss_swapped, dtype=np.float64) - np.asarray(loss_cond, dtype=np.float64)",
+           "return np.asarray(loss_cond, dtype=np.float64) - np.asarray(loss_swapped, dtype=np.float64)",
+           "the mismatch margin's sign is flipped: the gate keeps the mismatched rows",
+           ("tests/unit/test_misalignment.py",) + GREEDY),
+    # --- dedup: kept row and duplicate_of (curate/dedup)
+    Mutant("dedup-keep-last", "curate/dedup/exact.py",
+           "order = np.lexsort((index, *anchored_first, groups))",
+           "order = np.lexsort((-index, *anchored_first, groups))",
+           "keep: first keeps the last row of each group", DEDUP),
+    Mutant("dedup-duplicate-of-self", "curate/dedup/__init__.py",
+           '"duplicate_of": row_ids.take(pa.array(kept_of[removed], pa.int64())),',
+           '"duplicate_of": row_ids.take(pa.array(removed, pa.int64())),',
+           "a removed row's duplicate_of names itself instead of the kept row", DEDUP),
+    Mutant("dedup-no-threshold", "curate/dedup/__init__.py",
+           "is_edge = similarity >= settings.threshold",
+           "is_edge = similarity >= 0.0",
+           "every LSH candidate pair is a duplicate, whatever its Jaccard similarity", DEDUP),
+    Mutant("dedup-near-similarity-unmeasured", "curate/dedup/__init__.py",
+           "    if len(near_removed):\n",
+           "    if False:\n",
+           "a near duplicate is recorded with similarity 1.0 instead of its Jaccard similarity to the kept row", DEDUP),
+    Mutant("dedup-incremental-old-rows-not-anchors", "curate/dedup/__init__.py",
+           "np.minimum.at(earliest_old, components[:n_old], np.arange(n_old))",
+           "np.minimum.at(earliest_old, components[:0], np.arange(0))",
+           "tonight's copy of a row kept on an earlier night is kept and the old row's cluster forgotten",
+           DEDUP + ("tests/unit/test_properties.py",)),
+    # --- truncation (curate/models/truncation.py)
+    Mutant("truncation-no-response-share", "curate/models/truncation.py",
+           "return max(0, min(span_len, max(int(share * budget), budget - prompt_len), budget - 1))",
+           "return max(0, min(span_len, budget - prompt_len, budget - 1))",
+           "a long prompt leaves the response only what it does not use (response_share ignored)", TRUNCATION),
+    Mutant("truncation-drops-newest-turns", "curate/models/truncation.py",
+           "return system + earlier[cuts[lo]:] + [last]",
+           "return system + earlier[: len(earlier) - cuts[lo]] + [last]",
+           "the newest earlier turns are dropped instead of the oldest", TRUNCATION),
+    Mutant("truncation-keeps-head-of-last-turn", "curate/models/truncation.py",
+           'return head + [{**last, "content": text[start:]}]',
+           'return head + [{**last, "content": text[: len(text) - start]}]',
+           "an over-long last user turn keeps its head instead of its tail", TRUNCATION),
+    Mutant("truncation-kept-turns-start-with-assistant", "curate/models/truncation.py",
+           'cuts = [k for k in range(1, len(earlier) + 1) if k == len(earlier) or earlier[k]["role"] != "assistant"]',
+           "cuts = list(range(1, len(earlier) + 1))",
+           "dropping old turns may leave the kept context starting with an assistant turn", TRUNCATION),
+    # --- quarantine (curate/ingest)
+    Mutant("quarantine-lost", "curate/ingest/__init__.py",
+           "                quarantine.add(outcome)\n",
+           "                pass\n",
+           "bad records are counted but vanish: no quarantine record", INGEST),
+    Mutant("quarantine-blank-response-kept", "curate/ingest/normalize.py",
+           'if not row["response"].strip():',
+           'if not row["response"]:',
+           "a whitespace-only response becomes a row instead of an empty_field quarantine record", INGEST),
+    Mutant("quarantine-raw-lost", "curate/ingest/__init__.py",
+           '"reason": str(e), "row_id": e.row_id, "raw": _preview(record.raw)}',
+           '"reason": str(e), "row_id": e.row_id, "raw": None}',
+           "a quarantined record keeps its reason but not the record itself", INGEST),
+    Mutant("quarantine-too-large-without-row-id", "curate/ingest/normalize.py",
+           '"raise ingest.max_bytes to keep the row", row_id=row["row_id"])',
+           '"raise ingest.max_bytes to keep the row")',
+           "a row quarantined as too_large has no row id (audit row cannot find it)", INGEST),
+    # --- audit's sets (curate/audit.py)
+    Mutant("audit-diff-left-wrong-set", "curate/audit.py",
+           'left = [{"row_id": r, "reason": why_left(r)} for r in sorted(set(a) - set(b))]',
+           'left = [{"row_id": r, "reason": why_left(r)} for r in sorted(set(b) - set(a))]',
+           "audit diff lists the rows that entered as the rows that left", AUDIT),
+    Mutant("audit-diff-removal-reason-ignored", "curate/audit.py",
+           "        if row_id in removed_in_b:\n",
+           "        if False:\n",
+           "audit diff no longer says which stage removed a row that left", AUDIT),
+    Mutant("audit-checkpoint-all-rounds", "curate/audit.py",
+           'subsets = mt.round_subsets(parent_id, info["experiment_id"], upto)',
+           'subsets = mt.round_subsets(parent_id, info["experiment_id"], None)',
+           "audit checkpoint of round r lists the rows of later rounds too", AUDIT),
+    Mutant("audit-semdedup-named-dedup", "curate/audit.py",
+           '"semdedup/removed.parquet": "semantic dedup",',
+           '"semdedup/removed.parquet": "dedup",',
+           "audit names the wrong stage for a row semantic dedup removed", AUDIT),
+    Mutant("audit-zero-weight-contributes", "curate/audit.py",
+           'if r["total_weight"] > 0}',
+           'if r["total_weight"] >= 0}',
+           "audit checkpoint counts rows an online policy weighted 0 in every step as contributing", AUDIT),
+    Mutant("audit-row-duplicate-of-lost", "curate/audit.py",
+           '"duplicate_of": rec.get("duplicate_of"), "source"',
+           '"duplicate_of": None, "source"',
+           "audit row no longer names the kept row a removed duplicate copied", AUDIT),
+    # --- cache keys (tasks/caching.py)
+    Mutant("key-without-params", "tasks/caching.py",
+           "        return stage_key(self.name, self.all_code, args)\n",
+           '        return stage_key(self.name, self.all_code, {k: v for k, v in args.items() if k != "params"})\n',
+           "a stage's key leaves out its parameters", KEYS),
+    Mutant("key-without-code", "tasks/caching.py",
+           "return text_digest(stage, code_version(*code), _keyable(arguments))[:24]",
+           "return text_digest(stage, _keyable(arguments))[:24]",
+           "a stage's key leaves out its code version", KEYS),
+    Mutant("key-task-module-only", "tasks/caching.py",
+           'return tuple(self.spec.code) + (self.spec.task_module, "tasks/caching.py")',
+           'return (self.spec.task_module, "tasks/caching.py")',
+           "a stage's code version covers its task module only, not the library code it calls", KEYS),
+    Mutant("key-ignore-list-dropped", "tasks/caching.py",
+           'args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}',
+           'args = {k: v for k, v in arguments.items() if k != "project"}',
+           "arguments that do not change the output (flow run id, shards) re-run the stage", KEYS),
+    Mutant("prefect-key-without-project", "tasks/caching.py",
+           "return f\"{self.name}-{text_digest(str(state_dir(Path(parameters['project']))))[:16]}-{self.key(parameters)}\"",
+           "return f\"{self.name}-{self.key(parameters)}\"",
+           "two projects on one Prefect server share cached results (which name the other project's paths)", KEYS),
+    Mutant("code-version-not-recursive", "tasks/caching.py",
+           'files = [base] if base.is_file() else sorted(base.rglob("*.py"))',
+           'files = [base] if base.is_file() else sorted(base.glob("*.py"))',
+           "a declared code package's sub-packages are left out of the code version", KEYS),
+    # --- LoRA: merge, continuation, export (curate/models/loading.py, curate/training/lora.py, curate/export.py)
+    Mutant("lora-merge-drops-adapter", "curate/models/loading.py",
+           "return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()",
+           "return base",
+           "an adapter checkpoint loads as its bare base (scoring and evaluation ignore the adapter)", LORA),
+    Mutant("lora-fresh-adapter-each-round", "curate/training/lora.py",
+           "        model = PeftModel.from_pretrained(base, checkpoint, is_trainable=True)\n",
+           "        from peft import get_peft_model\n\n        model = get_peft_model(base, _lora_config(lora))\n",
+           "a later round starts a fresh adapter instead of continuing the previous round's",
+           LORA),
+    Mutant("lora-export-base", "curate/export.py",
+           'model, tokenizer = load_causal_lm(checkpoint, dtype="float32", device="cpu")',
+           'model, tokenizer = load_causal_lm(read_base_ref(checkpoint)["path"] if is_adapter_dir(checkpoint) '
+           'else checkpoint, dtype="float32", device="cpu")',
+           "export --merged writes the base model, without the adapter", LORA),
+    Mutant("lora-base-digest-unchecked", "curate/models/loading.py",
+           "    if actual != ref[\"digest\"]:\n",
+           "    if False:\n",
+           "an adapter merges into a base model that changed since it was trained", LORA),
+    # --- resume state (curate/training/state.py, curate/training/trainer.py)
+    Mutant("resume-rng-not-restored", "curate/training/trainer.py",
+           "        set_rng_state(self.state.rng if self.ranks.world == 1 else self.state.rng[\"ranks\"][self.ranks.rank])\n",
+           "        pass\n",
+           "a resumed round keeps the process's RNG instead of the checkpoint's", TRAINING),
+    Mutant("resume-restarts-the-round", "curate/training/trainer.py",
+           "for k in range(self.state.step_in_round, len(self.plan)):",
+           "for k in range(0, len(self.plan)):",
+           "a resumed round repeats the steps it had already taken", TRAINING),
+    Mutant("optimizer-moments-zeroed", "curate/training/state.py",
+           'tensors[f"{name}/{key}"] = value.detach().to("cpu").contiguous()',
+           'tensors[f"{name}/{key}"] = torch.zeros_like(value).to("cpu").contiguous()',
+           "saved Adam moments are zeros: the next round or a resume restarts the optimizer", TRAINING),
+    Mutant("schedule-restarts-each-round", "curate/training/trainer.py",
+           "self.global_start = TrainerState.from_dict(previous).global_step if previous else 0",
+           "self.global_start = 0",
+           "the learning-rate schedule restarts every round instead of spanning the run", TRAINING),
+    Mutant("resume-fingerprint-without-lr", "curate/training/trainer.py",
+           "lr=c.lr, weight_decay=c.weight_decay, warmup_steps",
+           "weight_decay=c.weight_decay, warmup_steps",
+           "an in-round checkpoint left by a call with another learning rate is resumed", TRAINING),
+    Mutant("resume-fingerprint-without-rows", "curate/training/trainer.py",
+           "            h.update(json.dumps([e.encoded.input_ids, e.encoded.spans, e.weight, e.row_id]).encode())\n",
+           "            pass\n",
+           "an in-round checkpoint left by a call on other rows is resumed", TRAINING),
+    Mutant("epoch-order-ignores-epoch", "curate/training/trainer.py",
+           "manual_seed(derived_seed(seed, round_index, epoch))",
+           "manual_seed(derived_seed(seed, round_index))",
+           "every epoch of a round visits the rows in the same order", TRAINING),
+    # --- rounds: which rows (curate/selection/rounds.py, round_state.py)
+    Mutant("rounds-off-by-one-rows", "curate/selection/rounds.py",
+           "chosen = new_order[: min(k, n_candidates)]",
+           "chosen = new_order[1 : min(k, n_candidates) + 1]",
+           "a round selects K rows, but not the first K of its ranking", ROUNDS),
+    Mutant("rounds-revisit-ignored", "curate/selection/round_state.py",
+           "            if reason and eligible[p]:\n",
+           "            if False:\n",
+           "revisit off does not make rows trained in an earlier round ineligible", ROUNDS),
+    Mutant("rounds-clean-window-holds-ineligible", "curate/selection/rounds.py",
+           "return [p for p in order if eligible[p] and p not in exclude][:size]",
+           "return [p for p in order if p not in exclude][:size]",
+           "clean mode re-scores parked (ineligible) rows instead of the next-best candidates", ROUNDS),
+    # --- online policies' weights (curate/training/trainer.py)
+    Mutant("online-weights-ignored", "curate/training/trainer.py",
+           "        w = w * torch.tensor(list(weights), dtype=torch.float32, device=losses.device)\n",
+           "        w = w * 1.0\n",
+           "the policy's row weights are recorded but do not weight the loss", ONLINE),
+    Mutant("online-loss-not-normalized", "curate/training/trainer.py",
+           'if self.config.online.loss == "normalized" and t.weighted not in (0.0, t.denom):',
+           "if False:",
+           "loss: normalized trains as loss: raw (the weights' scale sets the step)", ONLINE),
+)
