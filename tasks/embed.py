@@ -20,6 +20,7 @@ from curate.progress import Progress
 from curate.schema import embedding_schema, user_text
 from curate.sharding import padded_tokens, shard_batches
 from tasks.caching import Stage, note_pid
+from tasks.pipeline import pick
 
 STAGE = Stage("embed", ignore=("shards",))  # the shards' vectors: the same bits as one pass
 SHARD = Stage("embed_shard")
@@ -85,3 +86,13 @@ def embed(project: str, rows: dict, params: dict, shards: list[dict] | None = No
             write_parquet(pa.table({"row_id": table["row_id"], "embedding": emb}, schema=embedding_schema(dim)), tmp / "embeddings.parquet")
             write_json({"rows": len(texts), "dim": dim, "model": p["model"]}, tmp / "stats.json")
     return STAGE.ref(out)
+
+
+def step(run, arguments: dict) -> dict:
+    """The embed stage through executor `run`; with `run.shards` > 1, its batches encoded shard by shard by
+    `embed_shard` (each cached on its own), merged by `embed`."""
+    if run.shards == 1 or STAGE.is_stored(arguments):
+        return run.call(embed, **arguments)
+    results = run.map(embed_shard, {"shard": list(range(run.shards))}, project=arguments["project"],
+                      rows=arguments["rows"], params=pick(arguments["params"], SHARD.spec.params), shards=run.shards)
+    return run.call(embed, **arguments, shards=results)

@@ -29,3 +29,11 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
         with sealed_entry(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
     return STAGE.ref(out)
+
+
+def step(run, arguments: dict) -> list[dict]:
+    """Held-out metrics of the base model and of every round's checkpoint (`checkpoints`): [base, round 0, ...],
+    mapped by executor `run` (on Dask or Ray workers with execution.runner dask or ray)."""
+    models = [arguments["model"]] + list(arguments["checkpoints"] or [])
+    return run.map(evaluate, {"model": models, "round_index": list(range(-1, len(models) - 1))},
+                   project=arguments["project"], heldout=arguments["heldout"], params=arguments["params"])

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 from curate.artifacts import digest, write_json, write_parquet
 from curate.seal import checked_ref, sealed_entry
 from curate.evaluation.split import KIND, holdout_mask
+from curate.pool_checks import check_pool_artifacts
+from curate.scoring.fit import pool_warnings
 from tasks.caching import Stage
 
 STAGE = Stage("holdout")
@@ -45,3 +47,17 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
 def split_refs(ref: dict) -> tuple[dict, dict]:
     """(pool, held-out rows) of a holdout artifact, as Refs of its two parts."""
     return checked_ref(Path(ref["path"]) / "pool").to_dict(), checked_ref(Path(ref["path"]) / "heldout").to_dict()
+
+
+def eval_files(arguments: dict) -> dict:
+    """`eval_files`: the held-out files' Ref (None without any) -> whether there are any."""
+    return {**arguments, "eval_files": arguments["eval_files"] is not None}
+
+
+def check(p, value) -> list[str]:
+    """Stop before the base model is built when no row is left, or when selection.ratio gives no row per round
+    (curate/pool_checks.py); warn when the base model does not know this pool."""
+    pool = value("holdout/pool")
+    artifacts = {"ingest": value("ingest"), "dedup": value("dedup"), "semdedup": value("semdedup"), "holdout": pool}
+    check_pool_artifacts(p.raw.dir, artifacts, p.selection.ratio if p.selection.strategy != "full" else None)
+    return pool_warnings(pool["path"], p.base_model.source)

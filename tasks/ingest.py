@@ -6,6 +6,7 @@ from pathlib import Path
 from curate.artifacts import write_json, write_parquet
 from curate.seal import sealed_entry
 from curate.ingest import ingest_path
+from curate.pool_checks import check_pool_artifacts
 from tasks.caching import Stage
 
 STAGE = Stage("ingest")
@@ -21,3 +22,9 @@ def ingest(project: str, raw: dict, params: dict) -> dict:
             write_parquet(result.quarantine, tmp / "quarantine.parquet")
             write_json(result.stats, tmp / "stats.json")
     return STAGE.ref(out)
+
+
+def check(p, value) -> list[str]:
+    """Stop when ingest left no row (curate/pool_checks.py)."""
+    check_pool_artifacts(p.raw.dir, {"ingest": value("ingest")}, None)
+    return []

@@ -13,7 +13,8 @@ from curate.disk_usage import describe
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
-from tasks.caching import Stage
+from tasks.caching import Stage, is_ref
+from tasks.pipeline import STAGES
 from tasks.publish import LAYOUT, NOT_PUBLISHED
 from tasks.retry import RETRY
 
@@ -23,6 +24,24 @@ STAGE = Stage("record", ignore=("flow_run_id",))
 def git_commit(project: str) -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def arguments(arguments: dict) -> dict:
+    """record's arguments from the walk's `artifacts` (step -> result) and the flow `run`'s identity
+    (flow_run_id, params_file, overrides, dvc_lock): every single artifact by its stage, the base model's
+    evaluation as `evaluate_base`, and per round its stages' artifacts with the round's evaluation."""
+    rest = {k: v for k, v in arguments.items() if k not in ("artifacts", "run")}
+    refs, rounds = lineage_inputs(arguments["artifacts"])
+    return {**rest, "refs": refs, "rounds": rounds, **arguments["run"]}
+
+
+def lineage_inputs(artifacts: dict) -> tuple[dict, list[dict]]:
+    """(every single artifact by its stage, with the base model's evaluation as `evaluate_base`; per round its
+    stages' artifacts and its evaluation) of a walk's results."""
+    evaluations = artifacts["evaluate"]
+    refs = {name: ref for name, ref in artifacts.items() if is_ref(ref)}
+    rounds = [{**rd, "evaluate": ev} for rd, ev in zip(artifacts["rounds"], evaluations[1:])]
+    return {**refs, "evaluate_base": evaluations[0]}, rounds
 
 
 @STAGE.task(**RETRY)  # MLflow's store briefly unreachable: retried with backoff
@@ -47,7 +66,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             eval_metrics=ref_json(r["evaluate"], "metrics.json"),
             stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))
-    stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "score")}
+    stages = {s.name: ref_json(refs.get(s.name)) for s in STAGES if s.logged}
     artifacts = {
         "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",

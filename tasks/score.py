@@ -29,9 +29,11 @@ from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
+from curate.scoring.fit import check_scores
 from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
 from curate.sharding import shard_batches
 from tasks.caching import Stage, note_pid
+from tasks.pipeline import pick
 
 POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass
 SHARD = Stage("score_shard")
@@ -282,3 +284,34 @@ def rescore_window(project: str, pool: dict, model: dict, state: dict, params: d
         scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}", shards)
         _write(out, scores, quarantine, {**stats, "round": round_index}, timings)
     return WINDOW.ref(out)
+
+
+def _merged(run, plan: dict, task, arguments: dict) -> dict:
+    """`task` (score_pool or rescore_window) merging the shards of `plan`, each scored by `score_shard` through
+    executor `run` (on Dask or Ray workers with execution.runner dask or ray); then the plan is dropped."""
+    results = run.map(score_shard, {"shard": list(range(shard_count(plan)))}, project=arguments["project"], plan=plan,
+                      model=arguments["model"], params=pick(arguments["params"], SHARD.spec.params),
+                      note_round=arguments.get("round_index"))
+    merged = run.call(task, **arguments, shards={"plan": plan, "results": results})
+    drop_plan(plan)
+    return merged
+
+
+def step(run, arguments: dict) -> dict:
+    """The score stage through executor `run`; with `run.shards` > 1 its batches planned once, scored shard by
+    shard (each shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`."""
+    plan = plan_pool(shards=run.shards, **arguments)
+    return run.call(score_pool, **arguments) if plan is None else _merged(run, plan, score_pool, arguments)
+
+
+def rescore(run, arguments: dict) -> dict:
+    """The rescore stage of a round through executor `run`, its window's batches sharded like `step`'s."""
+    plan = plan_window(shards=run.shards, **arguments)
+    return run.call(rescore_window, **arguments) if plan is None else _merged(run, plan, rescore_window, arguments)
+
+
+def check(p, value) -> list[str]:
+    """Stop right after scoring, with the cause and the fix, when the base model cannot score the pool."""
+    check_scores(value("score")["path"], ifd_max=p.selection.ifd_max, min_eligible_share=p.scorer_fit.min_eligible_share,
+                 max_nan_share=p.scorer_fit.max_nan_share, max_length=p.scoring.max_length, source=p.base_model.source)
+    return []

@@ -132,3 +132,9 @@ def semdedup(project: str, rows: dict, embeddings: dict, params: dict, previous:
                         "removed_semantic": removed.num_rows, **status}, tmp / "stats.json")
             write_lineage(tmp, project, _inputs_digest(rows, embeddings), _settings_digest(params), previous)
     return remember(project, STAGE.name, out)
+
+
+def with_previous(arguments: dict) -> dict:
+    """The call's arguments plus the earlier semdedup artifact to deduplicate against (`previous_semdedup`)."""
+    previous = previous_semdedup(arguments["project"], arguments["rows"], arguments["embeddings"], arguments["params"])
+    return {**arguments, "previous": previous}
