@@ -162,7 +162,7 @@ TargetBatch = Annotated[int, Field(ge=1)]  # anchor (held-out) rows drawn per st
 
 
 class _Online(_P):
-    """Per-step online policy inside each round's training (README "Online selection"; docs/online-selection.md §9).
+    """Per-step online policy inside each round's training (docs/online-policies.md; docs/online-selection.md §9).
 
     One model per policy, holding the fields that policy reads; every unconfirmed detail of
     Filter-then-Weight and ADAPT is a field of its policy."""

@@ -5,7 +5,7 @@ rows the previous selection put in the next round's window, with the latest chec
 With execution.shards > 1 the flow plans the pool's scoring once (`plan_pool`: length batches and
 contrast partners over all rows), scores each contiguous group of batches as its own cached task
 (`score_shard`, on Dask workers with execution.runner dask), and `score_pool` merges them in pool order:
-the same bits as one pass (README: Execution). A round's window is re-scored the same way (`plan_window`,
+the same bits as one pass (docs/execution.md). A round's window is re-scored the same way (`plan_window`,
 `score_shard`, merged by `rescore_window`).
 Rows whose score is NaN (empty response span) are quarantined with a reason, never silently dropped.
 """

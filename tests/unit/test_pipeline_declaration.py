@@ -114,3 +114,19 @@ def test_undeclared_parameters_are_refused():
     stage.key({"project": "/p", "params": params})
     with pytest.raises(ValueError, match="stage_params"):
         stage.key({"project": "/p", "params": {**params, "training": {"lr": 1.0}}})
+
+
+def test_the_parameter_reference_is_generated_from_the_config():
+    from curate.params_doc import PAGE, page_with, render
+
+    assert PAGE.read_text() == page_with(render(), PAGE.read_text()), "run `python -m curate.params_doc --write`"
+    for path, _ in _leaves(Params().model_dump(mode="json")):
+        if not path.startswith("training.online."):
+            assert f"| `{path}` |" in render(), path
+
+
+def test_the_readme_is_a_front_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert readme.index("make demo") < readme.index("make test") < readme.index("## ")
+    assert "docs/known-limits.md" in readme.split("## Known limits")[1]
