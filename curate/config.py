@@ -126,8 +126,13 @@ class ScorerFitParams(_P):
     max_nan_share: float = Field(0.1, ge=0, le=1)  # stop if more rows than this score NaN (response truncated away)
 
 
+# The selection strategies, registered once: the parameter's allowed values and the round's rules
+# (curate/selection/rounds.py) both read this tuple
+STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds")
+
+
 class SelectionParams(_P):
-    strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
+    strategy: Literal[STRATEGIES] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
     mode: Literal["clean", "faithful"] = "clean"  # faithful: re-score the first window positions
     rounds: int = Field(3, ge=1)
     ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count (a whole number)
