@@ -90,6 +90,9 @@ def unshare_cache(project: Path | str) -> int:
     root = cache_dir(project) / "files"
     n = 0
     for obj in (p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []:
+        if obj.name.startswith(".tmp-unshare-"):  # a killed unshare's copy: the object itself is untouched
+            obj.unlink()
+            continue
         st = obj.stat()
         if st.st_nlink > 1:
             tmp = obj.with_name(f".tmp-unshare-{obj.name}")

@@ -59,9 +59,10 @@ def test_gc_keeps_everything_a_kept_run_needs(make_project):
         areas = ("store", "workspace", "dvc_cache", "dvc_remote", "mlflow_artifacts")
         assert m["disk.added.all"] == sum(m[f"disk.added.{a}"] for a in areas)
         assert m["disk.added.store"] > 0 and m["disk.added.dvc_remote"] > 0
-        # data/ and the DVC cache hard-link the store's files: they add only their own small files
-        # (DVC's directory listings, pointer files), not a second copy of the run's artifacts
-        assert m["disk.added.workspace"] + m["disk.added.dvc_cache"] < 0.05 * m["disk.added.store"]
+        # data/ hard-links the store's files: it adds only its own small files; the DVC cache holds a copy
+        # of its own of what is published (never the optimizer state), so at most the store's bytes
+        assert m["disk.added.workspace"] < 0.05 * m["disk.added.store"]
+        assert 0 < m["disk.added.dvc_cache"] <= m["disk.added.store"]
     assert new.data.metrics["disk.total.all"] > old.data.metrics["disk.total.all"]
 
     # keeping both runs removes nothing

@@ -254,3 +254,23 @@ def test_a_symlinked_input_is_refused_and_its_target_untouched(tmp_path, where):
     assert e.value.path == str(link)
     after = (outside / "pool.jsonl").stat()
     assert (after.st_mode, after.st_nlink, after.st_ino) == (before.st_mode, before.st_nlink, before.st_ino)
+
+
+def test_unshare_gives_every_hard_linked_cache_object_a_copy_of_its_own(tmp_path):
+    """A project of an older curate: DVC's cache objects hard-linked with the store and the user's raw files."""
+    from curate.versioning import dvc
+
+    project = tmp_path / "p"
+    project.mkdir()
+    dvc.ensure_repo(project, ".curate/dvc-remote")
+    user_file = project / "pool.jsonl"
+    user_file.write_text('{"instruction": "a", "output": "b"}\n')
+    obj = object_path(dvc.cache_dir(project), md5(user_file))
+    obj.parent.mkdir(parents=True)
+    os.link(user_file, obj)
+    leftover = obj.with_name(f".tmp-unshare-{obj.name}")
+    leftover.write_text("half a copy")  # what a killed unshare leaves
+    assert dvc.unshare_cache(project) == 1
+    assert obj.read_bytes() == user_file.read_bytes() and obj.stat().st_ino != user_file.stat().st_ino
+    assert user_file.stat().st_nlink == 1 and not leftover.exists()
+    assert dvc.unshare_cache(project) == 0
