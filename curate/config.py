@@ -434,3 +434,29 @@ def load_params(path: Path | str | None, overrides: Iterable[str] = ()) -> Param
         source = f"{path}" if path is not None else "default parameters"
         with_set = f" with {' '.join('--set ' + o for o in overrides)}" if overrides else ""
         raise invalid(f"{source}{with_set}: invalid parameters", e) from None
+
+
+class Declared:
+    """A stage's parameters, typed: the validated values of `Params` (with their types and models) at the paths
+    the stage declares (tasks/pipeline.py), and nothing else. `view.scoring.max_length` is an int; a wholly
+    declared section is its model (`view.training` is a TrainingParams); reading a path the stage does not
+    declare raises KeyError naming it."""
+
+    def __init__(self, model: BaseModel, present: dict[str, Any], path: str = "") -> None:
+        self._model, self._present, self._path = model, present, path
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._present:
+            raise KeyError(f"parameter {self._path}{name} is not declared by this stage: declare it in tasks/pipeline.py")
+        value, sub = getattr(self._model, name), self._present[name]
+        if isinstance(value, BaseModel) and isinstance(sub, dict) and set(sub) != set(type(value).model_fields):
+            return Declared(value, sub, f"{self._path}{name}.")
+        return value
+
+
+def declared(values: dict[str, Any]) -> Declared:
+    """The typed view of the parameters a stage was handed (`stage_params(p, name)`: a dict, so that it is
+    JSON and keys the stage's cache entry)."""
+    return Declared(Params.model_validate(values), values)

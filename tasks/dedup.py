@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import atomic_path, iter_batches, write_json, write_parquet
+from curate.config import declared
 from curate.dedup import DedupSettings, dedup_batches
 from curate.dedup.incremental import (ID_COLUMNS, INDEX_DIR, KEPT_FILE, REMOVED_FILE, TEXT_COLUMNS,
                                       previous_from_artifact)
@@ -47,10 +48,10 @@ BATCH_ROWS = 65_536
 
 def settings_of(params: dict) -> DedupSettings:
     """DedupSettings from the params slice {"dedup": {...}}."""
-    exact, near = params["dedup"]["exact"], params["dedup"]["near"]
-    return DedupSettings(exact=exact["enabled"], casefold=exact["casefold"], keep=exact["keep"], near=near["enabled"],
-                         num_perm=near["num_perm"], ngram=near["ngram"], threshold=near["threshold"], seed=near["seed"],
-                         verify=near["verify"])
+    exact, near = declared(params).dedup.exact, declared(params).dedup.near
+    return DedupSettings(exact=exact.enabled, casefold=exact.casefold, keep=exact.keep, near=near.enabled,
+                         num_perm=near.num_perm, ngram=near.ngram, threshold=near.threshold, seed=near.seed,
+                         verify=near.verify)
 
 
 def previous_dedup(project: str, rows: dict, params: dict) -> dict | None:
@@ -123,7 +124,7 @@ def with_previous(arguments: dict) -> dict:
 def step(run, arguments: dict) -> dict:
     """The dedup stage through executor `run`; with `run.shards` > 1 and near dedup on, its MinHash signatures
     computed shard by shard by `minhash_shard` (each cached on its own), looked up by `dedup`."""
-    if run.shards == 1 or not arguments["params"]["dedup"]["near"]["enabled"] or STAGE.is_stored(arguments):
+    if run.shards == 1 or not declared(arguments["params"]).dedup.near.enabled or STAGE.is_stored(arguments):
         return run.call(dedup, **arguments)
     results = run.map(minhash_shard, {"shard": list(range(run.shards))}, project=arguments["project"],
                       rows=arguments["rows"], params=pick(arguments["params"], SHARD.spec.params),

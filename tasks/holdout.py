@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.artifacts import digest, write_json, write_parquet
+from curate.config import declared
 from curate.seal import checked_ref, sealed_entry
 from curate.evaluation.split import KIND, holdout_mask
 from curate.pool_checks import check_pool_artifacts
@@ -28,7 +29,7 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
     """`eval_files`: does raw.eval_dir hold the held-out sets? Then nothing is split off (share 0)."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        share = 0.0 if eval_files else params["evaluation"]["holdout"]
+        share = 0.0 if eval_files else declared(params).evaluation.holdout
         table = pq.read_table(Path(pool["path"]) / "rows.parquet")
         mask = pa.array(holdout_mask(table["row_id"].to_pylist(), share))
         kept, held = table.filter(pc.invert(mask)), table.filter(mask)

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from curate.artifacts import digest, ref_json
+from curate.config import declared
 from curate.disk_usage import describe
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
@@ -79,7 +80,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     if (Path(project) / "data.dvc").is_file():  # the raw pool's version: `curate audit verify` checks its objects
         artifacts["dvc/raw"] = Path(project) / "data.dvc"
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
-            "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file,
+            "curate.strategy": declared(params).selection.strategy, "curate.params_file": params_file,
             "curate.overrides": json.dumps(overrides or [])}
     artifact_refs = {**refs, **{f"round{i}.{part}": ref for i, r in enumerate(rounds) for part, ref in r.items() if ref}}
     tags.update({f"curate.digest.{k}": v["digest"] for k, v in artifact_refs.items() if v})
@@ -97,12 +98,12 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
         tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(
-        experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
-        run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
+        experiment=declared(params).project.experiment, artifact_root=mlflow_artifact_root(project),
+        run_name=f"curate {declared(params).selection.strategy}", tags=tags, params=params,
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
         rounds=round_records, base_eval=ref_json(refs["evaluate_base"], "metrics.json"),
-        log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
-        regression_threshold=params["tracking"]["regression_threshold"],
+        log_models=declared(params).tracking.log_models, progress=Progress("record", "rounds"),
+        regression_threshold=declared(params).tracking.regression_threshold,
     )
 
 

@@ -25,6 +25,7 @@ from curate.seal import sealed_entry
 from curate.models.chat import Encoded
 from curate.models.loading import load_causal_lm, model_path
 from curate.models.truncation import token_budget
+from curate.config import declared
 from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
@@ -43,14 +44,16 @@ NAN_REASON = "score is NaN (empty response span: the response renders to no toke
 PLAN_INFIX = "-plan-"  # .curate/tmp/<score|rescore>-plan-<digest>: a planned pass, dropped once merged
 
 
-def _load(model_ref: dict, bm: dict):
-    return load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
-                          chat_template=bm["chat_template"])
+def _load(model_ref: dict, params: dict):
+    bm = declared(params).base_model
+    return load_causal_lm(model_path(model_ref), dtype=bm.dtype, trust_remote_code=bm.trust_remote_code,
+                          chat_template=bm.chat_template)
 
 
 def _cache(project: str, model_ref: dict, params: dict) -> RowScoreCache:
-    s, bm = params["scoring"], params["base_model"]
-    return RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], {**s, "chat_template": bm["chat_template"]})
+    # keyed on the scoring parameters as the stage was handed them (JSON), as the stage's own key is
+    return RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"],
+                         {**params["scoring"], "chat_template": declared(params).base_model.chat_template})
 
 
 def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str,
@@ -58,19 +61,19 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
     """Scores, quarantined rows, stats (with the tokens each pass put through the model) and timings;
     rows found in the row score cache cost nothing. `shards`: the plan and its shards' results to merge
     (`plan_pool`, `score_shard`) instead of scoring here."""
-    s, bm = params["scoring"], params["base_model"]
+    s = declared(params).scoring
     cache = _cache(project, model_ref, params)
     known = cache.lookup(r["row_id"] for r in rows)
     todo = [r for r in rows if r["row_id"] not in known]
     start, cost = time.perf_counter(), {pass_: 0 for pass_ in PASSES}
     if todo:
         if shards is None:
-            model, tokenizer = _load(model_ref, bm)
+            model, tokenizer = _load(model_ref, params)
             res = score_rows(
-                model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
-                batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-                contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
-                progress=Progress(label, "rows"), response_share=s["response_share"],
+                model, tokenizer, todo, system_prompt=s.system_prompt, max_length=s.max_length,
+                batch_tokens=s.batch_tokens, variant=s.variant, precision=s.precision,
+                contrast_seed=s.contrast_seed if s.contrast else None, contrast_partners=s.contrast_partners,
+                progress=Progress(label, "rows"), response_share=s.response_share,
             )
         else:
             res = _merge(shards, todo, s)
@@ -163,12 +166,12 @@ def _plan(project: str, name: str, key: str, rows: list[dict], model: dict, para
     ids = [r["row_id"] for r in todo]
     out = state_dir(Path(project)) / "tmp" / f"{name}{PLAN_INFIX}{text_digest(key, shards, ids)[:24]}"
     if not out.exists():
-        s = params["scoring"]
-        lm, tokenizer = _load(model, params["base_model"])
-        plan = plan_scoring(tokenizer, todo, s["system_prompt"],
-                            token_budget(s["max_length"], getattr(lm.config, "max_position_embeddings", None)),
-                            s["batch_tokens"], s["contrast_seed"] if s["contrast"] else None, s["contrast_partners"],
-                            s["response_share"])
+        s = declared(params).scoring
+        lm, tokenizer = _load(model, params)
+        plan = plan_scoring(tokenizer, todo, s.system_prompt,
+                            token_budget(s.max_length, getattr(lm.config, "max_position_embeddings", None)),
+                            s.batch_tokens, s.contrast_seed if s.contrast else None, s.contrast_partners,
+                            s.response_share)
         order = [(b, i) for b, batch in enumerate(plan.batches) for i in batch]
         table = pa.table({
             "batch": pa.array([b for b, _ in order], pa.int32()),
@@ -221,7 +224,7 @@ def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict)
         batch = table["batch"].to_numpy()
         batches = [np.flatnonzero(batch == b).tolist() for b in range(lo, hi)]
         start = time.perf_counter()
-        lm, tokenizer = _load(model, params["base_model"])
+        lm, tokenizer = _load(model, params)
         means, _ = mean_span_losses(lm, _sequences(table), tokenizer.pad_token_id, batches=batches,
                                     progress=Progress(f"score shard {shard}", "sequences"))
         with sealed_entry(out) as tmp:
@@ -236,7 +239,7 @@ def _span(batch: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return int(start), int(stop - start)
 
 
-def _merge(shards: dict, todo: list[dict], s: dict) -> dict[str, np.ndarray]:
+def _merge(shards: dict, todo: list[dict], s) -> dict[str, np.ndarray]:
     """`score_rows`' result from a plan's shards: every planned sequence's mean, put back in plan order."""
     path = Path(shards["plan"]["path"])
     meta = read_json(path / "meta.json")
@@ -252,7 +255,7 @@ def _merge(shards: dict, todo: list[dict], s: dict) -> dict[str, np.ndarray]:
     if not seen.all():
         raise RuntimeError(f"the shards of score plan {path} miss {int((~seen).sum())} sequences")
     plan = ScoringPlan(_sequences(table.take(order)), [], meta["rows"], meta["partners"])
-    return finish_scoring(plan, means, s["variant"], s["precision"])
+    return finish_scoring(plan, means, s.variant, s.precision)
 
 
 @POOL.task()

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from curate.artifacts import TIMINGS, ref_json, write_json, write_parquet
 from curate.seal import sealed_entry
-from curate.config import OnlineParams, Params, TrainingParams
+from curate.config import OnlineParams, Params, declared
 from curate.selection.iterit import selection_budget
 from curate.training.schedule import planned_steps
 from curate.progress import Progress
@@ -61,12 +61,12 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
     """`heldout` and `anchor_rows` (evaluation.anchor_rows): where an anchor-based online policy takes its anchors."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        t = TrainingParams.model_validate(params["training"])
+        v = declared(params)
+        t = v.training
         rows = subset_rows(pool, selection)
         anchors = anchor_set(Path(heldout["path"]), anchor_rows) if heldout and needs_anchors(t.online) else []
-        config = RoundConfig.from_params(t, system_prompt=params["scoring"]["system_prompt"],
-                                         chat_template=params["base_model"]["chat_template"],
-                                         seed=params["project"]["seed"], round_index=round_index, total_steps=total_steps)
+        config = RoundConfig.from_params(t, system_prompt=v.scoring.system_prompt,
+                                         chat_template=v.base_model.chat_template, seed=v.project.seed, round_index=round_index, total_steps=total_steps)
         # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
         model_out = out.parent / f"{out.name}.model"
         result = train_round(config, model_path(checkpoint), model_out, rows, processes=t.processes, anchors=anchors,
