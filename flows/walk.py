@@ -20,7 +20,7 @@ from curate.evaluation.sets import has_heldout_files
 from curate.seal import checked_ref
 from flows.rounds import run_rounds
 from tasks.executor import Executor
-from tasks.pipeline import LAYOUT, SPECS, StageSpec, stage_params, units
+from tasks.pipeline import LAYOUT, SPECS, StageSpec, pick, units
 from tasks.publish import published_ref, published_rounds
 
 GROUP_STEPS = {"rounds": run_rounds}  # group -> its step: (executor, project, params, value) -> per-round artifacts
@@ -96,7 +96,7 @@ def walk(specs: Iterable[StageSpec], executor: Executor, inputs: Inputs, only: I
 def _run_stage(spec: StageSpec, executor: Executor, inputs: Inputs, value: Callable[[str], Any]) -> Any:
     module = import_module(spec.import_name)
     arguments = {"project": inputs.project, **{arg: value(src) for arg, src in spec.args.items()},
-                 "params": stage_params(inputs.params, spec.name)}
+                 "params": pick(inputs.params.model_dump(mode="json"), spec.params)}  # stage_params, of this spec
     if spec.bind:
         arguments = getattr(module, spec.bind)(arguments)
     if spec.step:
