@@ -370,12 +370,18 @@ def _add_json_result(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.pipeline import groups  # pure data: the stage names
-
     ap = argparse.ArgumentParser(prog="curate", description="Model-aware curation of instruction-tuning data.")
     ap.add_argument("--project", default=".", help="project directory (default: current directory)")
     sub = ap.add_subparsers(dest="command", required=True)
+    _add_run_commands(sub)
+    _add_pipeline_commands(sub)
+    _add_inspect_commands(sub)
+    _add_maintenance_commands(sub)
+    return ap
 
+
+def _add_run_commands(sub) -> None:
+    """init, demo-data, run, resume, serve, server."""
     i = sub.add_parser("init", help="create a project for your own data: params for a base model, data/raw/, git + DVC")
     i.add_argument("dir", help="the project directory (new or empty)")
     i.add_argument("--model", default="tiny", metavar="tiny|smollm2-135m-instruct|PATH",
@@ -415,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--port", type=_port, default=4200)
     se.set_defaults(fn=cmd_server)
 
+
+def _add_pipeline_commands(sub) -> None:
+    """stage, dvc-yaml: the pipeline without Prefect."""
+    from tasks.pipeline import groups  # pure data: the stage names
+
     s = sub.add_parser("stage", help="run one stage without Prefect (called by dvc.yaml)")
     s.add_argument("name", choices=list(groups()))
     s.add_argument("--params", default=DEFAULT_PARAMS)
@@ -427,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true", help="exit 1 when the project's dvc.yaml differs")
     dy.set_defaults(fn=cmd_dvc_yaml)
 
+
+def _add_inspect_commands(sub) -> None:
+    """audit, export, compare, report."""
     a = sub.add_parser("audit", help="which rows trained a checkpoint; what happened to a row; verify artifacts")
     a.add_argument("what", choices=["checkpoint", "row", "verify", "diff"])
     a.add_argument("ref", nargs="?", help="checkpoint: MLflow round run id or models:/m-... URI; row: a row_id; "
@@ -461,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--lm-eval-limit", type=int, default=None, help="evaluate at most N examples per task")
     rp.set_defaults(fn=cmd_report)
 
+
+def _add_maintenance_commands(sub) -> None:
+    """repair, gc."""
     rep = sub.add_parser("repair", help="restore damaged copies (store, data/, DVC cache and remote) from good ones, "
                                         "or set a damaged store entry aside so the next run recomputes it")
     rep.add_argument("--params", default=DEFAULT_PARAMS)
@@ -476,7 +493,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, with sizes; remove nothing")
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_gc)
-    return ap
 
 
 PROJECT_MARKERS = ("params", ".curate", "dvc.yaml")  # what `curate init` and the repository itself both hold

@@ -2,10 +2,11 @@
 model, same selection budget, same number of optimizer steps.
 
 Per pool the demo generator writes a demo variant into the workspace (or the spec names your own
-pool file), then ingest -> dedup -> embed -> semdedup (-> holdout, for your own pool) -> base model ->
-score run once (the stage functions called directly, as `flows/stages.py` does; no Prefect). For each strategy and seed, `flows.steps.run_rounds` and
-`run_evaluations` run with the strategy's parameters; the content-keyed store shares every stage
-whose inputs and parameters do not change (the pool stages, the base model and its evaluation).
+pool file), then ingest -> dedup -> embed -> semdedup -> holdout -> base model -> score run once: a
+walk of the declared stages (flows/walk.py) with the `Timed` executor, the stage functions called
+directly (no Prefect). For each strategy and seed, the rounds and evaluate steps are walked with the
+strategy's parameters; the content-keyed store shares every stage whose inputs and parameters do not
+change (the pool stages, the base model and its evaluation).
 
 Design choices:
 - the base model is pre-trained once per comparison with `base_seed` (its `project.seed`), so the
@@ -26,54 +27,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from curate.artifacts import Ref, ref_json, write_json
+from curate.artifacts import ref_json, write_json
 from curate.compare import model_aware
 from curate.compare.cost import selection_cost
 from curate.compare.facts import match_full_steps, pool_facts, pool_labels, round_metrics
 from curate.compare.spec import CompareSpec, PoolFile, load_spec
 from curate.config import Params, load_params
 from curate.demo.pool import write_demo
-from flows.steps import run_evaluations, run_rounds
-from tasks.base_model import base_model
-from tasks.dedup import dedup
-from tasks.embed import embed
-from tasks.evaluate import evaluate
-from tasks.holdout import holdout, split_refs
-from tasks.ingest import ingest
-from tasks.pipeline import stage_params
-from tasks.score import score_pool
-from tasks.semdedup import semdedup
+from curate.seal import checked_ref
+from flows.walk import Inputs, walk
+from tasks.executor import Direct
+from tasks.pipeline import STAGES
 
 
 def log(msg: str) -> None:
     print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Timed:
-    """A stage caller (`call(task, **kwargs)`) that runs `task.fn` and records each call's wall time."""
+class Timed(Direct):
+    """The Direct executor (`task.fn`), noting each call's wall time."""
 
     def __init__(self):
         self.calls: list[dict[str, Any]] = []
-        self.refs: dict[str, dict] = {}  # stage -> its last output
 
-    def __call__(self, task, **kwargs) -> dict:
+    def call(self, task, note_round: int | None = None, **kwargs) -> dict:
         start = time.perf_counter()
-        result = self.refs[task.fn.__name__] = task.fn(**kwargs)
-        self.calls.append({"stage": task.fn.__name__, "round": kwargs.get("round_index"),
+        result = task.fn(**kwargs)
+        self.calls.append({"stage": task.fn.__name__, "round": kwargs.get("round_index", note_round),
                            "seconds": time.perf_counter() - start})
         return result
 
     def seconds(self, stage: str, round_index: int | None = None) -> float:
         return sum(c["seconds"] for c in self.calls if c["stage"] == stage and (round_index is None or c["round"] == round_index))
-
-
-def _pool_stages(call: "Timed", project: str, raw: dict, p: Params) -> dict:
-    """ingest -> dedup -> embed -> semdedup; returns the semdedup artifact (ingest's is `call.refs["ingest"]`)."""
-    rows = call(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
-    deduped = call(dedup, project=project, rows=rows, previous=None, params=stage_params(p, "dedup"))
-    embeddings = call(embed, project=project, rows=deduped, params=stage_params(p, "embed"))
-    return call(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"),
-                previous=None)
 
 
 def heldout_dir(workspace: Path, name: str, path: Path) -> Path:
@@ -91,9 +76,8 @@ def heldout_dir(workspace: Path, name: str, path: Path) -> Path:
     return d
 
 
-def pool_source(workspace: Path, root: Path, name: str, pool, p: Params, call: "Timed") -> tuple[dict, dict, dict]:
-    """(the pool rounds select from, the held-out sets, what was generated or read) of one spec pool."""
-    project = str(workspace)
+def pool_source(workspace: Path, root: Path, name: str, pool, p: Params) -> tuple[Inputs, dict]:
+    """(the walk's inputs: the pool's raw file and its held-out files, what was generated or read) of one spec pool."""
     if isinstance(pool, PoolFile):
         path = (root / pool.path).resolve()
         if not path.exists():
@@ -101,48 +85,51 @@ def pool_source(workspace: Path, root: Path, name: str, pool, p: Params, call: "
         held_path = (root / pool.heldout).resolve() if pool.heldout else None
         if held_path is not None and not held_path.exists():
             raise FileNotFoundError(f"compare spec: held-out file {held_path} not found")
-        deduped = _pool_stages(call, project, Ref.of(path).to_dict(), p)
-        split = call(holdout, project=project, pool=deduped, params=stage_params(p, "holdout"),
-                     eval_files=held_path is not None)
-        selectable, held = split_refs(split)
-        heldout_ref = Ref.of(heldout_dir(workspace, name, held_path)).to_dict() if held_path else held
-        ingested = ref_json(call.refs["ingest"])
-        return selectable, heldout_ref, {"pool_rows": ingested["rows_ok"], "quarantined": ingested["quarantined"],
-                                         "rows_after_dedup": ref_json(split)["rows_in"], "source": str(path),
-                                         "heldout": str(held_path) if held_path else f"evaluation.holdout {p.evaluation.holdout}"}
+        eval_dir = heldout_dir(workspace, name, held_path) if held_path else None
+        return Inputs(str(workspace), p, raw=path, raw_eval=eval_dir), {
+            "source": str(path), "heldout": str(held_path) if held_path else f"evaluation.holdout {p.evaluation.holdout}"}
     data = workspace / "data" / name
     counts = write_demo(data, size=pool.size, seed=pool.seed, noise=pool.noise,
                         eval_per_skill=pool.eval_per_skill, skill_mix=pool.skill_mix)
-    selectable = _pool_stages(call, project, Ref.of(data / "pool.jsonl").to_dict(), p)
-    return selectable, Ref.of(data / "eval").to_dict(), counts
+    return Inputs(str(workspace), p, raw=data / "pool.jsonl", raw_eval=data / "eval"), counts
 
 
 def prepare_pool(workspace: Path, root: Path, name: str, pool, p: Params) -> dict[str, Any]:
-    """The spec pool's data and its pool stages, run once; returns the refs and the pool facts."""
-    project, call = str(workspace), Timed()
-    selectable, heldout_ref, generated = pool_source(workspace, root, name, pool, p, call)
-    base = call(base_model, project=project, params=stage_params(p, "base_model"))
-    scores = call(score_pool, project=project, pool=selectable, model=base, params=stage_params(p, "score"))
-    base_eval = call(evaluate, project=project, heldout=heldout_ref, model=base,
-                     params=stage_params(p, "evaluate"), round_index=-1)
+    """The spec pool's data and its pool stages, the base model and its evaluation, run once; returns the
+    walk's results and the pool facts."""
+    call = Timed()
+    inputs, generated = pool_source(workspace, root, name, pool, p)
+    walked = walk(STAGES, call, inputs, until="score", checks=False).results
+    walked.update(walk(STAGES, call, inputs, only=["evaluate"], checks=False, done=walked).results)
+    if isinstance(pool, PoolFile):
+        ingested = ref_json(walked["ingest"])
+        generated = {"pool_rows": ingested["rows_ok"], "quarantined": ingested["quarantined"],
+                     "rows_after_dedup": ref_json(walked["holdout"])["rows_in"], **generated}
+    selectable = selectable_pool(walked)
     labels = pool_labels(selectable)
     facts = {"description": pool.description, "generated": generated,
              "seconds": {c["stage"]: c["seconds"] for c in call.calls},
-             **pool_facts(selectable, scores, base_eval, labels, p.scoring.contrast, call.seconds("score_pool"))}
-    return {"refs": {"pool": selectable, "scores": scores, "base": base, "heldout": heldout_ref}, "facts": facts,
-            "labels": labels}
+             **pool_facts(selectable, walked["score"], walked["evaluate"][0], labels, p.scoring.contrast,
+                          call.seconds("score_pool"))}
+    return {"inputs": inputs, "results": walked, "facts": facts, "labels": labels}
+
+
+def selectable_pool(walked: dict) -> dict:
+    """The pool the rounds select from: the holdout stage's `pool` part."""
+    return checked_ref(Path(walked["holdout"]["path"]) / "pool").to_dict()
 
 
 def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, strategy: str, seed: int) -> dict[str, Any]:
     """One (strategy, seed) on one prepared pool: rounds + evaluations, and the per-round metrics."""
-    refs, labels, call = prepared["refs"], prepared["labels"], Timed()
+    results, labels, call = prepared["results"], prepared["labels"], Timed()
+    inputs = Inputs(str(workspace), p, raw=prepared["inputs"].raw, raw_eval=prepared["inputs"].raw_eval)
     start = time.perf_counter()
-    rounds = run_rounds(call, str(workspace), p, refs["pool"], refs["scores"], refs["base"], refs["heldout"])
-    evaluations = run_evaluations(call, str(workspace), p, refs["heldout"], refs["base"], [rd["train"] for rd in rounds])
+    walked = walk(STAGES, call, inputs, only=["rounds", "evaluate"], checks=False, done=results).results
+    rounds, evaluations = walked["rounds"], walked["evaluate"]
     per_round = round_metrics(rounds, evaluations[1:], labels, call)
     return {"pool": pool_name, "strategy": strategy, "seed": seed, "grad_accum": p.training.grad_accum,
             "rounds": per_round, "wall_seconds": time.perf_counter() - start,
-            "selection_cost": selection_cost(p, refs["scores"], rounds),
+            "selection_cost": selection_cost(p, results["score"], rounds),
             "final": per_round[-1]["eval"], "steps": sum(x["train"]["steps"] for x in per_round)}
 
 

@@ -40,7 +40,7 @@ def _parent_death_signal():
 def ephemeral_server() -> None:
     """Start Prefect's ephemeral API server now, in a child the kernel stops when this process dies. A no-op
     when PREFECT_API_URL names a server, when the ephemeral server is turned off, and off Linux (there, a
-    killed run leaves it: README, Known limits)."""
+    killed run leaves it: docs/known-limits.md)."""
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()

@@ -1,4 +1,4 @@
-"""Does curation help? Every strategy vs random at the same budget and optimizer steps (README, "Does curation help?").
+"""Does curation help? Every strategy vs random at the same budget and optimizer steps (docs/compare.md).
 
 Runs `curate compare` with params/compare.yaml (three demo pool variants of 1,800 rows: balanced
 low-noise, imbalanced, noisy; seven strategies; three seeds; the demo's tiny model), writes the report

@@ -18,10 +18,10 @@ start is timed once, outside the repeats. The first repeat's workers are cold (t
 transformers on the first load), as the flow's workers are on every run (the flow starts a LocalCluster
 per run); later repeats show warm workers, as on a long-lived cluster. Repeats
 interleave (a, b) and every repeat is reported: the machine is shared. The dask means must equal the
-local means bit for bit (README: Execution: scaling out), else the run stops.
+local means bit for bit (docs/execution.md), else the run stops.
 
-The flow runs its shards through Prefect's DaskTaskRunner, which needs a Prefect API server (README:
-Execution: scaling out); this benchmark measures the computation only, with a plain `distributed.Client`,
+The flow runs its shards through Prefect's DaskTaskRunner, which needs a Prefect API server
+(docs/execution.md); this benchmark measures the computation only, with a plain `distributed.Client`,
 so it needs no Prefect server.
 
 Metric `train tokens/s, 2 processes vs 1`: one training round (`curate.training.distributed.train_round`,

@@ -126,8 +126,13 @@ class ScorerFitParams(_P):
     max_nan_share: float = Field(0.1, ge=0, le=1)  # stop if more rows than this score NaN (response truncated away)
 
 
+# The selection strategies, registered once: the parameter's allowed values and the round's rules
+# (curate/selection/rounds.py) both read this tuple
+STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds")
+
+
 class SelectionParams(_P):
-    strategy: Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
+    strategy: Literal[STRATEGIES] = "iterit"  # longest, rds: baselines (docs/selection-baselines.md)
     mode: Literal["clean", "faithful"] = "clean"  # faithful: re-score the first window positions
     rounds: int = Field(3, ge=1)
     ratio: float = Field(0.1, gt=0)  # K = floor(ratio*N) per round; > 1 means an absolute count (a whole number)
@@ -162,7 +167,7 @@ TargetBatch = Annotated[int, Field(ge=1)]  # anchor (held-out) rows drawn per st
 
 
 class _Online(_P):
-    """Per-step online policy inside each round's training (README "Online selection"; docs/online-selection.md §9).
+    """Per-step online policy inside each round's training (docs/online-policies.md; docs/online-selection.md §9).
 
     One model per policy, holding the fields that policy reads; every unconfirmed detail of
     Filter-then-Weight and ADAPT is a field of its policy."""
@@ -429,3 +434,29 @@ def load_params(path: Path | str | None, overrides: Iterable[str] = ()) -> Param
         source = f"{path}" if path is not None else "default parameters"
         with_set = f" with {' '.join('--set ' + o for o in overrides)}" if overrides else ""
         raise invalid(f"{source}{with_set}: invalid parameters", e) from None
+
+
+class Declared:
+    """A stage's parameters, typed: the validated values of `Params` (with their types and models) at the paths
+    the stage declares (tasks/pipeline.py), and nothing else. `view.scoring.max_length` is an int; a wholly
+    declared section is its model (`view.training` is a TrainingParams); reading a path the stage does not
+    declare raises KeyError naming it."""
+
+    def __init__(self, model: BaseModel, present: dict[str, Any], path: str = "") -> None:
+        self._model, self._present, self._path = model, present, path
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._present:
+            raise KeyError(f"parameter {self._path}{name} is not declared by this stage: declare it in tasks/pipeline.py")
+        value, sub = getattr(self._model, name), self._present[name]
+        if isinstance(value, BaseModel) and isinstance(sub, dict) and set(sub) != set(type(value).model_fields):
+            return Declared(value, sub, f"{self._path}{name}.")
+        return value
+
+
+def declared(values: dict[str, Any]) -> Declared:
+    """The typed view of the parameters a stage was handed (`stage_params(p, name)`: a dict, so that it is
+    JSON and keys the stage's cache entry)."""
+    return Declared(Params.model_validate(values), values)

@@ -8,8 +8,12 @@ or K < 1 stops the run before the base model is built, saying which files gave h
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
+import pyarrow.parquet as pq
+
+from curate.artifacts import ref_json
 from curate.errors import UsageError
 from curate.ingest.formats import Source, count_records
 from curate.selection.iterit import BudgetTooSmall, budget_problem
@@ -68,3 +72,11 @@ def check_pool(raw: str, ingest_stats: dict, rows: dict[str, int], quarantine: s
         problem = budget_problem(n, ratio, f"the pool of {n} rows (after {', '.join(rows)})")
         if problem:
             raise BudgetTooSmall(problem)
+
+
+def check_pool_artifacts(raw: str, artifacts: dict[str, dict], ratio: float | None) -> None:
+    """`check_pool` on stage artifacts: `artifacts` is stage -> its Ref (a `rows.parquet` inside), in pipeline
+    order, ingest first (its stats and quarantine are read); the last is the pool the rounds select from."""
+    rows = {stage: pq.ParquetFile(Path(ref["path"]) / "rows.parquet").metadata.num_rows for stage, ref in artifacts.items()}
+    ingest = artifacts["ingest"]
+    check_pool(raw, ref_json(ingest), rows, str(Path(ingest["path"]) / "quarantine.parquet"), ratio)

@@ -73,6 +73,51 @@ def summary_json(p: Params, result: dict) -> dict[str, Any]:
     }
 
 
+def _round_lines(p: Params, rounds: list[dict], base_eval: dict) -> tuple[list[str], list[str]]:
+    """The summary's table (base, then a line per round) and the warnings it raises (a round short of K rows)."""
+    online = p.training.online.policy
+    lines = ["", "  round  selected  steps  train loss  held-out loss  vs base   exact match",
+             f"  base   {'':8}  {'':5}  {'':10}  {_fmt(base_eval.get('mean_loss')):>13}  {'':7}  {_fmt(base_eval.get('mean_exact_match'), '.1%'):>11}"]
+    base_loss = base_eval.get("mean_loss")
+    warnings: list[str] = []
+    for r, rd in enumerate(rounds):
+        sel, tr, ev = ref_json(rd["select"]), ref_json(rd["train"]), ref_json(rd.get("evaluate"), "metrics.json")
+        loss = ev.get("mean_loss")
+        delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
+        lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "
+                     f"{_fmt(loss):>13}  {delta:>7}  {_fmt(ev.get('mean_exact_match'), '.1%'):>11}")
+        if online != "uniform" and "fraction_kept" in tr:
+            lines.append(f"  {'':5}  online: {tr.get('rows_trained', '-')} of {sel.get('selected', '-')} rows trained, "
+                         f"{tr['fraction_kept']:.0%} of step candidates kept, total weight {_fmt(tr.get('weight_sum'), '.1f')}")
+        if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
+            warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
+                            f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate, "
+                            f"{sel.get('trained_before', 0)} trained in an earlier round)")
+    return lines, warnings
+
+
+def _where_lines(project: Path, p: Params, result: dict) -> list[str]:
+    """The summary's closing lines: DVC, MLflow, disk, Prefect, the stages executed, where to look."""
+    lineage, version = result.get("lineage") or {}, result.get("version") or {}
+    last = (lineage.get("rounds") or [{}])[-1]
+    return [
+        "",
+        f"  DVC                {'dvc.lock updated, ' if version.get('committed') else ''}status {'clean' if version.get('clean') else 'NOT clean'}"
+        f"{', pushed to ' + p.tracking.dvc_remote if version.get('pushed') else ''}",
+        f"  MLflow             experiment '{p.project.experiment}', parent run {lineage.get('parent_run_id', '-')}",
+        f"  disk added         {describe(result['disk']) if result.get('disk') else '-'}",
+        "                     (free the disk of older runs with `curate gc --keep-runs N`)",
+        f"  Prefect            flow run {result.get('flow_run_id', '-')}",
+        *stages_line(result.get("stages", [])),
+        "",
+        "  where to look:",
+        f"    mlflow ui --backend-store-uri sqlite:///{project}/.curate/mlflow.db --port 5000",
+        f"    PREFECT_HOME={project}/.curate/prefect prefect server start --host 127.0.0.1",
+        f"    curate audit checkpoint {last.get('model_uri') or last.get('run_id', '<run id>')}",
+        "",
+    ]
+
+
 def render_summary(project: Path, p: Params, result: dict) -> str:
     refs, rounds = result["refs"], result["rounds"]
     ing, ded, sco = ref_json(refs["ingest"]), ref_json(refs["dedup"]), ref_json(refs["score"])
@@ -101,23 +146,8 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
     if online != "uniform":
         lines.append(f"  online policy      {online}: every step trains on the rows it picks, with its loss weights "
                      f"(per-row weights in online_weights.parquet)")
-    lines += ["", "  round  selected  steps  train loss  held-out loss  vs base   exact match",
-              f"  base   {'':8}  {'':5}  {'':10}  {_fmt(base_eval.get('mean_loss')):>13}  {'':7}  {_fmt(base_eval.get('mean_exact_match'), '.1%'):>11}"]
-    base_loss = base_eval.get("mean_loss")
-    warnings: list[str] = []
-    for r, rd in enumerate(rounds):
-        sel, tr, ev = ref_json(rd["select"]), ref_json(rd["train"]), ref_json(rd.get("evaluate"), "metrics.json")
-        loss = ev.get("mean_loss")
-        delta = f"{loss - base_loss:+.3f}" if isinstance(loss, float) and isinstance(base_loss, float) else "-"
-        lines.append(f"  {r:<5}  {sel.get('selected', '-'):>8}  {tr.get('steps', '-'):>5}  {_fmt(tr.get('final_loss')):>10}  "
-                     f"{_fmt(loss):>13}  {delta:>7}  {_fmt(ev.get('mean_exact_match'), '.1%'):>11}")
-        if online != "uniform" and "fraction_kept" in tr:
-            lines.append(f"  {'':5}  online: {tr.get('rows_trained', '-')} of {sel.get('selected', '-')} rows trained, "
-                         f"{tr['fraction_kept']:.0%} of step candidates kept, total weight {_fmt(tr.get('weight_sum'), '.1f')}")
-        if isinstance(sel.get("k"), int) and sel.get("selected", 0) < sel["k"] and p.selection.strategy != "full":
-            warnings.append(f"round {r} selected {sel.get('selected')} of K={sel['k']} rows: only {sel.get('eligible')} eligible "
-                            f"({sel.get('ifd_ge_max', 0)} with IFD >= {p.selection.ifd_max}, {sel.get('gated_mismatch', 0)} failed the mismatch gate, "
-                            f"{sel.get('trained_before', 0)} trained in an earlier round)")
+    round_lines, warnings = _round_lines(p, rounds, base_eval)
+    lines += round_lines
     lineage, version = result.get("lineage") or {}, result.get("version") or {}
     cmp = lineage.get("compare")
     if cmp:
@@ -128,21 +158,5 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         if cmp.get("regression"):
             warnings.append(f"REGRESSION: {cmp['regression']}")
     lines += [f"  WARNING            {w}" for w in warnings]
-    last = (lineage.get("rounds") or [{}])[-1]
-    lines += [
-        "",
-        f"  DVC                {'dvc.lock updated, ' if version.get('committed') else ''}status {'clean' if version.get('clean') else 'NOT clean'}"
-        f"{', pushed to ' + p.tracking.dvc_remote if version.get('pushed') else ''}",
-        f"  MLflow             experiment '{p.project.experiment}', parent run {lineage.get('parent_run_id', '-')}",
-        f"  disk added         {describe(result['disk']) if result.get('disk') else '-'}",
-        "                     (free the disk of older runs with `curate gc --keep-runs N`)",
-        f"  Prefect            flow run {result.get('flow_run_id', '-')}",
-        *stages_line(result.get("stages", [])),
-        "",
-        "  where to look:",
-        f"    mlflow ui --backend-store-uri sqlite:///{project}/.curate/mlflow.db --port 5000",
-        f"    PREFECT_HOME={project}/.curate/prefect prefect server start --host 127.0.0.1",
-        f"    curate audit checkpoint {last.get('model_uri') or last.get('run_id', '<run id>')}",
-        "",
-    ]
+    lines += _where_lines(project, p, result)
     return "\n".join(lines)

@@ -2,11 +2,13 @@
 
 One `dvc.yaml` stage per declared stage, except the rounds: re-score, select and train run as one
 `rounds` stage (they alternate round by round). A stage's deps are the outputs of the stages it
-reads, the raw data, its declared code, its task module and the executor code that wires it; its
-params are its declared parameter paths. A test fails when the checked-in file differs.
+reads, the raw data and its code: the files its cache key hashes (tasks/code.py, the import graph of
+its task module); its params are its declared parameter paths. A test fails when the checked-in file
+differs.
 """
 from __future__ import annotations
 
+from tasks.code import stage_code
 from tasks.pipeline import SPECS, StageSpec, groups
 
 HEADER = """\
@@ -16,7 +18,6 @@ HEADER = """\
 # `dvc repro` is a no-op. Each cmd reuses the content store, so re-running a stage whose inputs and
 # params are unchanged only re-publishes its output.
 """
-EXECUTOR = {"rounds": ("flows/steps.py",), "evaluate": ("flows/steps.py",)}  # the round loop, the per-checkpoint loop
 RAW = "data/raw"  # raw.dir; the held-out files (raw.eval_dir) live under it by default
 
 
@@ -29,7 +30,7 @@ def _params(paths: list[str]) -> list[str]:
     return [p for p in paths if not any(p.startswith(q + ".") for q in paths if q != p)]
 
 
-def _deps(name: str, members: list[StageSpec], with_code: bool) -> list[str]:
+def _deps(members: list[StageSpec], with_code: bool) -> list[str]:
     deps = []
     for m in members:
         for i in m.inputs:
@@ -38,9 +39,7 @@ def _deps(name: str, members: list[StageSpec], with_code: bool) -> list[str]:
             elif SPECS[i].output and SPECS[i].output != members[0].output:
                 deps.append(SPECS[i].output)
     if with_code:
-        for m in members:
-            deps += list(m.code) + [m.task_module]
-        deps += list(EXECUTOR.get(name, ()))
+        deps += sorted({f for m in members for f in stage_code(m.task_module)})
     return _unique(deps)
 
 
@@ -57,7 +56,7 @@ def render(with_code: bool = True, params_file: str = "params/default.yaml") -> 
                      "# keys hold code digests), not by `dvc status`.")
     lines.append("stages:")
     for name, members in groups().items():
-        deps = _deps(name, members, with_code)
+        deps = _deps(members, with_code)
         params = _params(_unique(p for m in members for p in m.params + m.when))
         out = members[0].output
         outs = f"[{{{out}: {{persist: true}}}}]" if any(m.persist for m in members) else f"[{out}]"

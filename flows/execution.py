@@ -1,5 +1,5 @@
-"""Where a run computes (the `execution` parameters): in this process, or on Dask or Ray workers (README:
-Execution).
+"""Where a run computes (the `execution` parameters): in this process, or on Dask or Ray workers
+(docs/execution.md); `Prefect`, the flow's executor (tasks/executor.py).
 
 A worker runs its Prefect task against the flow's Prefect API: without a real server every worker
 would start its own ephemeral one on the same SQLite file, so a non-local runner needs `curate server`
@@ -7,9 +7,15 @@ would start its own ephemeral one on the same SQLite file, so a non-local runner
 """
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
+
+from curate.seal import check_ref
+from tasks.caching import REGISTRY, is_ref
+from tasks.executor import calls
 
 # Ray puts Unix sockets at <temp dir>/session_<date>_<time>_<pid>/sockets/plasma_store (about 65 more
 # characters), and a socket path stops at 107 bytes
@@ -67,3 +73,63 @@ def ray_temp_dir() -> str:
     `.curate/tmp`) when the path leaves room for Ray's socket names, else /tmp/ray-<uid>."""
     inside = Path(tempfile.gettempdir()) / "ray"
     return str(inside) if len(str(inside)) <= RAY_TEMP_MAX else f"/tmp/ray-{os.getuid()}"
+
+
+class Prefect:
+    """The flow's executor: stages as Prefect tasks, noting per call whether it executed or came from the cache.
+
+    A call executed when Prefect ran it and its content-store entry did not exist before (a Prefect
+    cache miss whose entry exists computes nothing). If a cached result points at an artifact that no
+    longer exists, the stage is recomputed; if its bytes differ from its store entry's seal, the run stops
+    (CorruptArtifact) before anything reads them. `map` runs in this process (execution.runner local) or on
+    the Dask or Ray task runner, opened once for the flow run (`opened`)."""
+
+    def __init__(self, execution) -> None:
+        self.execution = execution
+        self.shards = execution.shards
+        self.calls: list[dict] = []
+        self._runner = None
+
+    def opened(self) -> ExitStack:
+        """A context in which a Dask or Ray task runner is open for every `map` (nothing for runner local)."""
+        stack = ExitStack()
+        if self.execution.runner != "local":
+            self._runner = stack.enter_context(task_runner(self.execution))
+            stack.callback(setattr, self, "_runner", None)
+        return stack
+
+    def call(self, task, note_round: int | None = None, **kwargs):
+        """`task(**kwargs)`; `note_round`: the round to note for a task that takes no `round_index` (a shard)."""
+        stage = REGISTRY.get(task.name)
+        arguments = inspect.signature(task.fn).bind(**kwargs)
+        arguments.apply_defaults()  # a task keys on locals(), defaults included
+        stored = stage is not None and stage.is_stored(arguments.arguments)
+        state = task(**kwargs, return_state=True)
+        result = state.result()
+        if isinstance(result, dict) and "path" in result and not Path(result["path"]).exists():
+            state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
+            result, stored = state.result(), False
+        if state.name == "Cached" and is_ref(result):
+            check_ref(result)  # a cached Ref's bytes are checked against its entry's seal before anything reads them
+        self._note(task, kwargs, state.name != "Cached" and not stored, result, note_round)
+        return result
+
+    def _note(self, task, kwargs: dict, executed: bool, result, note_round: int | None = None) -> None:
+        self.calls.append({"stage": task.name, "round": kwargs.get("round_index", note_round), "executed": executed,
+                           "digest": result.get("digest") if isinstance(result, dict) else None})
+
+    def map(self, task, mapped: dict[str, list], note_round: int | None = None, **constant) -> list:
+        """`task` once per position of the `mapped` argument lists (the others `constant`)."""
+        from prefect.utilities.annotations import unmapped
+
+        each = calls(mapped, constant)
+        if self._runner is None:
+            return [self.call(task, note_round, **kw) for kw in each]
+        stored = [REGISTRY[task.name].is_stored(kw) for kw in each]
+        # Prefect's cache is bypassed: the store decides (a stored entry costs a key and a digest on the worker)
+        futures = self._runner.map(task.with_options(refresh_cache=True),
+                                   {**{k: unmapped(v) for k, v in constant.items()}, **mapped})
+        results = [future.result() for future in futures]
+        for kw, was_stored, result in zip(each, stored, results):
+            self._note(task, kw, not was_stored, result, note_round)
+        return results

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.artifacts import TIMINGS, Ref, digest, write_json
+from curate.config import declared
 from curate.seal import sealed_entry
 from curate.models import smollm2
 from curate.progress import Progress
@@ -43,36 +44,37 @@ def resolve_external(source: str) -> Path:
 
 @STAGE.task()
 def base_model(project: str, params: dict) -> dict:
-    p = params["base_model"]
-    if p["source"] == smollm2.NAME:
+    v = declared(params)
+    p = v.base_model
+    if p.source == smollm2.NAME:
         path = smollm2.provision()
         return Ref(str(path), smollm2.model_digest(path)).to_dict()
-    if p["source"] != "tiny":
-        path = resolve_external(p["source"])
+    if p.source != "tiny":
+        path = resolve_external(p.source)
         return Ref(str(path), digest(path)).to_dict()
     out = STAGE.out(project, {"project": project, "params": params})
     if not out.exists():
         from curate.demo.pool import pretrain_prose, pretrain_rows
         from curate.models.pretrain import build_base_model
 
-        pre = p["pretrain"]
-        rows = pretrain_rows(pre["corpus_rows"], seed=pre["corpus_seed"])
-        prose = pretrain_prose(pre["corpus_rows"] // 4, seed=pre["corpus_seed"] + 1)
+        pre = p.pretrain
+        rows = pretrain_rows(pre.corpus_rows, seed=pre.corpus_seed)
+        prose = pretrain_prose(pre.corpus_rows // 4, seed=pre.corpus_seed + 1)
         with sealed_entry(out) as tmp:
             stats = build_base_model(
                 tmp / "model",
                 rows=rows,
                 prose=prose,
-                system_prompt=params["scoring"]["system_prompt"],
-                vocab_size=p["vocab_size"],
+                system_prompt=v.scoring.system_prompt,
+                vocab_size=p.vocab_size,
                 model_kwargs=dict(
-                    hidden_size=p["hidden_size"], num_layers=p["num_layers"], num_heads=p["num_heads"],
-                    intermediate_size=p["intermediate_size"], max_positions=p["max_positions"],
+                    hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
+                    intermediate_size=p.intermediate_size, max_positions=p.max_positions,
                 ),
                 pretrain_kwargs=dict(
-                    steps=pre["steps"], batch_size=pre["batch_size"], seq_len=pre["seq_len"], lr=pre["lr"],
+                    steps=pre.steps, batch_size=pre.batch_size, seq_len=pre.seq_len, lr=pre.lr,
                 ),
-                seed=params["project"]["seed"],
+                seed=v.project.seed,
                 progress=Progress("pretrain base", "tokens"),
             )
             timing = ("wall_s", "tokens_per_s")

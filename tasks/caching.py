@@ -1,9 +1,10 @@
 """Content-keyed stage caching (docs/architecture.md §4).
 
 A stage's cache key = stage name + the content digests of its input artifacts + the values of the
-parameter paths it declares (tasks/pipeline.py) + a code version: the digest of the source files of the library modules it calls (Prefect's
-TASK_SOURCE alone hashes only the task's own lines and misses helpers; INPUTS hashes a Path by its
-name; the default policy includes the run id). The same key names the stage's output directory in the
+parameter paths it declares (tasks/pipeline.py) + a code version: the digest of the files its task module
+imports, transitively, inside curate/ and tasks/ (tasks/code.py; Prefect's TASK_SOURCE alone hashes only
+the task's own lines and misses helpers; INPUTS hashes a Path by its name; the default policy includes
+the run id). The same key names the stage's output directory in the
 content store `.curate/store/<stage>/<key>/`, which is written once, atomically, and never modified,
 so a cache hit always points at the right bytes. `flows/` publish store entries into `data/` for DVC.
 """
@@ -22,6 +23,7 @@ from prefect.serializers import JSONSerializer
 from curate.artifacts import Ref, text_digest
 from curate.env import state_dir
 from curate.seal import checked_ref
+from tasks.code import stage_code
 from tasks.pipeline import StageSpec, pick, spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +113,8 @@ class Stage:
 
     @property
     def all_code(self) -> tuple[str, ...]:
-        return tuple(self.spec.code) + (self.spec.task_module, "tasks/caching.py")
+        """The files its key hashes: its task module's import graph (the same list is its `dvc.yaml` deps)."""
+        return stage_code(self.spec.task_module)
 
     def key(self, arguments: dict[str, Any]) -> str:
         args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.artifacts import atomic_path, iter_batches, write_json, write_parquet
+from curate.config import declared
 from curate.dedup import DedupSettings, dedup_batches
 from curate.dedup.incremental import (ID_COLUMNS, INDEX_DIR, KEPT_FILE, REMOVED_FILE, TEXT_COLUMNS,
                                       previous_from_artifact)
@@ -37,6 +38,7 @@ from curate.dedup.report import plot_cluster_sizes
 from curate.schema import ROWS
 from curate.seal import sealed_entry
 from tasks.caching import Stage, note_pid
+from tasks.pipeline import pick
 from tasks.previous import previous_artifact, remember, usable_previous, write_lineage
 
 STAGE = Stage("dedup", ignore=("shards",))  # the shards' signatures: the ones dedup would compute
@@ -46,10 +48,10 @@ BATCH_ROWS = 65_536
 
 def settings_of(params: dict) -> DedupSettings:
     """DedupSettings from the params slice {"dedup": {...}}."""
-    exact, near = params["dedup"]["exact"], params["dedup"]["near"]
-    return DedupSettings(exact=exact["enabled"], casefold=exact["casefold"], keep=exact["keep"], near=near["enabled"],
-                         num_perm=near["num_perm"], ngram=near["ngram"], threshold=near["threshold"], seed=near["seed"],
-                         verify=near["verify"])
+    exact, near = declared(params).dedup.exact, declared(params).dedup.near
+    return DedupSettings(exact=exact.enabled, casefold=exact.casefold, keep=exact.keep, near=near.enabled,
+                         num_perm=near.num_perm, ngram=near.ngram, threshold=near.threshold, seed=near.seed,
+                         verify=near.verify)
 
 
 def previous_dedup(project: str, rows: dict, params: dict) -> dict | None:
@@ -112,3 +114,19 @@ def write_kept(source: Path, keep: np.ndarray, path: Path) -> Path:
                 writer.write_batch(batch.filter(pa.array(keep[offset : offset + batch.num_rows])).cast(ROWS))
                 offset += batch.num_rows
     return path
+
+
+def with_previous(arguments: dict) -> dict:
+    """The call's arguments plus the earlier dedup artifact to deduplicate against (`previous_dedup`)."""
+    return {**arguments, "previous": previous_dedup(arguments["project"], arguments["rows"], arguments["params"])}
+
+
+def step(run, arguments: dict) -> dict:
+    """The dedup stage through executor `run`; with `run.shards` > 1 and near dedup on, its MinHash signatures
+    computed shard by shard by `minhash_shard` (each cached on its own), looked up by `dedup`."""
+    if run.shards == 1 or not declared(arguments["params"]).dedup.near.enabled or STAGE.is_stored(arguments):
+        return run.call(dedup, **arguments)
+    results = run.map(minhash_shard, {"shard": list(range(run.shards))}, project=arguments["project"],
+                      rows=arguments["rows"], params=pick(arguments["params"], SHARD.spec.params),
+                      previous=arguments["previous"], shards=run.shards)
+    return run.call(dedup, **arguments, shards=results)

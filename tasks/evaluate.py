@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.artifacts import write_json
+from curate.config import declared
 from curate.seal import sealed_entry
 from curate.evaluation.heldout import evaluate as evaluate_model
 from curate.evaluation.sets import heldout_sets
@@ -19,13 +20,22 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
     out = STAGE.out(project, locals())
     if not out.exists():
         note_pid(STAGE.name)
-        e, bm = params["evaluation"], params["base_model"]
-        sets = heldout_sets(Path(heldout["path"]), e["max_rows_per_skill"], e["anchor_rows"])
-        lm, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
-                                       chat_template=bm["chat_template"])
-        metrics = evaluate_model(lm, tokenizer, sets, system_prompt=params["scoring"]["system_prompt"],
-                                 max_length=params["scoring"]["max_length"], batch_tokens=e["batch_tokens"],
-                                 response_share=params["scoring"]["response_share"], exact_match=e["exact_match"])
+        v = declared(params)
+        e, bm, s = v.evaluation, v.base_model, v.scoring
+        sets = heldout_sets(Path(heldout["path"]), e.max_rows_per_skill, e.anchor_rows)
+        lm, tokenizer = load_causal_lm(model_path(model), dtype=bm.dtype, trust_remote_code=bm.trust_remote_code,
+                                       chat_template=bm.chat_template)
+        metrics = evaluate_model(lm, tokenizer, sets, system_prompt=s.system_prompt,
+                                 max_length=s.max_length, batch_tokens=e.batch_tokens,
+                                 response_share=s.response_share, exact_match=e.exact_match)
         with sealed_entry(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
     return STAGE.ref(out)
+
+
+def step(run, arguments: dict) -> list[dict]:
+    """Held-out metrics of the base model and of every round's checkpoint (`checkpoints`): [base, round 0, ...],
+    mapped by executor `run` (on Dask or Ray workers with execution.runner dask or ray)."""
+    models = [arguments["model"]] + list(arguments["checkpoints"] or [])
+    return run.map(evaluate, {"model": models, "round_index": list(range(-1, len(models) - 1))},
+                   project=arguments["project"], heldout=arguments["heldout"], params=arguments["params"])

@@ -14,8 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.artifacts import digest, write_json, write_parquet
+from curate.config import declared
 from curate.seal import checked_ref, sealed_entry
 from curate.evaluation.split import KIND, holdout_mask
+from curate.pool_checks import check_pool_artifacts
+from curate.scoring.fit import pool_warnings
 from tasks.caching import Stage
 
 STAGE = Stage("holdout")
@@ -26,7 +29,7 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
     """`eval_files`: does raw.eval_dir hold the held-out sets? Then nothing is split off (share 0)."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        share = 0.0 if eval_files else params["evaluation"]["holdout"]
+        share = 0.0 if eval_files else declared(params).evaluation.holdout
         table = pq.read_table(Path(pool["path"]) / "rows.parquet")
         mask = pa.array(holdout_mask(table["row_id"].to_pylist(), share))
         kept, held = table.filter(pc.invert(mask)), table.filter(mask)
@@ -45,3 +48,17 @@ def holdout(project: str, pool: dict, params: dict, eval_files: bool) -> dict:
 def split_refs(ref: dict) -> tuple[dict, dict]:
     """(pool, held-out rows) of a holdout artifact, as Refs of its two parts."""
     return checked_ref(Path(ref["path"]) / "pool").to_dict(), checked_ref(Path(ref["path"]) / "heldout").to_dict()
+
+
+def eval_files(arguments: dict) -> dict:
+    """`eval_files`: the held-out files' Ref (None without any) -> whether there are any."""
+    return {**arguments, "eval_files": arguments["eval_files"] is not None}
+
+
+def check(p, value) -> list[str]:
+    """Stop before the base model is built when no row is left, or when selection.ratio gives no row per round
+    (curate/pool_checks.py); warn when the base model does not know this pool."""
+    pool = value("holdout/pool")
+    artifacts = {"ingest": value("ingest"), "dedup": value("dedup"), "semdedup": value("semdedup"), "holdout": pool}
+    check_pool_artifacts(p.raw.dir, artifacts, p.selection.ratio if p.selection.strategy != "full" else None)
+    return pool_warnings(pool["path"], p.base_model.source)

@@ -1,12 +1,19 @@
-"""The pipeline, declared once: every stage's inputs, the parameters it reads, its code and its output.
-
-Everything else is derived from this table:
+"""The pipeline, declared once: every stage's inputs, how they are passed, the parameters it reads and
+its output. The walker (flows/walk.py) executes this table in order; everything else derives from it:
 - a stage's cache key (tasks/caching.py): the values of exactly the declared parameter paths, the
-  digests of its inputs and the digest of its declared code;
-- the parameters each executor hands to a stage (`stage_params`): the Prefect flow
-  (flows/curate_run.py), the one-stage commands of `dvc repro` (flows/stages.py) and the comparison
-  runner all call the stages with `stage_params(p, name)`, nothing else;
-- `dvc.yaml` (`curate dvc-yaml`; a test fails when the checked-in file differs).
+  digests of its inputs and the digest of its code (tasks/code.py: its task module's import graph);
+- the parameters every executor hands a stage (`stage_params`): the Prefect flow, `curate stage X`
+  (the commands of `dvc repro`) and `curate compare` are three walks of this table;
+- `dvc.yaml` (`curate dvc-yaml`; a test fails when the checked-in file differs), the `data/` layout
+  (`LAYOUT`), the stages `record` logs, and the stage modules the import contract keeps independent.
+
+A stage's binding: its task (`task` in `tasks/<module>`), where each argument comes from (`args`:
+argument -> source), and the optional hooks of its task module: `bind` (further arguments from those),
+`step` (how it runs through an executor: shards, one call per model) and `check` (run after it: stops
+the run with the cause and the fix, or returns warnings). A source is an earlier stage's name, a
+sub-directory of its artifact (`holdout/pool`), `raw` / `raw_eval` (the user's files; `raw_eval` is
+None without held-out files), `*` (every artifact of the walk so far), `run` (the flow run's identity)
+or `a|b` (the first of them that is not None).
 
 A stage that reads a parameter it does not declare fails with a KeyError: the parameters it gets hold
 only the declared paths. Pure data (no imports of the stages), so every layer may read it.
@@ -14,7 +21,7 @@ See docs/architecture.md §2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -23,82 +30,88 @@ class StageSpec:
     name: str
     inputs: tuple[str, ...]  # artifacts of earlier stages (stage names), or "raw" / "raw_eval" (the user's files)
     params: tuple[str, ...]  # dotted parameter paths (a section, a sub-section or a field) the stage reads
-    code: tuple[str, ...]  # the library code its output depends on (files or packages)
     output: str | None  # where `data/` publishes it (a `dvc.yaml` out); None: not published
     module: str = ""  # the task module, when it is not tasks/<name>.py
     group: str = ""  # the `dvc.yaml` stage that runs it, when it is not a stage of its own (the rounds)
     when: tuple[str, ...] = ()  # parameters read only under some settings, handed over as arguments (see `note`)
     persist: bool = False  # dvc.yaml `persist`: the previous output stays (incremental stages)
     note: str = ""
+    # the binding: what the walker calls and with what
+    task: str = ""  # the task function in the task module (default: the stage's name)
+    args: dict[str, str] = field(default_factory=dict)  # argument -> source (see the module docstring)
+    bind: str = ""  # a function of the task module: (arguments) -> the task's arguments
+    step: str = ""  # a function of the task module: (executor, arguments) -> result; default: one call
+    check: str = ""  # a function of the task module: (params, value) -> warnings, run after the stage
+    part_of: str = ""  # a shard stage: the stage whose step maps it (not walked on its own)
+    logged: bool = False  # `record` logs its stats.json as a nested MLflow run
 
     @property
     def task_module(self) -> str:
         return self.module or f"tasks/{self.name}.py"
 
+    @property
+    def import_name(self) -> str:
+        return self.task_module[: -len(".py")].replace("/", ".")
 
-CHAT = ("curate/models/chat.py", "curate/models/truncation.py", "curate/models/loading.py")
+    @property
+    def unit(self) -> str:
+        """The walker's step (and `dvc.yaml` stage) that runs this stage: its group, or itself."""
+        return self.group or self.part_of or self.name
+
+
 LOAD = ("base_model.dtype", "base_model.trust_remote_code", "base_model.chat_template")
 TINY = ("base_model.source", "base_model.vocab_size", "base_model.hidden_size", "base_model.num_layers",
         "base_model.num_heads", "base_model.intermediate_size", "base_model.max_positions", "base_model.pretrain")
+HELDOUT = "raw_eval|holdout/heldout"  # the held-out sets: the user's files, else the rows the holdout stage split off
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", inputs=("raw",), params=("ingest.max_bytes",),
-              code=("curate/ingest", "curate/schema.py", "curate/artifacts.py"), output="data/ingest"),
-    StageSpec("dedup", inputs=("ingest",), params=("dedup.exact", "dedup.near"),
-              code=("curate/dedup", "curate/schema.py", "tasks/previous.py"), output="data/dedup", persist=True,
+    StageSpec("ingest", inputs=("raw",), params=("ingest.max_bytes",), output="data/ingest", logged=True,
+              args={"raw": "raw"}, check="check"),
+    StageSpec("dedup", inputs=("ingest",), params=("dedup.exact", "dedup.near"), output="data/dedup", persist=True,
+              logged=True, args={"rows": "ingest"}, bind="with_previous", step="step",
               note="dedup.semantic is the semdedup stage's: changing it does not re-run this one"),
-    StageSpec("minhash_shard", inputs=("ingest", "dedup"), params=("dedup.exact", "dedup.near"),
-              code=("curate/dedup", "curate/schema.py", "curate/artifacts.py", "tasks/previous.py"), output=None,
-              module="tasks/dedup.py",
+    StageSpec("minhash_shard", inputs=("ingest", "dedup"), params=("dedup.exact", "dedup.near"), output=None,
+              module="tasks/dedup.py", part_of="dedup",
               note="the MinHash signatures of one contiguous group of the rows dedup will examine "
                    "(execution.shards > 1, dedup.near on); dedup looks them up"),
-    StageSpec("embed", inputs=("dedup",), params=("embed",), code=("curate/embed", "curate/schema.py"),
-              output="data/embed"),
-    StageSpec("embed_shard", inputs=("dedup",), params=("embed",), code=("curate/embed", "curate/sharding.py"),
-              output=None, module="tasks/embed.py",
+    StageSpec("embed", inputs=("dedup",), params=("embed",), output="data/embed", logged=True, args={"rows": "dedup"},
+              step="step"),
+    StageSpec("embed_shard", inputs=("dedup",), params=("embed",), output=None, module="tasks/embed.py", part_of="embed",
               note="one contiguous group of the embed stage's batches (execution.shards > 1); embed merges them"),
-    StageSpec("semdedup", inputs=("dedup", "embed"), params=("dedup.semantic",),
-              code=("curate/dedup/semantic.py", "curate/dedup/exact.py", "curate/schema.py", "tasks/previous.py"),
-              output="data/semdedup", persist=True),
-    StageSpec("holdout", inputs=("semdedup", "raw_eval"), params=("evaluation.holdout",),
-              code=("curate/evaluation/split.py",), output="data/holdout",
+    StageSpec("semdedup", inputs=("dedup", "embed"), params=("dedup.semantic",), output="data/semdedup", persist=True,
+              logged=True, args={"rows": "dedup", "embeddings": "embed"}, bind="with_previous"),
+    StageSpec("holdout", inputs=("semdedup", "raw_eval"), params=("evaluation.holdout",), output="data/holdout",
+              logged=True, args={"pool": "semdedup", "eval_files": "raw_eval"}, bind="eval_files", check="check",
               note="no split (share 0) when raw.eval_dir holds held-out files"),
     StageSpec("base_model", inputs=(), params=TINY + ("scoring.system_prompt", "project.seed"),
-              code=("curate/models", "curate/demo"), output="data/models/base",
+              output="data/models/base",
               note="the tiny model's settings only: how the model is loaded (base_model.dtype, ...) is its readers'"),
-    StageSpec("score", inputs=("holdout", "base_model"), params=("scoring",) + LOAD,
-              code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/score"),
-    StageSpec("score_shard", inputs=("holdout", "base_model", "train"), params=LOAD,
-              code=("curate/scoring",) + CHAT + ("curate/schema.py",), output=None, module="tasks/score.py",
+    StageSpec("score", inputs=("holdout", "base_model"), params=("scoring",) + LOAD, output="data/score", logged=True,
+              task="score_pool", args={"pool": "holdout/pool", "model": "base_model"}, step="step", check="check"),
+    StageSpec("score_shard", inputs=("holdout", "base_model", "train"), params=LOAD, output=None, module="tasks/score.py",
+              part_of="score",
               note="one contiguous group of the planned batches of the score stage or of a round's re-scoring "
                    "(execution.shards > 1): keyed by the plan's digest (which holds the scoring parameters) and the model's"),
-    StageSpec("rescore", inputs=("holdout", "train", "select"), params=("scoring",) + LOAD,
-              code=("curate/scoring",) + CHAT + ("curate/schema.py",), output="data/rounds",
+    StageSpec("rescore", inputs=("holdout", "train", "select"), params=("scoring",) + LOAD, output="data/rounds",
               module="tasks/score.py", group="rounds"),
     StageSpec("ranking", inputs=("holdout", "base_model", "raw_eval"),
               params=("selection.strategy", "evaluation.anchor_rows", "scoring.system_prompt", "scoring.max_length",
                       "scoring.response_share", "scoring.batch_tokens") + LOAD,
-              code=("curate/selection/rds.py", "curate/scoring/ifd.py", "curate/evaluation/sets.py",
-                    "curate/evaluation/split.py", "curate/ingest") + CHAT,
               output="data/rounds", group="rounds",
               note="runs only for selection.strategy longest or rds, once before round 0"),
     StageSpec("select", inputs=("holdout", "score", "rescore", "select", "base_model", "ranking"),
-              params=("selection", "project.seed"),
-              code=("curate/selection", "curate/scoring/misalignment.py", "curate/models/loading.py"), output="data/rounds",
-              group="rounds"),
+              params=("selection", "project.seed"), output="data/rounds", group="rounds"),
     StageSpec("train", inputs=("holdout", "select", "base_model", "train", "raw_eval"),
               params=("training", "scoring.system_prompt", "project.seed", "base_model.chat_template"),
-              code=("curate/training", "curate/selection") + CHAT + ("curate/scoring/ifd.py", "curate/ingest",
-                                                                    "curate/evaluation/sets.py", "curate/evaluation/split.py"),
               output="data/rounds", group="rounds", when=("evaluation.anchor_rows",),
               note="evaluation.anchor_rows only when the online policy draws anchors from the held-out rows"),
     StageSpec("evaluate", inputs=("holdout", "raw_eval", "base_model", "train"),
               params=("evaluation.max_rows_per_skill", "evaluation.anchor_rows", "evaluation.batch_tokens",
                       "evaluation.exact_match", "scoring.system_prompt", "scoring.max_length", "scoring.response_share") + LOAD,
-              code=("curate/evaluation", "curate/ingest") + CHAT + ("curate/scoring/ifd.py",), output="data/eval"),
+              output="data/eval", args={"heldout": HELDOUT, "model": "base_model", "checkpoints": "train"}, step="step"),
     StageSpec("record", inputs=("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "ranking", "select",
                                 "train", "evaluate"),
-              params=("*",), code=("curate/tracking",), output=None,
+              params=("*",), output=None, args={"artifacts": "*", "run": "run"}, bind="arguments",
               note="every parameter: the MLflow run records them all (tracking and schedule included)"),
 )
 SPECS: dict[str, StageSpec] = {s.name: s for s in STAGES}
@@ -135,6 +148,14 @@ def stage_params(p, name: str) -> dict[str, Any]:
     return pick(p.model_dump(mode="json"), spec(name).params)
 
 
+def units(specs=STAGES) -> dict[str, list[StageSpec]]:
+    """The walker's steps in order -> the declared stages each one runs (a group's members, a stage and its shards)."""
+    out: dict[str, list[StageSpec]] = {}
+    for s in specs:
+        out.setdefault(s.unit, []).append(s)
+    return out
+
+
 def groups() -> dict[str, list[StageSpec]]:
     """`dvc.yaml` stages -> the declared stages each one runs (record is not a `dvc.yaml` stage)."""
     out: dict[str, list[StageSpec]] = {}
@@ -142,3 +163,6 @@ def groups() -> dict[str, list[StageSpec]]:
         if s.output is not None:
             out.setdefault(s.group or s.name, []).append(s)
     return out
+
+
+LAYOUT: dict[str, str] = {name: members[0].output for name, members in groups().items()}  # step -> its data/ path

@@ -14,7 +14,7 @@ from pathlib import Path
 from curate.artifacts import digest, read_json, write_json
 from curate.seal import checked_ref
 from curate.env import state_dir
-from tasks.publish import LAYOUT
+from tasks.pipeline import LAYOUT
 
 LINEAGE_FILE = "lineage.json"
 log = logging.getLogger("curate.dedup")

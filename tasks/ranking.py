@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from transformers import AutoTokenizer
 
 from curate.artifacts import TIMINGS, write_json, write_parquet
+from curate.config import declared
 from curate.seal import sealed_entry
 from curate.evaluation.sets import anchor_set
 from curate.models.loading import load_causal_lm, model_path
@@ -37,21 +38,22 @@ def response_tokens(tokenizer, rows: list[dict]) -> list[int]:
 def rank_pool(project: str, pool: dict, model: dict, heldout: dict | None, params: dict) -> dict:
     out = STAGE.out(project, locals())
     if not out.exists():
-        strategy, s, bm = params["selection"]["strategy"], params["scoring"], params["base_model"]
+        v = declared(params)
+        strategy, s, bm = v.selection.strategy, v.scoring, v.base_model
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
         start = time.perf_counter()
         if strategy == "longest":  # the tokenizer alone: no weights to load
-            tokenizer = AutoTokenizer.from_pretrained(model_path(model), trust_remote_code=bm["trust_remote_code"])
+            tokenizer = AutoTokenizer.from_pretrained(model_path(model), trust_remote_code=bm.trust_remote_code)
             key, stats = response_tokens(tokenizer, rows), {"forward_tokens": 0, "target_rows": 0}
         elif strategy == "rds":
-            targets = anchor_set(Path(heldout["path"]), params["evaluation"]["anchor_rows"]) if heldout else []
+            targets = anchor_set(Path(heldout["path"]), v.evaluation.anchor_rows) if heldout else []
             if not targets:
                 raise ValueError("selection.strategy rds needs target rows: the last evaluation.anchor_rows rows of "
                                  "every held-out set; set evaluation.anchor_rows > 0 and give held-out rows")
-            loaded, tokenizer = load_causal_lm(model_path(model), dtype=bm["dtype"],
-                                               trust_remote_code=bm["trust_remote_code"], chat_template=bm["chat_template"])
-            embed = dict(system_prompt=s["system_prompt"], max_length=s["max_length"],
-                         response_share=s["response_share"], batch_tokens=s["batch_tokens"])
+            loaded, tokenizer = load_causal_lm(model_path(model), dtype=bm.dtype,
+                                               trust_remote_code=bm.trust_remote_code, chat_template=bm.chat_template)
+            embed = dict(system_prompt=s.system_prompt, max_length=s.max_length,
+                         response_share=s.response_share, batch_tokens=s.batch_tokens)
             pool_e = embed_rows(loaded, tokenizer, rows, progress=Progress("rds: embed pool", "rows"), **embed)
             target_e = embed_rows(loaded, tokenizer, targets, **embed)
             key = rds_scores(pool_e.vectors, target_e.vectors).tolist()

@@ -9,11 +9,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from curate.artifacts import digest, ref_json
+from curate.config import declared
 from curate.disk_usage import describe
 from curate.env import mlflow_artifact_root
 from curate.progress import Progress
 from curate.tracking.mlflow_tracking import RoundRecord
-from tasks.caching import Stage
+from tasks.caching import Stage, is_ref
+from tasks.pipeline import STAGES
 from tasks.publish import LAYOUT, NOT_PUBLISHED
 from tasks.retry import RETRY
 
@@ -23,6 +25,24 @@ STAGE = Stage("record", ignore=("flow_run_id",))
 def git_commit(project: str) -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def arguments(arguments: dict) -> dict:
+    """record's arguments from the walk's `artifacts` (step -> result) and the flow `run`'s identity
+    (flow_run_id, params_file, overrides, dvc_lock): every single artifact by its stage, the base model's
+    evaluation as `evaluate_base`, and per round its stages' artifacts with the round's evaluation."""
+    rest = {k: v for k, v in arguments.items() if k not in ("artifacts", "run")}
+    refs, rounds = lineage_inputs(arguments["artifacts"])
+    return {**rest, "refs": refs, "rounds": rounds, **arguments["run"]}
+
+
+def lineage_inputs(artifacts: dict) -> tuple[dict, list[dict]]:
+    """(every single artifact by its stage, with the base model's evaluation as `evaluate_base`; per round its
+    stages' artifacts and its evaluation) of a walk's results."""
+    evaluations = artifacts["evaluate"]
+    refs = {name: ref for name, ref in artifacts.items() if is_ref(ref)}
+    rounds = [{**rd, "evaluate": ev} for rd, ev in zip(artifacts["rounds"], evaluations[1:])]
+    return {**refs, "evaluate_base": evaluations[0]}, rounds
 
 
 @STAGE.task(**RETRY)  # MLflow's store briefly unreachable: retried with backoff
@@ -47,7 +67,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
             eval_metrics=ref_json(r["evaluate"], "metrics.json"),
             stats={**ref_json(r["select"]), **{f"train.{k}": v for k, v in ref_json(r["train"]).items()}},
         ))
-    stages = {name: ref_json(refs.get(name)) for name in ("ingest", "dedup", "embed", "semdedup", "holdout", "score")}
+    stages = {s.name: ref_json(refs.get(s.name)) for s in STAGES if s.logged}
     artifacts = {
         "quarantine": Path(refs["ingest"]["path"]) / "quarantine.parquet",
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
@@ -60,7 +80,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     if (Path(project) / "data.dvc").is_file():  # the raw pool's version: `curate audit verify` checks its objects
         artifacts["dvc/raw"] = Path(project) / "data.dvc"
     tags = {"prefect.flow_run_id": flow_run_id, "git_commit": git_commit(project),
-            "curate.strategy": params["selection"]["strategy"], "curate.params_file": params_file,
+            "curate.strategy": declared(params).selection.strategy, "curate.params_file": params_file,
             "curate.overrides": json.dumps(overrides or [])}
     artifact_refs = {**refs, **{f"round{i}.{part}": ref for i, r in enumerate(rounds) for part, ref in r.items() if ref}}
     tags.update({f"curate.digest.{k}": v["digest"] for k, v in artifact_refs.items() if v})
@@ -78,12 +98,12 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
     if stages["score"].get("warning"):  # the scorer-fit check failed: say it where people look
         tags["curate.warning.scorer_fit"] = stages["score"]["warning"]
     return mlflow_tracking.record(
-        experiment=params["project"]["experiment"], artifact_root=mlflow_artifact_root(project),
-        run_name=f"curate {params['selection']['strategy']}", tags=tags, params=params,
+        experiment=declared(params).project.experiment, artifact_root=mlflow_artifact_root(project),
+        run_name=f"curate {declared(params).selection.strategy}", tags=tags, params=params,
         metrics={name: s for name, s in stages.items()}, artifacts=artifacts, stages=stages,
         rounds=round_records, base_eval=ref_json(refs["evaluate_base"], "metrics.json"),
-        log_models=params["tracking"]["log_models"], progress=Progress("record", "rounds"),
-        regression_threshold=params["tracking"]["regression_threshold"],
+        log_models=declared(params).tracking.log_models, progress=Progress("record", "rounds"),
+        regression_threshold=declared(params).tracking.regression_threshold,
     )
 
 

@@ -5,7 +5,7 @@ rows the previous selection put in the next round's window, with the latest chec
 With execution.shards > 1 the flow plans the pool's scoring once (`plan_pool`: length batches and
 contrast partners over all rows), scores each contiguous group of batches as its own cached task
 (`score_shard`, on Dask workers with execution.runner dask), and `score_pool` merges them in pool order:
-the same bits as one pass (README: Execution). A round's window is re-scored the same way (`plan_window`,
+the same bits as one pass (docs/execution.md). A round's window is re-scored the same way (`plan_window`,
 `score_shard`, merged by `rescore_window`).
 Rows whose score is NaN (empty response span) are quarantined with a reason, never silently dropped.
 """
@@ -25,13 +25,16 @@ from curate.seal import sealed_entry
 from curate.models.chat import Encoded
 from curate.models.loading import load_causal_lm, model_path
 from curate.models.truncation import token_budget
+from curate.config import declared
 from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
+from curate.scoring.fit import check_scores
 from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
 from curate.sharding import shard_batches
 from tasks.caching import Stage, note_pid
+from tasks.pipeline import pick
 
 POOL = Stage("score", ignore=("shards",))  # the shards' results: the same bits as one pass
 SHARD = Stage("score_shard")
@@ -41,14 +44,16 @@ NAN_REASON = "score is NaN (empty response span: the response renders to no toke
 PLAN_INFIX = "-plan-"  # .curate/tmp/<score|rescore>-plan-<digest>: a planned pass, dropped once merged
 
 
-def _load(model_ref: dict, bm: dict):
-    return load_causal_lm(model_path(model_ref), dtype=bm["dtype"], trust_remote_code=bm["trust_remote_code"],
-                          chat_template=bm["chat_template"])
+def _load(model_ref: dict, params: dict):
+    bm = declared(params).base_model
+    return load_causal_lm(model_path(model_ref), dtype=bm.dtype, trust_remote_code=bm.trust_remote_code,
+                          chat_template=bm.chat_template)
 
 
 def _cache(project: str, model_ref: dict, params: dict) -> RowScoreCache:
-    s, bm = params["scoring"], params["base_model"]
-    return RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"], {**s, "chat_template": bm["chat_template"]})
+    # keyed on the scoring parameters as the stage was handed them (JSON), as the stage's own key is
+    return RowScoreCache(state_dir(Path(project)) / "score-cache", model_ref["digest"],
+                         {**params["scoring"], "chat_template": declared(params).base_model.chat_template})
 
 
 def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label: str,
@@ -56,19 +61,19 @@ def _score(project: str, rows: list[dict], model_ref: dict, params: dict, label:
     """Scores, quarantined rows, stats (with the tokens each pass put through the model) and timings;
     rows found in the row score cache cost nothing. `shards`: the plan and its shards' results to merge
     (`plan_pool`, `score_shard`) instead of scoring here."""
-    s, bm = params["scoring"], params["base_model"]
+    s = declared(params).scoring
     cache = _cache(project, model_ref, params)
     known = cache.lookup(r["row_id"] for r in rows)
     todo = [r for r in rows if r["row_id"] not in known]
     start, cost = time.perf_counter(), {pass_: 0 for pass_ in PASSES}
     if todo:
         if shards is None:
-            model, tokenizer = _load(model_ref, bm)
+            model, tokenizer = _load(model_ref, params)
             res = score_rows(
-                model, tokenizer, todo, system_prompt=s["system_prompt"], max_length=s["max_length"],
-                batch_tokens=s["batch_tokens"], variant=s["variant"], precision=s["precision"],
-                contrast_seed=s["contrast_seed"] if s["contrast"] else None, contrast_partners=s["contrast_partners"],
-                progress=Progress(label, "rows"), response_share=s["response_share"],
+                model, tokenizer, todo, system_prompt=s.system_prompt, max_length=s.max_length,
+                batch_tokens=s.batch_tokens, variant=s.variant, precision=s.precision,
+                contrast_seed=s.contrast_seed if s.contrast else None, contrast_partners=s.contrast_partners,
+                progress=Progress(label, "rows"), response_share=s.response_share,
             )
         else:
             res = _merge(shards, todo, s)
@@ -161,12 +166,12 @@ def _plan(project: str, name: str, key: str, rows: list[dict], model: dict, para
     ids = [r["row_id"] for r in todo]
     out = state_dir(Path(project)) / "tmp" / f"{name}{PLAN_INFIX}{text_digest(key, shards, ids)[:24]}"
     if not out.exists():
-        s = params["scoring"]
-        lm, tokenizer = _load(model, params["base_model"])
-        plan = plan_scoring(tokenizer, todo, s["system_prompt"],
-                            token_budget(s["max_length"], getattr(lm.config, "max_position_embeddings", None)),
-                            s["batch_tokens"], s["contrast_seed"] if s["contrast"] else None, s["contrast_partners"],
-                            s["response_share"])
+        s = declared(params).scoring
+        lm, tokenizer = _load(model, params)
+        plan = plan_scoring(tokenizer, todo, s.system_prompt,
+                            token_budget(s.max_length, getattr(lm.config, "max_position_embeddings", None)),
+                            s.batch_tokens, s.contrast_seed if s.contrast else None, s.contrast_partners,
+                            s.response_share)
         order = [(b, i) for b, batch in enumerate(plan.batches) for i in batch]
         table = pa.table({
             "batch": pa.array([b for b, _ in order], pa.int32()),
@@ -219,7 +224,7 @@ def score_shard(project: str, plan: dict, shard: int, model: dict, params: dict)
         batch = table["batch"].to_numpy()
         batches = [np.flatnonzero(batch == b).tolist() for b in range(lo, hi)]
         start = time.perf_counter()
-        lm, tokenizer = _load(model, params["base_model"])
+        lm, tokenizer = _load(model, params)
         means, _ = mean_span_losses(lm, _sequences(table), tokenizer.pad_token_id, batches=batches,
                                     progress=Progress(f"score shard {shard}", "sequences"))
         with sealed_entry(out) as tmp:
@@ -234,7 +239,7 @@ def _span(batch: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return int(start), int(stop - start)
 
 
-def _merge(shards: dict, todo: list[dict], s: dict) -> dict[str, np.ndarray]:
+def _merge(shards: dict, todo: list[dict], s) -> dict[str, np.ndarray]:
     """`score_rows`' result from a plan's shards: every planned sequence's mean, put back in plan order."""
     path = Path(shards["plan"]["path"])
     meta = read_json(path / "meta.json")
@@ -250,7 +255,7 @@ def _merge(shards: dict, todo: list[dict], s: dict) -> dict[str, np.ndarray]:
     if not seen.all():
         raise RuntimeError(f"the shards of score plan {path} miss {int((~seen).sum())} sequences")
     plan = ScoringPlan(_sequences(table.take(order)), [], meta["rows"], meta["partners"])
-    return finish_scoring(plan, means, s["variant"], s["precision"])
+    return finish_scoring(plan, means, s.variant, s.precision)
 
 
 @POOL.task()
@@ -282,3 +287,34 @@ def rescore_window(project: str, pool: dict, model: dict, state: dict, params: d
         scores, quarantine, stats, timings = _score(project, rows, model, params, f"rescore round {round_index}", shards)
         _write(out, scores, quarantine, {**stats, "round": round_index}, timings)
     return WINDOW.ref(out)
+
+
+def _merged(run, plan: dict, task, arguments: dict) -> dict:
+    """`task` (score_pool or rescore_window) merging the shards of `plan`, each scored by `score_shard` through
+    executor `run` (on Dask or Ray workers with execution.runner dask or ray); then the plan is dropped."""
+    results = run.map(score_shard, {"shard": list(range(shard_count(plan)))}, project=arguments["project"], plan=plan,
+                      model=arguments["model"], params=pick(arguments["params"], SHARD.spec.params),
+                      note_round=arguments.get("round_index"))
+    merged = run.call(task, **arguments, shards={"plan": plan, "results": results})
+    drop_plan(plan)
+    return merged
+
+
+def step(run, arguments: dict) -> dict:
+    """The score stage through executor `run`; with `run.shards` > 1 its batches planned once, scored shard by
+    shard (each shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`."""
+    plan = plan_pool(shards=run.shards, **arguments)
+    return run.call(score_pool, **arguments) if plan is None else _merged(run, plan, score_pool, arguments)
+
+
+def rescore(run, arguments: dict) -> dict:
+    """The rescore stage of a round through executor `run`, its window's batches sharded like `step`'s."""
+    plan = plan_window(shards=run.shards, **arguments)
+    return run.call(rescore_window, **arguments) if plan is None else _merged(run, plan, rescore_window, arguments)
+
+
+def check(p, value) -> list[str]:
+    """Stop right after scoring, with the cause and the fix, when the base model cannot score the pool."""
+    check_scores(value("score")["path"], ifd_max=p.selection.ifd_max, min_eligible_share=p.scorer_fit.min_eligible_share,
+                 max_nan_share=p.scorer_fit.max_nan_share, max_length=p.scoring.max_length, source=p.base_model.source)
+    return []

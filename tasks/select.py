@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curate.artifacts import TIMINGS, read_json, write_json, write_parquet
+from curate.config import declared
 from curate.seal import sealed_entry
 from curate.models.loading import model_path
 from curate.scoring.misalignment import mismatch_margin
@@ -60,13 +61,14 @@ def select(project: str, pool: dict, base_scores: dict, previous: dict | None, w
     `curate.selection.round_state.advance`; writes what it returns."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        s = params["selection"]
+        v = declared(params)
+        s = v.selection
         start = time.perf_counter()
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["row_id", "response"]).to_pylist()
         row_ids = [r["row_id"] for r in rows]
-        eos = eos_string(model) if s["append_eos"] else ""
+        eos = eos_string(model) if s.append_eos else ""
         scores, margin = current_scores(row_ids, base_scores, previous, window_scores)
-        round_ = advance(s, params["project"]["seed"], round_index, row_ids, [r["response"] + eos for r in rows],
+        round_ = advance(s, v.project.seed, round_index, row_ids, [r["response"] + eos for r in rows],
                          scores, margin,
                          previous_state=pq.read_table(Path(previous["path"]) / "state.parquet") if previous else None,
                          previous_selection=pq.read_table(Path(previous["path"]) / "selection.parquet") if previous else None,

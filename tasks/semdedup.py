@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.artifacts import read_json, ref_json, text_digest, write_json, write_parquet
+from curate.config import declared
 from curate.seal import sealed_entry
 from curate.dedup.semantic import semantic_duplicates
 from curate.schema import REMOVED
@@ -41,7 +42,7 @@ def _settings_digest(params: dict) -> str:
 
 def previous_semdedup(project: str, rows: dict, embeddings: dict, params: dict) -> dict | None:
     """The earlier semdedup artifact to deduplicate against; None when semantic dedup is off or there is none."""
-    if not params["dedup"]["semantic"]["enabled"]:
+    if not declared(params).dedup.semantic.enabled:
         return None
     return previous_artifact(project, STAGE.name, _inputs_digest(rows, embeddings), _settings_digest(params))
 
@@ -90,11 +91,11 @@ def _carried_over(table: pa.Table, kept_ids: pa.ChunkedArray | None, removed_bef
 def semdedup(project: str, rows: dict, embeddings: dict, params: dict, previous: dict | None = None) -> dict:
     out = STAGE.out(project, locals())
     if not out.exists():
-        p = params["dedup"]["semantic"]
+        p = declared(params).dedup.semantic
         table = pq.read_table(Path(rows["path"]) / "rows.parquet")
         removed = REMOVED.empty_table()
         status: dict = {}
-        if p["enabled"] and table.num_rows:
+        if p.enabled and table.num_rows:
             emb = pq.read_table(Path(embeddings["path"]) / "embeddings.parquet")
             assert emb["row_id"].to_pylist() == table["row_id"].to_pylist(), "embeddings are not aligned with rows"
             vectors = np.stack(emb["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -104,8 +105,8 @@ def semdedup(project: str, rows: dict, embeddings: dict, params: dict, previous:
             n = table.num_rows
             kept_before, carried, carried_records = _carried_over(table, kept_ids, removed_before)
             examined = np.flatnonzero(~carried)
-            res = semantic_duplicates(vectors[examined], epsilon=p["epsilon"], keep=p["keep"], lengths=lengths[examined],
-                                      seed=p["seed"], probes=p["probes"], kept_before=kept_before[examined])
+            res = semantic_duplicates(vectors[examined], epsilon=p.epsilon, keep=p.keep, lengths=lengths[examined],
+                                      seed=p.seed, probes=p.probes, kept_before=kept_before[examined])
             local = np.arange(len(examined))
             drop = local[res.kept_index != local]
             new_removed = pa.table({
@@ -128,7 +129,13 @@ def semdedup(project: str, rows: dict, embeddings: dict, params: dict, previous:
         with sealed_entry(out) as tmp:
             write_parquet(table, tmp / "rows.parquet")
             write_parquet(removed, tmp / "removed.parquet")
-            write_json({"enabled": p["enabled"], "rows_in": upstream["kept"], "kept": table.num_rows,
+            write_json({"enabled": p.enabled, "rows_in": upstream["kept"], "kept": table.num_rows,
                         "removed_semantic": removed.num_rows, **status}, tmp / "stats.json")
             write_lineage(tmp, project, _inputs_digest(rows, embeddings), _settings_digest(params), previous)
     return remember(project, STAGE.name, out)
+
+
+def with_previous(arguments: dict) -> dict:
+    """The call's arguments plus the earlier semdedup artifact to deduplicate against (`previous_semdedup`)."""
+    previous = previous_semdedup(arguments["project"], arguments["rows"], arguments["embeddings"], arguments["params"])
+    return {**arguments, "previous": previous}

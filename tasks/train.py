@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curate.artifacts import TIMINGS, write_json, write_parquet
+from curate.artifacts import TIMINGS, ref_json, write_json, write_parquet
 from curate.seal import sealed_entry
-from curate.config import OnlineParams, TrainingParams
+from curate.config import OnlineParams, Params, declared
+from curate.selection.iterit import selection_budget
+from curate.training.schedule import planned_steps
 from curate.progress import Progress
 from curate.training.online import POLICY_CLASSES
 from curate.training.distributed import train_round
@@ -29,6 +31,15 @@ LINEAGE = "online_weights.parquet"
 
 def needs_anchors(online: OnlineParams) -> bool:
     return POLICY_CLASSES[online.policy].needs_anchors
+
+
+def total_steps(p: Params, pool: dict) -> int:
+    """Optimizer steps of the whole run on `pool` (the LR schedule spans every round): K rows a round, or
+    every row of the pool for the strategy `full`."""
+    rows = ref_json(pool)["kept"]
+    budget = None if p.selection.strategy == "full" else selection_budget(rows, p.selection.ratio)
+    return planned_steps(rows, budget, p.selection.rounds, p.training.batch_size, p.training.grad_accum,
+                         p.training.epochs_per_round)
 
 
 def subset_rows(pool: dict, selection: dict) -> list[dict]:
@@ -50,12 +61,12 @@ def train(project: str, pool: dict, selection: dict, checkpoint: dict, params: d
     """`heldout` and `anchor_rows` (evaluation.anchor_rows): where an anchor-based online policy takes its anchors."""
     out = STAGE.out(project, locals())
     if not out.exists():
-        t = TrainingParams.model_validate(params["training"])
+        v = declared(params)
+        t = v.training
         rows = subset_rows(pool, selection)
         anchors = anchor_set(Path(heldout["path"]), anchor_rows) if heldout and needs_anchors(t.online) else []
-        config = RoundConfig.from_params(t, system_prompt=params["scoring"]["system_prompt"],
-                                         chat_template=params["base_model"]["chat_template"],
-                                         seed=params["project"]["seed"], round_index=round_index, total_steps=total_steps)
+        config = RoundConfig.from_params(t, system_prompt=v.scoring.system_prompt,
+                                         chat_template=v.base_model.chat_template, seed=v.project.seed, round_index=round_index, total_steps=total_steps)
         # A stable path (not the random temp name) so that a killed round finds its in-round checkpoint.
         model_out = out.parent / f"{out.name}.model"
         result = train_round(config, model_path(checkpoint), model_out, rows, processes=t.processes, anchors=anchors,

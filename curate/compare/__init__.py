@@ -1,5 +1,5 @@
 """`curate compare`: every curation strategy side by side on demo pools with ground truth, with a
-report in pictures (README, "Does curation help?"). The runs are app/compare.py; here: the spec
+report in pictures (docs/compare.md). The runs are app/compare.py; here: the spec
 (spec.py), the numbers (facts.py, metrics.py, summary.py) and MLflow logging (tracking.py);
 curate/report/page.py draws the page."""
 from __future__ import annotations

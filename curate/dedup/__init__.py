@@ -103,20 +103,59 @@ def dedup_batches(
     of the candidate pairs' rows). `presigned`: text digests and signatures computed ahead by shards
     (`presign.py`), used instead of normalising, hashing and signing those rows here; the result is the same."""
     n = ids.num_rows
-    row_ids = ids["row_id"].combine_chunks()
-    sources = ids["source"].combine_chunks()
-    positions = ids["position"].to_numpy().astype(np.int64)
     mode = "full" if previous is None else "incremental"
     if previous is None:
         previous = Previous(DedupIndex.empty(settings), REMOVED.empty_table())
-    split = split_pool(row_ids, sources, positions, previous)
+    split = split_pool(ids["row_id"].combine_chunks(), ids["source"].combine_chunks(),
+                       ids["position"].to_numpy().astype(np.int64), previous)
     if not (settings.exact or settings.near):  # nothing is a duplicate, not even a copy
         split.new[split.copy_rows] = True
         split.copy_rows = split.copy_of = np.empty(0, dtype=np.int64)
+    prints = _fingerprints(n, batches, split, settings, presigned)
+    stats: dict = {"rows_in": n, "mode": mode, "previous_kept": len(split.index), "copies_of_kept": len(split.copy_rows),
+                   "carried_removed": len(split.carried_rows),
+                   "new_rows": int(split.new.sum()), "rows_signed": len(prints.signatures), "rows_queried": 0}
+    components, shingles = _near_components(prints, split.index, settings, reread, stats)
+    kept_of = _kept_of(n, prints, split, components, settings)
+    removed_table, removed_rows, examined = _removed(ids, prints, split, kept_of, shingles, settings)
+    keep = np.ones(n, dtype=bool)
+    keep[removed_rows] = False
+    new_rows = np.flatnonzero(split.new)
+    kept_new = new_rows[kept_of[new_rows] == new_rows]
+    kept_nodes = prints.node[kept_new] - len(split.index)
+    index = split.index.extend(DedupIndex.of(
+        settings,
+        ids.take(pa.array(kept_new, pa.int64())),
+        pa.array([prints.digests[i] for i in kept_nodes], DIGEST_TYPE),
+        prints.signatures[kept_nodes] if settings.near else np.empty((len(kept_new), 0), np.uint32),
+    ))
+    reasons = removed_table["reason"].to_numpy(zero_copy_only=False)
+    cluster_sizes = pc.value_counts(removed_table["duplicate_of"]).field("counts").to_numpy() + 1
+    stats |= {
+        "kept": n - len(removed_rows),
+        "removed_exact": int((reasons == "exact").sum()),
+        "removed_near": int((reasons == "near").sum()),
+        "removed_new": len(examined),
+        "clusters": len(cluster_sizes),
+        "largest_cluster": int(cluster_sizes.max(initial=1 if n else 0)),
+    }
+    return DedupResult(removed=removed_table, keep=keep, index=index, stats=stats,
+                       cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
+
+
+@dataclass
+class _Fingerprints:
+    node: np.ndarray  # per pool row: its exact group (old kept rows are nodes 0..n_old-1), -1 for rows not examined
+    lengths: np.ndarray  # per pool row: its response's length in characters
+    digests: list[bytes]  # per new node: its text digest
+    signatures: np.ndarray  # per new node: its MinHash signature (near dedup on)
+
+
+def _fingerprints(n: int, batches: Iterable[pa.RecordBatch], split, settings: DedupSettings,
+                  presigned: Presigned | None) -> _Fingerprints:
+    """Fingerprints of the new rows, batch by batch: node = exact group."""
     old = split.index
     n_old = len(old)
-
-    # Fingerprints of the new rows: node = exact group (old kept rows are nodes 0..n_old-1).
     node = np.full(n, -1, dtype=np.int64)
     node[split.old_rows] = np.arange(n_old)
     lengths = np.zeros(n, dtype=np.int64)
@@ -157,55 +196,71 @@ def dedup_batches(
         offset += size
     if offset != n:
         raise ValueError(f"the batches hold {offset} rows, the ids {n}")
-    m = len(new_digests)
-    new_signatures = np.concatenate(signature_parts) if signature_parts else np.empty((0, settings.width), np.uint32)
+    signatures = np.concatenate(signature_parts) if signature_parts else np.empty((0, settings.width), np.uint32)
+    return _Fingerprints(node, lengths, new_digests, signatures)
 
-    stats: dict = {"rows_in": n, "mode": mode, "previous_kept": n_old, "copies_of_kept": len(split.copy_rows),
-                   "carried_removed": len(split.carried_rows),
-                   "new_rows": int(split.new.sum()), "rows_signed": len(new_signatures), "rows_queried": 0}
+
+def _near_components(prints: _Fingerprints, old: DedupIndex, settings: DedupSettings,
+                     reread: Callable[[], Iterable[pa.RecordBatch]] | None,
+                     stats: dict) -> tuple[np.ndarray, dict[int, np.ndarray] | None]:
+    """(the cluster of every node: LSH candidates among the new nodes and against the old kept rows, kept when
+    similar enough; exact verification's shingle sets of the candidate nodes, or None). Adds to `stats`."""
+    n_old, m = len(old), len(prints.digests)
     components = np.arange(n_old + m)
-    shingles: dict[int, np.ndarray] | None = None  # exact verification: shingle sets of the candidate nodes
-    if settings.near and m:
-        lsh = settings.lsh()
-        lsh.add(np.arange(m), new_signatures)
-        left, right = lsh.candidate_pairs()
-        pair_left, pair_right = [n_old + left], [n_old + right]  # node ids
-        if n_old:
-            queries, hits = old.lsh().query(new_signatures)
-            pair_left.append(n_old + queries)
-            pair_right.append(hits)
-            stats["rows_queried"] = m
-        pair_left, pair_right = np.concatenate(pair_left), np.concatenate(pair_right)
-        if settings.verify == "exact":
-            if reread is None:
-                raise ValueError("exact verification reads the candidates' texts again: pass `reread`")
-            shingles = _candidate_shingles(np.union1d(pair_left, pair_right), node, reread, settings)
-        similarity = _similarity(pair_left, pair_right, old.signatures, new_signatures, shingles)
-        is_edge = similarity >= settings.threshold
-        components = _components(n_old + m, pair_left[is_edge], pair_right[is_edge])
-        stats |= {"lsh_bands": lsh.bands, "lsh_rows": lsh.rows, "candidate_pairs": len(pair_left),
-                  "verified_pairs": int(is_edge.sum()), "verify": settings.verify}
+    if not (settings.near and m):
+        return components, None
+    lsh = settings.lsh()
+    lsh.add(np.arange(m), prints.signatures)
+    left, right = lsh.candidate_pairs()
+    pair_left, pair_right = [n_old + left], [n_old + right]  # node ids
+    if n_old:
+        queries, hits = old.lsh().query(prints.signatures)
+        pair_left.append(n_old + queries)
+        pair_right.append(hits)
+        stats["rows_queried"] = m
+    pair_left, pair_right = np.concatenate(pair_left), np.concatenate(pair_right)
+    shingles = None
+    if settings.verify == "exact":
+        if reread is None:
+            raise ValueError("exact verification reads the candidates' texts again: pass `reread`")
+        shingles = _candidate_shingles(np.union1d(pair_left, pair_right), prints.node, reread, settings)
+    similarity = _similarity(pair_left, pair_right, old.signatures, prints.signatures, shingles)
+    is_edge = similarity >= settings.threshold
+    components = _components(n_old + m, pair_left[is_edge], pair_right[is_edge])
+    stats |= {"lsh_bands": lsh.bands, "lsh_rows": lsh.rows, "candidate_pairs": len(pair_left),
+              "verified_pairs": int(is_edge.sum()), "verify": settings.verify}
+    return components, shingles
 
-    # Kept row of every new row: the earliest old kept row of its cluster, else the keep policy.
+
+def _kept_of(n: int, prints: _Fingerprints, split, components: np.ndarray, settings: DedupSettings) -> np.ndarray:
+    """The kept row of every new row: the earliest old kept row of its cluster, else the keep policy."""
+    n_old = len(split.index)
     kept_of = np.arange(n)
-    earliest_old = np.full(n_old + m, n_old)
+    earliest_old = np.full(n_old + len(prints.digests), n_old)
     np.minimum.at(earliest_old, components[:n_old], np.arange(n_old))
     new_rows = np.flatnonzero(split.new)
-    cluster = components[node[new_rows]]
+    cluster = components[prints.node[new_rows]]
     anchor = earliest_old[cluster]
     anchored = anchor < n_old
     kept_of[new_rows[anchored]] = split.old_rows[anchor[anchored]]
     free = new_rows[~anchored]
-    kept_of[free] = free[choose_kept(cluster[~anchored], keep=settings.keep, lengths=lengths[free])]
+    kept_of[free] = free[choose_kept(cluster[~anchored], keep=settings.keep, lengths=prints.lengths[free])]
+    return kept_of
 
+
+def _removed(ids: pa.Table, prints: _Fingerprints, split, kept_of: np.ndarray, shingles, settings: DedupSettings):
+    """(the REMOVED records in pool order, the removed rows, the new rows examined and removed). Copies of old kept
+    rows get their kept row (`kept_of` is completed) and similarity 1 ("near" when exact dedup is off, as a full
+    pass says)."""
+    row_ids, node = ids["row_id"].combine_chunks(), prints.node
+    new_rows = np.flatnonzero(split.new)
     examined = new_rows[kept_of[new_rows] != new_rows]
     is_exact = node[examined] == node[kept_of[examined]]  # never with exact off: every row is its own node
     similarity = np.ones(len(examined))
     near_removed = examined[~is_exact]
     if len(near_removed):
-        similarity[~is_exact] = _similarity(node[near_removed], node[kept_of[near_removed]], old.signatures,
-                                            new_signatures, shingles)
-    # copies of old kept rows: the same content, similarity 1 ("near" when exact dedup is off, as a full pass says)
+        similarity[~is_exact] = _similarity(node[near_removed], node[kept_of[near_removed]], split.index.signatures,
+                                            prints.signatures, shingles)
     kept_of[split.copy_rows] = split.copy_of
     removed = np.concatenate((examined, split.copy_rows))
     is_exact = np.concatenate((is_exact, np.full(len(split.copy_rows), settings.exact)))
@@ -213,8 +268,8 @@ def dedup_batches(
     new_removed = pa.table(
         {
             "row_id": row_ids.take(pa.array(removed, pa.int64())),
-            "source": sources.take(pa.array(removed, pa.int64())),
-            "position": pa.array(positions[removed], pa.int64()),
+            "source": ids["source"].combine_chunks().take(pa.array(removed, pa.int64())),
+            "position": pa.array(ids["position"].to_numpy().astype(np.int64)[removed], pa.int64()),
             "reason": pa.array(np.where(is_exact, "exact", "near").tolist(), pa.string()),
             "duplicate_of": row_ids.take(pa.array(kept_of[removed], pa.int64())),
             "similarity": pa.array(similarity, pa.float64()),
@@ -222,30 +277,7 @@ def dedup_batches(
         schema=REMOVED,
     )
     removed_table, removed_rows = _in_pool_order(new_removed, removed, split.carried, split.carried_rows)
-    keep = np.ones(n, dtype=bool)
-    keep[removed_rows] = False
-
-    kept_new = new_rows[kept_of[new_rows] == new_rows]
-    kept_nodes = node[kept_new] - n_old
-    index = old.extend(DedupIndex.of(
-        settings,
-        ids.take(pa.array(kept_new, pa.int64())),
-        pa.array([new_digests[i] for i in kept_nodes], DIGEST_TYPE),
-        new_signatures[kept_nodes] if settings.near else np.empty((len(kept_new), 0), np.uint32),
-    ))
-
-    reasons = removed_table["reason"].to_numpy(zero_copy_only=False)
-    cluster_sizes = pc.value_counts(removed_table["duplicate_of"]).field("counts").to_numpy() + 1
-    stats |= {
-        "kept": n - len(removed_rows),
-        "removed_exact": int((reasons == "exact").sum()),
-        "removed_near": int((reasons == "near").sum()),
-        "removed_new": len(examined),
-        "clusters": len(cluster_sizes),
-        "largest_cluster": int(cluster_sizes.max(initial=1 if n else 0)),
-    }
-    return DedupResult(removed=removed_table, keep=keep, index=index, stats=stats,
-                       cluster_sizes=np.sort(cluster_sizes.astype(np.int64)))
+    return removed_table, removed_rows, examined
 
 
 def _signatures(digests: list[bytes], texts_of: Callable[[list[int]], list[str]], hasher: MinHasher,

@@ -1,5 +1,5 @@
 """MinHash signatures computed ahead, shard by shard: the costliest part of near-duplicate detection,
-split over processes or workers (README: Execution).
+split over processes or workers (docs/execution.md).
 
 A signature depends only on its row's dedup text and the dedup settings (`minhash.py` hashes bytes,
 never Python's salted `hash`), so a signature computed in a shard is the one dedup would compute

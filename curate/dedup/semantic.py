@@ -96,6 +96,37 @@ def semantic_duplicates(
     with one another.
     """
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    _check_arguments(vectors, epsilon, n_clusters, keep, lengths, probes, kept_before)
+    n = len(vectors)
+    if n == 0:
+        return SemanticResult(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0)
+
+    labels, centroids = spherical_kmeans(
+        vectors, min(n_clusters or default_n_clusters(n), n), seed=seed, max_iter=max_iter
+    )
+    k = len(centroids)
+    threshold = np.float32(1 - epsilon)
+    members = _grouped(labels, np.arange(n), k)
+    next_nearest = (  # column 0 would be `labels`
+        _nearest_clusters(vectors, centroids, probes)[:, 1:] if probes > 1 else np.empty((n, 0), dtype=np.int64)
+    )
+    visitors = _grouped(next_nearest.ravel(), np.repeat(np.arange(n), next_nearest.shape[1]), k)
+    old = np.zeros(n, dtype=bool) if kept_before is None else np.asarray(kept_before, dtype=bool)
+    left, right = _star_edges(vectors, members, visitors, old, threshold)
+    components = connected_components(
+        coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n)), directed=False
+    )[1]
+
+    kept_index = choose_kept(components, keep=keep, lengths=lengths, anchors=None if kept_before is None else old)
+    similarity = np.ones(n, dtype=np.float32)
+    removed = np.flatnonzero(kept_index != np.arange(n))
+    similarity[removed] = np.einsum("ij,ij->i", vectors[removed], vectors[kept_index[removed]])
+    return SemanticResult(kept_index=kept_index, similarity=similarity, n_clusters=k)
+
+
+def _check_arguments(vectors: np.ndarray, epsilon: float, n_clusters: int | None, keep: KeepPolicy,
+                     lengths: np.ndarray | None, probes: int, kept_before: np.ndarray | None) -> None:
+    """ValueError naming the first argument of `semantic_duplicates` that cannot be used."""
     if vectors.ndim != 2:
         raise ValueError(f"embeddings must have shape (n, d), got {vectors.shape}")
     n = len(vectors)
@@ -113,21 +144,13 @@ def semantic_duplicates(
         raise ValueError(f"need one kept_before flag per row: {len(kept_before)} flags for {n} rows")
     if n and np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > _UNIT_NORM_TOLERANCE:
         raise ValueError("embeddings must be L2-normalised")
-    if n == 0:
-        return SemanticResult(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0)
 
-    labels, centroids = spherical_kmeans(
-        vectors, min(n_clusters or default_n_clusters(n), n), seed=seed, max_iter=max_iter
-    )
-    k = len(centroids)
-    threshold = np.float32(1 - epsilon)
-    members = _grouped(labels, np.arange(n), k)
-    next_nearest = (  # column 0 would be `labels`
-        _nearest_clusters(vectors, centroids, probes)[:, 1:] if probes > 1 else np.empty((n, 0), dtype=np.int64)
-    )
-    visitors = _grouped(next_nearest.ravel(), np.repeat(np.arange(n), next_nearest.shape[1]), k)
-    old = np.zeros(n, dtype=bool) if kept_before is None else np.asarray(kept_before, dtype=bool)
-    left, right = [], []  # star edges node -> root of every within-cluster component
+
+def _star_edges(vectors: np.ndarray, members: list[np.ndarray], visitors: list[np.ndarray], old: np.ndarray,
+                threshold: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges node -> root of every within-cluster component, cluster by cluster (its members and the
+    rows that probe it)."""
+    left, right = [], []
     for cluster_members, cluster_visitors in zip(members, visitors):
         if len(cluster_members) + len(cluster_visitors) > 1:
             # new rows first (stable): only they are block rows
@@ -139,16 +162,7 @@ def semantic_duplicates(
             joined = roots != np.arange(len(nodes))
             left.append(nodes[joined])
             right.append(nodes[roots[joined]])
-    left, right = np.concatenate(left or [np.empty(0, np.int64)]), np.concatenate(right or [np.empty(0, np.int64)])
-    components = connected_components(
-        coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n)), directed=False
-    )[1]
-
-    kept_index = choose_kept(components, keep=keep, lengths=lengths, anchors=None if kept_before is None else old)
-    similarity = np.ones(n, dtype=np.float32)
-    removed = np.flatnonzero(kept_index != np.arange(n))
-    similarity[removed] = np.einsum("ij,ij->i", vectors[removed], vectors[kept_index[removed]])
-    return SemanticResult(kept_index=kept_index, similarity=similarity, n_clusters=k)
+    return np.concatenate(left or [np.empty(0, np.int64)]), np.concatenate(right or [np.empty(0, np.int64)])
 
 
 def _grouped(labels: np.ndarray, rows: np.ndarray, k: int) -> list[np.ndarray]:

@@ -1,5 +1,5 @@
 """The comparison report: one Markdown page (report.md) with PNG plots, per pool variant, and a
-conclusion in plain words computed from the numbers (README, "Does curation help?").
+conclusion in plain words computed from the numbers (docs/compare.md).
 
 Input: the comparison results (app/compare.py, with curate.compare.facts) and their summary (curate.compare.summary).
 """

@@ -86,7 +86,8 @@ def lm_eval_table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return rows
 
 
-def write_page(data: dict[str, Any], info: dict[str, Any], out: Path) -> Path:
+def _figures(data: dict[str, Any], info: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    """The run's figures, drawn under `out`: (caption, PNG path)."""
     facts, rounds, truth = data["facts"], data["rounds"], data["has_truth"]
     strategy = info["tags"].get("curate.strategy", "run")
     shown = []
@@ -118,6 +119,13 @@ def write_page(data: dict[str, Any], info: dict[str, Any], out: Path) -> Path:
     shown.append(("Round-to-round overlap", plots.overlap_over_rounds(
         {strategy: [x["overlap_prev"] and {"mean": x["overlap_prev"]["kept"], "std": None} for x in rounds]},
         out / "overlap.png", "overlap of consecutive rounds' selections")))
+    return shown
+
+
+def write_page(data: dict[str, Any], info: dict[str, Any], out: Path) -> Path:
+    facts, rounds, truth = data["facts"], data["rounds"], data["has_truth"]
+    strategy = info["tags"].get("curate.strategy", "run")
+    shown = _figures(data, info, out)
     lines = [f"# Curation run {info['run_id']}", "",
              f"Strategy {strategy}, {len(rounds)} rounds, pool of {facts['rows_after_dedup']} rows after dedup"
              + ("" if truth else " (no ground truth: noise-kind plots left out)") + ".", "",

@@ -11,9 +11,13 @@ A base model that does not fit the data makes IFD meaningless, and the run would
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
+
+from curate.demo.skills import SKILLS
 
 REAL_MODEL = "smollm2-135m-instruct"
 
@@ -56,3 +60,23 @@ def tiny_outside_demo_warning() -> str:
     return (f"base_model.source: tiny was pre-trained on the demo's five synthetic skills only, and most rows of "
             f"this pool carry no demo skill label: its scores say little about real data. Use base_model.source: "
             f"{REAL_MODEL} (or your own model) for your own data")
+
+
+def check_scores(scores: str | Path, *, ifd_max: float, min_eligible_share: float, max_nan_share: float,
+                 max_length: int, source: str) -> None:
+    """Raise ScorerDoesNotFit, with the cause and the fix, when the scores of the score stage's artifact
+    directory `scores` say the base model cannot score the pool (`fit_problem`)."""
+    ifd = pq.read_table(Path(scores) / "scores.parquet", columns=["ifd"])["ifd"].to_numpy(zero_copy_only=False)
+    problem = fit_problem(ifd, ifd_max=ifd_max, min_eligible_share=min_eligible_share, max_nan_share=max_nan_share,
+                          max_length=max_length, source=source)
+    if problem:
+        raise ScorerDoesNotFit(problem)
+
+
+def pool_warnings(pool: str | Path, source: str) -> list[str]:
+    """Warnings about the pool (the artifact directory holding `rows.parquet`) and the base model `source`,
+    given before scoring (and in the summary): the tiny model knows only the demo's skills."""
+    if source != "tiny":
+        return []
+    skills = pq.read_table(Path(pool) / "rows.parquet", columns=["skill"])["skill"].to_pylist()
+    return [tiny_outside_demo_warning()] if outside_demo(skills, list(SKILLS)) else []

@@ -32,10 +32,10 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from curate.config import STRATEGIES
 from curate.selection.iterit import ELIGIBLE_BELOW, Pick, greedy_select_detailed, reorder_detailed, rescore_window
 
 Strategy = Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"]
-STRATEGIES: tuple[str, ...] = ("iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds")
 RESCORING = ("iterit", "ifd-only")  # strategies whose later rounds re-score a window
 RANKED = ("longest", "rds")  # strategies that follow a ranking fixed before round 0
 FRESH_CAPABLE = RESCORING + RANKED  # strategies that `selection.revisit: off` keeps from re-picking trained rows

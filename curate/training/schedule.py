@@ -41,3 +41,11 @@ def steps_per_round(rows: int, batch_size: int, grad_accum: int, epochs: int = 1
     """Optimizer steps of a round over `rows` rows: ceil(ceil(rows / batch_size) / grad_accum) per epoch
     (the last, smaller batch and accumulation group are steps too)."""
     return math.ceil(math.ceil(rows / batch_size) / grad_accum) * epochs
+
+
+def planned_steps(pool_rows: int, budget_rows: int | None, rounds: int, batch_size: int, grad_accum: int,
+                  epochs: int = 1) -> int:
+    """Optimizer steps of the whole run, which the LR schedule spans: `rounds` rounds of `budget_rows` rows
+    each (None: every row of the pool, the strategy `full`)."""
+    per_round = steps_per_round(pool_rows if budget_rows is None else budget_rows, batch_size, grad_accum, epochs)
+    return max(1, per_round * rounds)

@@ -31,7 +31,7 @@
   process holds the same weights and plans the same steps; a step's micro-batches are dealt round
   robin to the processes, each divides its losses by the step's global response-token count, and the
   gradients are summed across processes before clipping, so the step's gradient is the one of a
-  single process up to the order of the float sums (README: Execution: scaling out).
+  single process up to the order of the float sums (docs/execution.md).
 """
 from __future__ import annotations
 

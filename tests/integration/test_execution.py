@@ -1,4 +1,4 @@
-"""`execution:` (README: Execution). On a real Dask LocalCluster of 2 worker processes, the pool's MinHash
+"""`execution:` (docs/execution.md). On a real Dask LocalCluster of 2 worker processes, the pool's MinHash
 signatures computed, the pool embedded and scored and round 1's window re-scored in 2 shards each, and the base model and every checkpoint
 evaluated on the workers, publish the bytes of a local run; a rerun with the local runner is fully
 cached, and a run killed after one score shard resumes from the other. Both runs of that test train

@@ -1,4 +1,4 @@
-"""README "Curate your own data", command for command: `curate init`, a pool of your own in data/raw/,
+"""README "Curate your own data" (and docs/own-data.md), command for command: `curate init`, a pool of your own in data/raw/,
 `curate --project DIR run --set ...`, `curate --project DIR audit checkpoint`. The project directory holds
 no code: the flow, the stages and their code digests come from the installed package."""
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A mutant is one small, plausible bug in the code whose mistakes would go unnoticed in a run that
 still finishes: the scoring formula, the greedy, dedup's decisions, truncation, the quarantine,
-audit's sets, the cache keys, the LoRA merge, the resume state. Each is an exact snippet of a file
+audit's sets, the cache keys, the LoRA merge, the resume state, the integrity checks. Each is an exact snippet of a file
 and its replacement; the fast unit tests named in `tests` must fail with it applied. A snippet that
 no longer occurs exactly once in its file fails the gate: when the code moves, move the mutant with it
 (or retire it, saying why in the commit).
@@ -33,6 +33,8 @@ LORA = ("tests/unit/test_lora.py", "tests/unit/test_export.py")
 TRAINING = ("tests/unit/test_training.py",)
 ROUNDS = ("tests/unit/test_rounds.py", "tests/unit/test_round_state.py")
 ONLINE = ("tests/unit/test_training.py", "tests/unit/test_online_policies.py")
+CODE = ("tests/unit/test_stage_code.py",)
+INTEGRITY = ("tests/unit/test_integrity.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- scoring formula and its variants (curate/scoring/ifd.py)
@@ -164,10 +166,15 @@ MUTANTS: tuple[Mutant, ...] = (
            "return text_digest(stage, code_version(*code), _keyable(arguments))[:24]",
            "return text_digest(stage, _keyable(arguments))[:24]",
            "a stage's key leaves out its code version", KEYS),
-    Mutant("key-task-module-only", "tasks/caching.py",
-           'return tuple(self.spec.code) + (self.spec.task_module, "tasks/caching.py")',
-           'return (self.spec.task_module, "tasks/caching.py")',
-           "a stage's code version covers its task module only, not the library code it calls", KEYS),
+    Mutant("key-task-module-only", "tasks/code.py",
+           "return tuple(sorted(imports_of(task_module)))",
+           "return (task_module,)",
+           "a stage's code version covers its task module only, not the library code it imports", KEYS + CODE),
+    Mutant("key-imports-not-transitive", "tasks/code.py",
+           "                    todo.append(path)\n",
+           "                    pass\n",
+           "a stage's code version misses what its imports import (editing curate/sharding.py keeps embed's key)",
+           KEYS + CODE),
     Mutant("key-ignore-list-dropped", "tasks/caching.py",
            'args = {k: v for k, v in arguments.items() if k != "project" and k not in self.ignore}',
            'args = {k: v for k, v in arguments.items() if k != "project"}',
@@ -250,4 +257,25 @@ MUTANTS: tuple[Mutant, ...] = (
            'if self.config.online.loss == "normalized" and t.weighted not in (0.0, t.denom):',
            "if False:",
            "loss: normalized trains as loss: raw (the weights' scale sets the step)", ONLINE),
+    # --- integrity: seals, the checks before versioning, repair (curate/seal.py, integrity.py, repair.py)
+    Mutant("seal-never-compared", "curate/seal.py",
+           "        if actual != sha:\n",
+           "        if False:\n",
+           "a store file whose bytes changed passes its seal check", INTEGRITY),
+    Mutant("published-copy-unchecked", "curate/integrity.py",
+           "        if not same and hash_file(f)[1] != sha:\n",
+           "        if False:\n",
+           "a published copy that is not a link of its store file is never hashed", INTEGRITY),
+    Mutant("reused-cache-object-unchecked", "curate/integrity.py",
+           "        if not object_path(cache, md5).is_file():\n",
+           "        if True:\n",
+           "the DVC cache objects a commit would reuse are not checked before versioning", INTEGRITY),
+    Mutant("repair-trusts-any-source", "curate/repair.py",
+           "        if md5 == d.md5 and (d.sha256 is None or sha == d.sha256):\n",
+           "        if True:\n",
+           "repair restores from a copy without checking that its bytes are the recorded ones", INTEGRITY),
+    Mutant("symlinked-input-read", "curate/ingest/formats.py",
+           "            if (Path(dirpath) / name).is_symlink():\n",
+           "            if False:\n",
+           "a symbolic link in the raw pool is read (and DVC would replace it)", INTEGRITY),
 )

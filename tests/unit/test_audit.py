@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import audit
+from curate.errors import UsageError
 from curate.schema import QUARANTINE, REMOVED, SELECTION
 from curate.tracking import mlflow_tracking as mt
 from curate.training.trainer import LINEAGE_SCHEMA
@@ -152,7 +153,7 @@ def test_checkpoint_counts_what_the_online_weights_say(runs):
 def test_checkpoint_refuses_a_run_that_is_not_curates(runs):
     with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("curate").experiment_id) as other:
         pass
-    with pytest.raises(SystemExit, match="not a curate round run or checkpoint"):
+    with pytest.raises(UsageError, match="is not a checkpoint of `curate run`"):
         audit.checkpoint(other.info.run_id)
 
 
@@ -172,7 +173,8 @@ def test_row_lists_every_checkpoint_it_trained_and_every_removal(runs):
         ("score", "nan_score: the response is empty within scoring.max_length")]
     assert [(x["stage"], x["duplicate_of"]) for x in audit.row("r8")["removed"]] == [("semantic dedup", "r5")]
     assert audit.row("r4")["trained"][0]["parent_run_id"] == b["parent_run_id"]
-    assert audit.row("nowhere") == {"kind": "row", "row_id": "nowhere", "trained": [], "removed": []}
+    with pytest.raises(UsageError, match="row nowhere is in no recorded run"):
+        audit.row("nowhere")
 
 
 def test_render_says_what_the_results_hold(runs):

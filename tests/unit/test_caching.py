@@ -9,11 +9,12 @@ from prefect import Task
 
 import tasks.caching as caching
 from tasks.caching import ROOT, Stage, code_version, stage_key
+from tasks.code import INFRASTRUCTURE
 
 S = Stage("ingest")
 # tasks/ modules a task may import from without them shaping its output: the cache machinery, the
 # stage declarations, the published-path layout, the retry policy and `model_path` (which only resolves a directory)
-NOT_OUTPUT_CODE = {"tasks.caching", "tasks.pipeline", "tasks.publish", "tasks.retry", "tasks.base_model"}
+NOT_OUTPUT_CODE = {path[: -len(".py")].replace("/", ".") for path in INFRASTRUCTURE}
 
 
 def all_stages() -> list[tuple[object, Stage]]:

@@ -156,7 +156,7 @@ def test_the_readme_spec_for_your_own_pool_is_valid():
 
     from curate.compare.spec import CompareSpec, PoolFile
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "compare.md").read_text()
     block = readme.split("e.g. `params/compare-mine.yaml`")[1].split("```yaml")[1].split("```")[0]
     spec = CompareSpec.model_validate(yaml.safe_load(block)).check()
     assert isinstance(spec.pools["chats"], PoolFile) and spec.baseline == "random"

@@ -1,4 +1,4 @@
-"""`execution.runner` other than local needs a real Prefect API server (README: Execution): refused in one line."""
+"""`execution.runner` other than local needs a real Prefect API server (docs/execution.md): refused in one line."""
 from __future__ import annotations
 
 import os

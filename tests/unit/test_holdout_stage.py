@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 from curate.artifacts import Ref, write_parquet
 from curate.config import Params
 from curate.schema import ROWS
-from flows.steps import holdout_arguments, pool_and_heldout
+from flows.walk import Inputs, resolver
 from curate.evaluation.sets import anchor_set, heldout_sets, read_heldout
-from tasks.holdout import holdout
+from tasks.holdout import eval_files, holdout
+from tasks.pipeline import HELDOUT, stage_params
 
 N = 400
 
@@ -20,6 +21,19 @@ def _pool(tmp_path) -> dict:
              "instruction": f"Say {i}.", "input": "", "response": f"{i}", "skill": None, "truth": None} for i in range(N)]
     write_parquet(pa.Table.from_pylist(rows, schema=ROWS), tmp_path / "semdedup" / "rows.parquet")
     return Ref.of(tmp_path / "semdedup").to_dict()
+
+
+def pool_and_heldout(project, p, ref) -> tuple[dict, dict]:
+    """The walker's `holdout/pool` and held-out sets of a holdout artifact, the project's raw.eval_dir as the files."""
+    value = resolver({"holdout": ref}, Inputs(project, p, raw=Path(project) / p.raw.dir,
+                                              raw_eval=Path(project) / p.raw.eval_dir))
+    return value("holdout/pool"), value(HELDOUT)
+
+
+def holdout_arguments(project, p) -> dict:
+    """The holdout stage's arguments as the walker binds them (its params, whether there are held-out files)."""
+    raw_eval = Inputs(project, p, raw=Path(project) / p.raw.dir, raw_eval=Path(project) / p.raw.eval_dir).source("raw_eval")
+    return eval_files({"params": stage_params(p, "holdout"), "eval_files": raw_eval})
 
 
 def _ids(path) -> list[str]:

@@ -274,3 +274,14 @@ def test_unshare_gives_every_hard_linked_cache_object_a_copy_of_its_own(tmp_path
     assert obj.read_bytes() == user_file.read_bytes() and obj.stat().st_ino != user_file.stat().st_ino
     assert user_file.stat().st_nlink == 1 and not leftover.exists()
     assert dvc.unshare_cache(project) == 0
+
+
+def test_a_restore_source_is_checked_when_it_is_used(tmp_path):
+    """A copy that was sound when found but changed since (or was never what it was listed as) is no source."""
+    good = tmp_path / "good"
+    good.write_bytes(b"the recorded bytes")
+    d = repair.Damage("store", tmp_path / "damaged", md5(good), hashlib.sha256(good.read_bytes()).hexdigest())
+    assert repair._source(d, {d.md5: good}, {}) == good
+    flip(good, 0)
+    assert repair._source(d, {d.md5: good}, {}) is None
+    assert repair._source(d, {}, {d.md5: good}) is None

@@ -11,11 +11,11 @@ import pytest
 from curate.config import Params
 from flows.dvc_yaml import render
 from tasks.caching import REGISTRY, Stage, code_version
+from tasks.code import stage_code
 from tasks.pipeline import SPECS, STAGES, groups, pick, stage_params
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK_MODULES = ("ingest", "dedup", "embed", "semdedup", "holdout", "base_model", "score", "ranking", "select", "train", "evaluate",
-                "record")
+TASK_MODULES = sorted({s.import_name for s in STAGES})
 # a new value for every leaf of these sections: what no stage but record may depend on
 TRACKING_ONLY = {"project.experiment": "other", "tracking.dvc_remote": "elsewhere", "tracking.push": False,
                  "tracking.log_models": False, "tracking.regression_threshold": 0.5, "schedule.cron": "0 3 * * *",
@@ -50,18 +50,25 @@ def test_every_declaration_resolves():
     for s in STAGES:
         stage_params(p, s.name)  # every declared parameter path exists
         pick(p.model_dump(mode="json"), s.when)
-        code_version(*s.code, s.task_module)  # every declared code path exists and holds Python
+        code_version(*stage_code(s.task_module))  # the stage's code (its task module's import graph) exists and holds Python
+        module = importlib.import_module(s.import_name)
+        for hook in (s.task or s.name if not s.group and not s.part_of else "", s.bind, s.step, s.check):
+            assert not hook or callable(getattr(module, hook, None)), (s.name, hook)
         for i in s.inputs:
             assert i in SPECS or i in ("raw", "raw_eval"), (s.name, i)
+        for source in s.args.values():  # a binding reads only declared inputs (or the walk's own sources)
+            for one in source.split("|"):
+                name = one.split("/")[0]
+                assert name in s.inputs or name in ("*", "run"), (s.name, source)
     assert all(len({m.output for m in members}) == 1 for members in groups().values())
 
 
 def test_every_task_is_keyed_by_its_declaration():
     for name in TASK_MODULES:
-        importlib.import_module(f"tasks.{name}")
+        importlib.import_module(name)
     assert set(REGISTRY) == set(SPECS)
     for name, stage in REGISTRY.items():
-        assert stage.spec is SPECS[name] and stage.all_code[:len(SPECS[name].code)] == SPECS[name].code
+        assert stage.spec is SPECS[name] and stage.all_code == stage_code(SPECS[name].task_module)
 
 
 def test_tracking_and_schedule_settings_reach_no_stage_but_record():
@@ -107,3 +114,19 @@ def test_undeclared_parameters_are_refused():
     stage.key({"project": "/p", "params": params})
     with pytest.raises(ValueError, match="stage_params"):
         stage.key({"project": "/p", "params": {**params, "training": {"lr": 1.0}}})
+
+
+def test_the_parameter_reference_is_generated_from_the_config():
+    from curate.params_doc import PAGE, page_with, render
+
+    assert PAGE.read_text() == page_with(render(), PAGE.read_text()), "run `python -m curate.params_doc --write`"
+    for path, _ in _leaves(Params().model_dump(mode="json")):
+        if not path.startswith("training.online."):
+            assert f"| `{path}` |" in render(), path
+
+
+def test_the_readme_is_a_front_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert readme.index("make demo") < readme.index("make test") < readme.index("## ")
+    assert "docs/known-limits.md" in readme.split("## Known limits")[1]

@@ -54,17 +54,16 @@ def test_outside_demo_is_told_by_the_skill_labels():
 def test_tiny_on_a_pool_that_is_not_the_demo_warns(tmp_path):
     import pyarrow as pa
 
-    from curate.artifacts import Ref, write_parquet
-    from curate.config import Params
-    from flows.steps import pool_warnings
+    from curate.artifacts import write_parquet
+    from curate.scoring.fit import pool_warnings
 
     def pool(skills):
         write_parquet(pa.table({"row_id": [str(i) for i in range(len(skills))], "skill": pa.array(skills, pa.string())}),
                       tmp_path / "rows.parquet")
-        return Ref.of(tmp_path).to_dict()
+        return tmp_path
 
-    tiny, smol = Params(), Params.model_validate({"base_model": {"source": "smollm2-135m-instruct"}})
-    [warning] = pool_warnings(tiny, pool([None] * 30))
+    tiny, smol = "tiny", "smollm2-135m-instruct"
+    [warning] = pool_warnings(pool([None] * 30), tiny)
     assert "base_model.source: smollm2-135m-instruct" in warning
-    assert pool_warnings(smol, pool([None] * 30)) == []
-    assert pool_warnings(tiny, pool(list(SKILLS) * 6)) == []
+    assert pool_warnings(pool([None] * 30), smol) == []
+    assert pool_warnings(pool(list(SKILLS) * 6), tiny) == []

@@ -1,4 +1,4 @@
-"""Sharded embedding (README: Execution): `embed_shard` over 1-4 shards, each encoding its contiguous group of
+"""Sharded embedding (docs/execution.md): `embed_shard` over 1-4 shards, each encoding its contiguous group of
 the planned batches in a store entry of its own, and `embed` merging them store the bytes of one pass."""
 from __future__ import annotations
 

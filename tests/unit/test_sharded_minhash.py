@@ -1,4 +1,4 @@
-"""Sharded MinHash signing (README: Execution): `minhash_shard` over 1-3 shards signs the rows dedup will examine,
+"""Sharded MinHash signing (docs/execution.md): `minhash_shard` over 1-3 shards signs the rows dedup will examine,
 each shard a contiguous group of them in a store entry of its own; `dedup` looks the signatures up instead of
 computing them and stores the bytes of one pass, on a full pass and on an incremental night."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sharded scoring (README: Execution): the batches planned once over all rows, scored in contiguous groups
+"""Sharded scoring (docs/execution.md): the batches planned once over all rows, scored in contiguous groups
 of whole batches, each group on its own (as a shard task does), give the bits of one `score_rows` pass; a
 round's re-scoring merged from its shards stores the bytes of the one-pass re-scoring."""
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The stage declarations (tasks/pipeline.py) checked against what the stages do, not against themselves.
 
-Every stage of STAGES runs once on a tiny project, through the same steps as the flow (flows/steps.py)
-but calling the plain functions, with its parameters wrapped in `Recorded`: a dict that notes every
-leaf the stage reads and every lookup of a key it does not hold (`get` with a default and `in`
-included, which hide an undeclared read from a plain dict). Then:
+Every stage of STAGES runs once on a tiny project, through the same walk as the flow (flows/walk.py)
+but with an executor calling the plain functions, with its parameters wrapped in `Recorded`: a dict
+that notes every lookup of a key it does not hold (`get` with a default and `in` included, which hide
+an undeclared read from a plain dict) and every leaf read from it; a stage that reads its parameters
+typed (`curate.config.declared`) gets a view that notes every attribute path it reads. Then:
 - no stage looked up a parameter it does not declare;
 - every declared leaf was read by its stage (a stage keyed on a parameter it never reads re-runs for
   nothing when that parameter changes);
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from importlib import import_module
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,20 +25,19 @@ import pytest
 
 import tasks.caching
 import tasks.pipeline
-from curate.config import Params
+from pydantic import BaseModel
+
+from curate.config import Declared, Params
+from curate.config import declared as real_declared
 from curate.demo.pool import write_demo
-from flows.steps import pool_and_heldout, merge_shards, run_dedup, run_embed, run_evaluations, run_rounds
-from tasks.base_model import base_model
+from flows.walk import Inputs, walk
 from tasks.caching import REGISTRY
-from tasks.holdout import holdout
-from tasks.ingest import ingest
-from tasks.pipeline import SPECS, STAGES, UNKEYED, pick, stage_params
-from tasks.ranking import rank_pool
-from tasks.record import record
 from tasks.dedup import dedup
 from tasks.embed import embed
-from tasks.score import plan_pool, rescore_window, score_pool
-from tasks.semdedup import previous_semdedup, semdedup
+from tasks.executor import calls
+from tasks.pipeline import SPECS, STAGES, UNKEYED, pick, stage_params
+from tasks.ranking import rank_pool
+from tasks.score import rescore_window, score_pool
 
 # the smallest settings that run every stage (the shards' ones included) and every branch of its
 # parameters that the demo settings take
@@ -116,22 +117,59 @@ class Recorded(dict):
     items, values, keys, __iter__ = (_reading_all(name) for name in ("items", "values", "keys", "__iter__"))
 
 
+class View:
+    """A typed parameter view (curate.config.Declared) that notes every leaf path the stage reads. A wholly
+    declared section comes back as its model (a TrainingParams, say), which stages hand on whole (to pydantic,
+    to the trainer): reading it counts as reading every leaf of it."""
+
+    def __init__(self, inner: Declared, reads: set[str], path: str = ""):
+        self._inner, self._reads, self._path = inner, reads, path
+
+    def __getattr__(self, name: str):
+        value = getattr(self._inner, name)
+        if isinstance(value, Declared):
+            return View(value, self._reads, f"{self._path}{name}.")
+        if isinstance(value, BaseModel):
+            self._reads.update(_leaves(value.model_dump(mode="json"), f"{self._path}{name}."))
+        else:
+            self._reads.add(f"{self._path}{name}")
+        return value
+
+
+def _plain(values):
+    """A Recorded dict as plain dicts, read through dict's own methods (nothing noted)."""
+    return {k: _plain(v) for k, v in dict.items(values)} if isinstance(values, dict) else values
+
+
 class Calls:
-    """A `call` for flows/steps.py: runs each stage's plain function with Recorded parameters, and keeps
+    """An executor (tasks/executor.py) that runs each stage's plain function with Recorded parameters, and keeps
     every call's arguments (with the plain parameters) for the key checks."""
+
+    shards = 2
+    current: list[str] = []
 
     def __init__(self):
         self.reads: dict[str, set[str]] = defaultdict(set)
         self.undeclared: dict[str, list[str]] = defaultdict(list)
         self.arguments: dict[str, list[dict]] = defaultdict(list)
 
-    def __call__(self, task, note_round=None, **kwargs) -> dict:
+    def call(self, task, note_round=None, **kwargs) -> dict:
         self.arguments[task.name].append(copy.deepcopy(kwargs))
         params = Recorded(kwargs["params"], self.reads[task.name], self.undeclared[task.name])
-        return task.fn(**{**kwargs, "params": params})
+        self.current.append(task.name)
+        try:
+            return task.fn(**{**kwargs, "params": params})
+        finally:
+            self.current.pop()
 
-    def map(self, task, execution, mapped: dict[str, list], note_round=None, **constant) -> list[dict]:
-        return [self(task, **constant, **dict(zip(mapped, values))) for values in zip(*mapped.values())]
+    def map(self, task, mapped: dict[str, list], note_round=None, **constant) -> list[dict]:
+        return [self.call(task, **kw) for kw in calls(mapped, constant)]
+
+    def declared(self, values):
+        """curate.config.declared for the stage running now: its view notes what the stage reads (outside a
+        stage's call, e.g. a binding hook choosing the previous artifact, nothing is noted)."""
+        view = real_declared(_plain(values))  # validating the dict is not the stage reading it
+        return View(view, self.reads[self.current[-1]]) if self.current else view
 
 
 def _params(**over) -> Params:
@@ -146,38 +184,22 @@ def _params(**over) -> Params:
 
 
 def _pipeline(project: str, p: Params, call: Calls, elsewhere: str) -> None:
-    """Every stage once, in the flow's order (flows/curate_run.py), with execution.shards 2, plus the ranking
-    stage of both its strategies, the holdout stage without held-out files (it then reads its share) and
-    the stages that merge shards once more unsharded (in the project `elsewhere`, whose store and row score
+    """Every stage once, in the flow's order (the flow's walk, record included), with execution.shards 2, plus
+    the ranking stage of both its strategies, the holdout stage without held-out files (it then reads its share)
+    and the stages that merge shards once more unsharded (in the project `elsewhere`, whose store and row score
     cache are empty: their keys ignore the shards)."""
-    raw = {"path": str(Path(project) / p.raw.dir), "digest": "raw"}
-    rows = call(ingest, project=project, raw=raw, params=stage_params(p, "ingest"))
-    deduped = run_dedup(call, p.execution, project, p, rows)
-    embeddings = run_embed(call, p.execution, project, p, deduped)
-    pool = call(semdedup, project=project, rows=deduped, embeddings=embeddings, params=stage_params(p, "semdedup"),
-                previous=previous_semdedup(project, deduped, embeddings, stage_params(p, "semdedup")))
-    call(holdout, project=project, pool=pool, params=stage_params(p, "holdout"), eval_files=False)
-    split = call(holdout, project=project, pool=pool, params=stage_params(p, "holdout"), eval_files=True)
-    selectable, heldout = pool_and_heldout(project, p, split)
-    base = call(base_model, project=project, params=stage_params(p, "base_model"))
-    plan = plan_pool(project, selectable, base, stage_params(p, "score"), p.execution.shards)
-    scores = merge_shards(call, p.execution, project, p, plan, base, score_pool, pool=selectable,
-                          params=stage_params(p, "score"))
+    raw = Path(project) / p.raw.dir
+    run = {"flow_run_id": "test", "params_file": "params.yaml", "overrides": [], "dvc_lock": None}
+    walked = walk(STAGES, call, Inputs(project, p, raw=raw, raw_eval=Path(project) / p.raw.eval_dir, run=lambda: run),
+                  checks=False).results
+    walk(STAGES, call, Inputs(project, p, raw=raw, raw_eval=None), only=["holdout"], checks=False, done=walked)
     for strategy in ("longest", "rds"):
         ranked = _params(selection={**TINY["selection"], "strategy": strategy})
-        call(rank_pool, project=project, pool=selectable, model=base, heldout=heldout,
-             params=stage_params(ranked, "ranking"))
-    rounds = run_rounds(call, project, p, selectable, scores, base, heldout, execution=p.execution)
-    evaluations = run_evaluations(call, project, p, heldout, base, [r["train"] for r in rounds])
-    for r, ev in zip(rounds, evaluations[1:]):
-        r["evaluate"] = ev
-    refs = {"ingest": rows, "dedup": deduped, "embed": embeddings, "semdedup": pool, "holdout": split,
-            "base_model": base, "score": scores, "evaluate_base": evaluations[0]}
-    call(record, project=project, refs=refs, rounds=rounds, params=stage_params(p, "record"), dvc_lock=None,
-         flow_run_id="test", params_file="params.yaml")
+        call.call(rank_pool, project=project, pool=call.arguments["score"][0]["pool"], model=walked["base_model"],
+                  heldout=call.arguments["evaluate"][0]["heldout"], params=stage_params(ranked, "ranking"))
     for name, task in MERGING.items():  # and unsharded, where the merging stage computes everything itself (in
         unsharded = {k: v for k, v in call.arguments[name][0].items() if k != "shards"}  # another project: no cache)
-        call(task, **{**unsharded, "project": elsewhere})
+        call.call(task, **{**unsharded, "project": elsewhere})
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +211,9 @@ def ran(tmp_path_factory) -> tuple[Calls, Params]:
     uri = f"sqlite:///{project / 'mlflow.db'}"
     call = Calls()
     with pytest.MonkeyPatch.context() as mp:
+        for module in {import_module(s.import_name) for s in STAGES}:  # a stage reads typed parameters by `declared`
+            if getattr(module, "declared", None) is real_declared:
+                mp.setattr(module, "declared", call.declared)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         try:
@@ -205,7 +230,8 @@ def test_every_stage_ran(ran):
 
 def test_no_stage_reads_a_parameter_it_does_not_declare(ran):
     call, _ = ran
-    assert {name: found for name, found in call.undeclared.items() if found} == {}
+    found = {name: sorted(set(keys)) for name, keys in call.undeclared.items() if keys}
+    assert found == {}, found
 
 
 @pytest.mark.parametrize("name", [s.name for s in STAGES])

@@ -1,0 +1,32 @@
+"""Stages read their parameters typed (curate/config.py `declared`): the validated values at the paths they
+declare, and a KeyError for any other path."""
+from __future__ import annotations
+
+import pytest
+
+from curate.config import Params, TrainingParams, declared
+from tasks.pipeline import STAGES, stage_params
+
+
+def test_a_declared_section_is_its_model_and_a_field_its_type():
+    p = Params.model_validate({"training": {"lr": 0.005}, "scoring": {"max_length": 99}})
+    train = declared(stage_params(p, "train"))
+    assert isinstance(train.training, TrainingParams) and train.training.lr == 0.005
+    assert train.project.seed == p.project.seed and train.base_model.chat_template is None
+    assert declared(stage_params(p, "evaluate")).scoring.max_length == 99
+
+
+def test_an_undeclared_path_is_refused_by_name():
+    train = declared(stage_params(Params(), "train"))
+    with pytest.raises(KeyError, match="scoring.max_length"):
+        train.scoring.max_length
+    with pytest.raises(KeyError, match="selection"):
+        train.selection
+
+
+def test_every_stage_gets_a_typed_view_of_exactly_its_leaves():
+    p = Params()
+    for s in STAGES:
+        view = declared(stage_params(p, s.name))
+        for section, value in stage_params(p, s.name).items():
+            assert getattr(view, section) is not None or value is None, (s.name, section)
