@@ -1,8 +1,9 @@
 """`curate audit` (curate/audit.py) on hand-built lineage: two runs written by the recorder itself
 (curate/tracking/mlflow_tracking.py `record`) into a real MLflow on SQLite, with a few rows whose
-fate is known by construction. `verify` is tested end to end (tests/integration)."""
+fate is known by construction; `verify` on a run whose store entries are sealed, damaged or gone."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -185,3 +186,46 @@ def test_render_says_what_the_results_hold(runs):
     assert "trained 1 checkpoint round(s)" in text and "removed at dedup" in text and "duplicate of r1" in text
     text = audit.render(audit.checkpoint(b["rounds"][0]["run_id"]))
     assert "1 of them contributed to a step (online policy), total loss weight 0.75" in text
+
+
+def test_verify_names_a_damaged_entry_and_says_when_one_is_gone(runs):
+    """verify on a run whose tags name three store entries (sealed as the stages write them): one sound, one
+    with a flipped byte, one removed by gc whose published copy is checked instead; the project is a real DVC
+    repo with its raw pool in data.dvc."""
+    import os
+
+    from curate.artifacts import digest, materialize
+    from curate.seal import sealed_entry
+    from curate.versioning import dvc
+
+    _, _, root = runs
+    project = root / "verified"
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "pool.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    dvc.ensure_repo(project, ".curate/dvc-remote")
+    dvc.add_raw(project)
+    entries = {}
+    for name in ("sound", "damaged", "gone"):
+        entries[name] = project / ".curate" / "store" / name / "key"
+        with sealed_entry(entries[name]) as tmp:
+            tmp.mkdir()
+            (tmp / "rows.parquet").write_bytes(name.encode() * 40)
+    materialize(entries["gone"], project / "data" / "gone")
+    tags = {"curate.project": str(project), "curate.workspace.gone": "data/gone",
+            "curate.workspace_digest.gone": digest(project / "data" / "gone")}
+    for name, entry in entries.items():
+        tags.update({f"curate.digest.{name}": digest(entry), f"curate.path.{name}": str(entry)})
+    shutil.rmtree(entries["gone"])
+    f = entries["damaged"] / "rows.parquet"
+    os.chmod(f, 0o644)
+    f.write_bytes(b"x" + f.read_bytes()[1:])
+    run = mt.record(experiment="verified", artifact_root=(root / "mlruns").as_uri(), run_name="v", tags=tags,
+                    params={"selection": {"strategy": "iterit"}}, metrics={}, artifacts={}, stages={}, rounds=[],
+                    base_eval={}, log_models=False)
+    result = audit.verify(run["parent_run_id"])
+    by = {c["artifact"]: c for c in result["checks"] if c["area"] == "run"}
+    assert {k: c["status"] for k, c in by.items()} == {"sound": "ok", "damaged": "MISMATCH", "gone": "ok"}
+    assert str(f) in by["damaged"]["note"] and "optimizer state" in by["gone"]["note"]
+    assert result["store_entries_gone"] == 1
+    assert [(c["area"], c["artifact"]) for c in result["problems"]] == [("run", "damaged")]
+    assert "1 problem(s); 1 store entries gone" in audit.render(result)
