@@ -459,4 +459,8 @@ class Declared:
 def declared(values: dict[str, Any]) -> Declared:
     """The typed view of the parameters a stage was handed (`stage_params(p, name)`: a dict, so that it is
     JSON and keys the stage's cache entry)."""
-    return Declared(Params.model_validate(values), values)
+    try:  # section by section: the checks across sections (Params._check) ran on the whole set when it was
+        sections = {k: Params.model_fields[k].annotation.model_validate(v) for k, v in values.items()}  # loaded
+    except ValidationError as e:
+        raise invalid("stage parameters", e) from None
+    return Declared(Params.model_construct(**sections), values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from curate.config import Params, TrainingParams, declared
+from curate.config import Params, ScoringParams, TrainingParams, declared
 from tasks.pipeline import STAGES, stage_params
 
 
@@ -30,3 +30,13 @@ def test_every_stage_gets_a_typed_view_of_exactly_its_leaves():
         view = declared(stage_params(p, s.name))
         for section, value in stage_params(p, s.name).items():
             assert getattr(view, section) is not None or value is None, (s.name, section)
+
+
+def test_a_stage_gets_its_parameters_whatever_the_other_sections_would_say():
+    """The checks across sections ran on the whole set when it was loaded: a stage's slice is typed section by
+    section (scoring.contrast off is valid with the gate off, which the score stage is not handed)."""
+    p = Params.model_validate({"scoring": {"contrast": False}, "selection": {"mismatch_gate": "off"}})
+    view = declared(stage_params(p, "score"))
+    assert view.scoring.contrast is False and isinstance(view.scoring, ScoringParams)
+    with pytest.raises(KeyError, match="selection"):
+        view.selection
