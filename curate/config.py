@@ -137,7 +137,7 @@ class SelectionParams(_P):
     ifd_max: float = Field(1.0, gt=0, le=1)  # eligible iff IFD < ifd_max (reference: 1.0)
     mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
-    revisit: Literal["auto", "on", "off"] = "auto"  # iterit, ifd-only, longest, rds: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference)
+    revisit: Literal["auto", "on", "off"] = "auto"  # every strategy but full: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference); off: every strategy sees K new rows per round
 
     @model_validator(mode="after")
     def _whole_count(self) -> "SelectionParams":
