@@ -38,7 +38,7 @@ from tasks.base_model import base_model
 from tasks.dedup import dedup
 from tasks.embed import embed
 from tasks.evaluate import evaluate
-from tasks.holdout import holdout, split_refs
+from tasks.holdout import decontamination_references, holdout, split_refs
 from tasks.ingest import ingest
 from tasks.pipeline import stage_params
 from tasks.score import score_pool
@@ -102,13 +102,15 @@ def pool_source(workspace: Path, root: Path, name: str, pool, p: Params, call: "
         if held_path is not None and not held_path.exists():
             raise FileNotFoundError(f"compare spec: held-out file {held_path} not found")
         deduped = _pool_stages(call, project, Ref.of(path).to_dict(), p)
+        held_dir = heldout_dir(workspace, name, held_path) if held_path else None
         split = call(holdout, project=project, pool=deduped, params=stage_params(p, "holdout"),
-                     eval_files=held_path is not None)
+                     eval_files=held_path is not None, references=decontamination_references(str(root), p, held_dir))
         selectable, held = split_refs(split)
-        heldout_ref = Ref.of(heldout_dir(workspace, name, held_path)).to_dict() if held_path else held
+        heldout_ref = Ref.of(held_dir).to_dict() if held_dir else held
         ingested = ref_json(call.refs["ingest"])
         return selectable, heldout_ref, {"pool_rows": ingested["rows_ok"], "quarantined": ingested["quarantined"],
                                          "rows_after_dedup": ref_json(split)["rows_in"], "source": str(path),
+                                         "removed_heldout_overlap": ref_json(split)["removed_heldout_overlap"],
                                          "heldout": str(held_path) if held_path else f"evaluation.holdout {p.evaluation.holdout}"}
     data = workspace / "data" / name
     counts = write_demo(data, size=pool.size, seed=pool.seed, noise=pool.noise,

@@ -14,10 +14,13 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 
 def _heldout_line(p: Params, split: dict) -> str:
+    decontaminated = (f"; {split.get('removed_heldout_overlap', 0)} pool rows overlapping a held-out row removed "
+                      f"(decontamination, `curate audit row`)" if p.decontamination.enabled else
+                      "; decontamination off")
     if split.get("eval_files", True):
-        return f"  held out           the held-out files in {p.raw.eval_dir}"
+        return f"  held out           the held-out files in {p.raw.eval_dir}{decontaminated}"
     return (f"  held out           {split.get('heldout', 0)} rows ({split.get('share', 0):.0%} of the pool by row_id hash; "
-            f"never selected nor trained): no held-out files in {p.raw.eval_dir}")
+            f"never selected nor trained): no held-out files in {p.raw.eval_dir}{decontaminated}")
 
 
 def _truncated_line(p: Params, score: dict, trains: list[dict], base_eval: dict) -> str:

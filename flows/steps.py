@@ -24,7 +24,7 @@ from tasks.dedup import dedup, minhash_shard, previous_dedup
 from tasks.embed import STAGE as EMBED
 from tasks.embed import embed, embed_shard
 from tasks.evaluate import evaluate
-from tasks.holdout import split_refs
+from tasks.holdout import decontamination_references, split_refs
 from tasks.pipeline import stage_params
 from tasks.publish import LAYOUT, prune, publish
 from tasks.ranking import rank_pool
@@ -36,9 +36,12 @@ Call = Callable[..., dict]
 
 
 def holdout_arguments(project: str, p: Params) -> dict:
-    """The holdout stage's arguments: its parameters, and whether raw.eval_dir holds held-out files
-    (then nothing is split off)."""
-    return {"params": stage_params(p, "holdout"), "eval_files": has_heldout_files(Path(project) / p.raw.eval_dir)}
+    """The holdout stage's arguments: its parameters, whether raw.eval_dir holds held-out files (then nothing
+    is split off), and the sets it decontaminates the pool against."""
+    eval_dir = Path(project) / p.raw.eval_dir
+    files = has_heldout_files(eval_dir)
+    return {"params": stage_params(p, "holdout"), "eval_files": files,
+            "references": decontamination_references(project, p, eval_dir if files else None)}
 
 
 def pool_and_heldout(project: str, p: Params, split: dict) -> tuple[dict, dict]:

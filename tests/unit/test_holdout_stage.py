@@ -11,6 +11,7 @@ from curate.schema import ROWS
 from flows.steps import holdout_arguments, pool_and_heldout
 from curate.evaluation.sets import anchor_set, heldout_sets, read_heldout
 from tasks.holdout import holdout
+from tasks.pipeline import stage_params
 
 N = 400
 
@@ -28,8 +29,8 @@ def _ids(path) -> list[str]:
 
 def test_split_pool_and_heldout_are_disjoint_and_complete(tmp_path):
     project = tmp_path / "project"
-    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params={"evaluation": {"holdout": 0.25}}, eval_files=False)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params=stage_params(p, "holdout"), eval_files=False)
     pool, held = pool_and_heldout(str(project), p, ref)
     kept, out = _ids(Path(pool["path"])), _ids(Path(held["path"]))
     assert set(kept).isdisjoint(out) and sorted(kept + out) == [f"id-{i:04d}" for i in range(N)]
@@ -47,10 +48,13 @@ def test_held_out_files_mean_no_split(tmp_path):
     project = tmp_path / "project"
     (project / "data" / "raw" / "eval").mkdir(parents=True)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
-    assert holdout_arguments(str(project), p) == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": False}
+    nothing = {"heldout": None, "benchmarks": []}  # nothing to decontaminate against but the split's rows
+    assert holdout_arguments(str(project), p) == {"params": stage_params(p, "holdout"), "eval_files": False,
+                                                  "references": nothing}
     (project / "data" / "raw" / "eval" / "qa.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
     arguments = holdout_arguments(str(project), p)
-    assert arguments == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": True}
+    assert arguments == {"params": stage_params(p, "holdout"), "eval_files": True,
+                         "references": {"heldout": Ref.of(project / "data" / "raw" / "eval").to_dict(), "benchmarks": []}}
     ref = holdout.fn(project=str(project), pool=_pool(tmp_path), **arguments)
     pool, held = pool_and_heldout(str(project), p, ref)
     assert len(_ids(Path(pool["path"]))) == N
