@@ -34,7 +34,7 @@ from curate.compare.spec import CompareSpec, PoolFile, load_spec
 from curate.config import Params, load_params
 from curate.demo.pool import write_demo
 from flows.steps import run_evaluations, run_rounds
-from tasks.base_model import base_model
+from tasks.base_model import base_model, scoring_models
 from tasks.dedup import dedup
 from tasks.embed import embed
 from tasks.evaluate import evaluate
@@ -124,7 +124,8 @@ def prepare_pool(workspace: Path, root: Path, name: str, pool, p: Params) -> dic
     project, call = str(workspace), Timed()
     selectable, heldout_ref, generated = pool_source(workspace, root, name, pool, p, call)
     base = call(base_model, project=project, params=stage_params(p, "base_model"))
-    scores = call(score_pool, project=project, pool=selectable, model=base, params=stage_params(p, "score"))
+    scores = call(score_pool, project=project, pool=selectable, params=stage_params(p, "score"),
+                  **scoring_models(call, project, p, base))
     base_eval = call(evaluate, project=project, heldout=heldout_ref, model=base,
                      params=stage_params(p, "evaluate"), round_index=-1)
     labels = pool_labels(selectable)

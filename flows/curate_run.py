@@ -24,7 +24,7 @@ from flows.execution import require_api_server, task_runner
 from flows.steps import (check_pool_rows, check_scorer_fit, holdout_arguments, merge_shards, pool_and_heldout,
                          pool_warnings, publish_evaluations, publish_rounds, run_dedup, run_embed, run_evaluations,
                          run_rounds)
-from tasks.base_model import base_model
+from tasks.base_model import base_model, scoring_models
 from tasks.caching import REGISTRY, is_ref
 from tasks.holdout import holdout
 from tasks.ingest import ingest
@@ -157,7 +157,9 @@ def _score(run: Runner, project: str, p, pool: dict, base: dict) -> dict:
     """The score stage; with execution.shards > 1 its batches planned once, scored shard by shard (each
     shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`."""
     params = stage_params(p, "score")
-    plan = plan_pool(project, pool, base, params, p.execution.shards)
+    models = scoring_models(run, project, p, base)  # scoring.model: a proxy scores the pool
+    plan = plan_pool(project, pool, params=params, shards=p.execution.shards, **models)
     if plan is None:
-        return run(score_pool, project=project, pool=pool, model=base, params=params)
-    return merge_shards(run, p.execution, project, p, plan, base, score_pool, pool=pool, params=params)
+        return run(score_pool, project=project, pool=pool, params=params, **models)
+    return merge_shards(run, p.execution, project, p, plan, models["model"], score_pool, pool=pool, params=params,
+                        trained=base)

@@ -16,7 +16,7 @@ from curate.artifacts import Ref
 from curate.config import load_params
 from flows.steps import (check_pool_rows, check_scorer_fit, holdout_arguments, pool_and_heldout, publish_evaluations,
                          publish_rounds, run_evaluations, run_rounds)
-from tasks.base_model import base_model
+from tasks.base_model import base_model, scoring_models
 from tasks.dedup import dedup, previous_dedup
 from tasks.embed import embed
 from tasks.holdout import holdout
@@ -65,7 +65,8 @@ def run_stage(project: str, name: str, params_file: str, overrides: Sequence[str
         publish_base_model(project, ref, p.base_model.source)
     elif name == "score":
         pool, _ = pool_and_heldout(project, p, ws(LAYOUT["holdout"]))
-        ref = direct(score_pool, project=project, pool=pool, model=base(), params=stage_params(p, "score"))
+        ref = direct(score_pool, project=project, pool=pool, params=stage_params(p, "score"),
+                     **scoring_models(direct, project, p, base()))
         publish(project, ref, LAYOUT[name])
         check_scorer_fit(p, ref)
     elif name == "rounds":

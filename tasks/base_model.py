@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.artifacts import TIMINGS, Ref, digest, write_json
+from curate.config import Params
 from curate.seal import sealed_entry
 from curate.models import smollm2
 from curate.progress import Progress
 from tasks.caching import Stage
+from tasks.pipeline import stage_params
 
 STAGE = Stage("base_model")
 
@@ -79,3 +81,19 @@ def base_model(project: str, params: dict) -> dict:
             write_json({k: v for k, v in stats.items() if k not in timing}, tmp / "stats.json")
             write_json({k: stats[k] for k in timing if k in stats}, tmp / TIMINGS)
     return STAGE.ref(out / "model")
+
+
+def scorer_params(p: Params) -> dict | None:
+    """The base_model stage's parameters for the proxy scorer (`scoring.model`: the same stage builds or finds
+    it, as a `base_model.source`); None when the base model scores its own pool (`scoring.model` empty)."""
+    if not p.scoring.model:
+        return None
+    params = stage_params(p, "base_model")
+    return {**params, "base_model": {**params["base_model"], "source": p.scoring.model}}
+
+
+def scoring_models(call, project: str, p: Params, base: dict) -> dict:
+    """`score_pool`'s `model` and `trained` arguments: the scorer (the proxy of `scoring.model`, built or found by
+    this stage through `call`, or else the base model) and the base model (the one trained)."""
+    params = scorer_params(p)
+    return {"model": base if params is None else call(base_model, project=project, params=params), "trained": base}
