@@ -2,8 +2,8 @@
 model, same selection budget, same number of optimizer steps.
 
 Per pool the demo generator writes a demo variant into the workspace (or the spec names your own
-pool file), then ingest -> dedup -> embed -> semdedup (-> holdout, for your own pool) -> base model ->
-score run once (the stage functions called directly, as `flows/stages.py` does; no Prefect). For each strategy and seed, `flows.steps.run_rounds` and
+pool file), then ingest -> dedup -> embed -> semdedup -> holdout (decontamination; the split, for your
+own pool without held-out sets) -> base model -> score run once (the stage functions called directly, as `flows/stages.py` does; no Prefect). For each strategy and seed, `flows.steps.run_rounds` and
 `run_evaluations` run with the strategy's parameters; the content-keyed store shares every stage
 whose inputs and parameters do not change (the pool stages, the base model and its evaluation).
 
@@ -29,7 +29,8 @@ from typing import Any, Callable
 from curate.artifacts import Ref, ref_json, write_json
 from curate.compare import model_aware
 from curate.compare.cost import selection_cost
-from curate.compare.facts import match_full_steps, pool_facts, pool_labels, round_metrics
+from curate.compare.facts import final_rows, match_full_steps, pool_facts, pool_labels, round_metrics
+from curate.compare.matched import matched_params
 from curate.compare.spec import CompareSpec, PoolFile, load_spec
 from curate.config import Params, load_params
 from curate.demo.pool import write_demo
@@ -115,8 +116,11 @@ def pool_source(workspace: Path, root: Path, name: str, pool, p: Params, call: "
     data = workspace / "data" / name
     counts = write_demo(data, size=pool.size, seed=pool.seed, noise=pool.noise,
                         eval_per_skill=pool.eval_per_skill, skill_mix=pool.skill_mix)
-    selectable = _pool_stages(call, project, Ref.of(data / "pool.jsonl").to_dict(), p)
-    return selectable, Ref.of(data / "eval").to_dict(), counts
+    deduped = _pool_stages(call, project, Ref.of(data / "pool.jsonl").to_dict(), p)
+    split = call(holdout, project=project, pool=deduped, params=stage_params(p, "holdout"), eval_files=True,
+                 references=decontamination_references(str(root), p, data / "eval"))
+    return split_refs(split)[0], Ref.of(data / "eval").to_dict(), {
+        **counts, "removed_heldout_overlap": ref_json(split)["removed_heldout_overlap"]}
 
 
 def prepare_pool(workspace: Path, root: Path, name: str, pool, p: Params) -> dict[str, Any]:
@@ -146,7 +150,8 @@ def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, str
     return {"pool": pool_name, "strategy": strategy, "seed": seed, "grad_accum": p.training.grad_accum,
             "rounds": per_round, "wall_seconds": time.perf_counter() - start,
             "selection_cost": selection_cost(p, refs["scores"], rounds),
-            "final": per_round[-1]["eval"], "steps": sum(x["train"]["steps"] for x in per_round)}
+            "final": per_round[-1]["eval"], "final_rows": final_rows(evaluations[-1]),
+            "steps": sum(x["train"]["steps"] for x in per_round)}
 
 
 def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
@@ -165,13 +170,20 @@ def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
                 p = spec.run_params(base, strategy, seed)
                 if p.selection.strategy == "full" and spec.match_full_steps:
                     p = match_full_steps(p, n)
-                run = run_strategy(workspace, prepared, p, pool_name, strategy, seed)
-                log(f"pool {pool_name} {strategy} seed {seed}: held-out loss {run['final']['mean_loss']:.4f} "
-                    f"({run['steps']} steps, {run['wall_seconds']:.0f} s)")
-                results["runs"].append(run)
-                if on_run is not None:
-                    on_run(run)
+                _finished(results, run_strategy(workspace, prepared, p, pool_name, strategy, seed), on_run)
+            for arm in spec.compute_matched:  # after the strategy whose selection compute it spends, in the same seed
+                runs = {r["strategy"]: r for r in results["runs"] if r["pool"] == pool_name and r["seed"] == seed}
+                p, plan = matched_params(spec, base, arm, seed, runs, prepared["facts"]["rows_after_dedup"], n)
+                _finished(results, {**run_strategy(workspace, prepared, p, pool_name, arm, seed), "matched": plan}, on_run)
     return results
+
+
+def _finished(results: dict, run: dict, on_run: Callable[[dict], None] | None) -> None:
+    log(f"pool {run['pool']} {run['strategy']} seed {run['seed']}: held-out loss {run['final']['mean_loss']:.4f} "
+        f"({run['steps']} steps, {run['wall_seconds']:.0f} s)")
+    results["runs"].append(run)
+    if on_run is not None:
+        on_run(run)
 
 
 def compare(project: Path, spec_file: Path, params_file: Path | None, out_dir: Path, command: str,

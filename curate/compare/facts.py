@@ -33,6 +33,12 @@ def _eval_summary(ref: dict) -> dict[str, Any]:
             "sets": {k: {"loss": v["loss"], "exact_match": v["exact_match"]} for k, v in m["sets"].items()}}
 
 
+def final_rows(evaluation: dict) -> dict[str, list]:
+    """The per-row losses of an evaluation (its rows.parquet): set, row_id, loss, tokens, as lists."""
+    t = pq.read_table(Path(evaluation["path"]) / "rows.parquet")
+    return {c: t[c].to_pylist() for c in ("set", "row_id", "loss", "tokens")}
+
+
 def pool_labels(pool: dict) -> dict[str, tuple[str | None, str | None]]:
     t = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["row_id", "skill", "truth"])
     return {r: (s, g) for r, s, g in zip(*(t[c].to_pylist() for c in ("row_id", "skill", "truth")))}
