@@ -140,13 +140,16 @@ def prepare_pool(workspace: Path, root: Path, name: str, pool, p: Params) -> dic
             "labels": labels}
 
 
-def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, strategy: str, seed: int) -> dict[str, Any]:
-    """One (strategy, seed) on one prepared pool: rounds + evaluations, and the per-round metrics."""
+def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, strategy: str, seed: int,
+                 final_only: bool = False) -> dict[str, Any]:
+    """One (strategy, seed) on one prepared pool: rounds + evaluations (`final_only`: of the last round's
+    checkpoint only), and the per-round metrics."""
     refs, labels, call = prepared["refs"], prepared["labels"], Timed()
     start = time.perf_counter()
     rounds = run_rounds(call, str(workspace), p, refs["pool"], refs["scores"], refs["base"], refs["heldout"])
-    evaluations = run_evaluations(call, str(workspace), p, refs["heldout"], refs["base"], [rd["train"] for rd in rounds])
-    per_round = round_metrics(rounds, evaluations[1:], labels, call)
+    checkpoints = [rd["train"] for rd in rounds][-1 if final_only else 0:]
+    evaluations = run_evaluations(call, str(workspace), p, refs["heldout"], refs["base"], checkpoints)
+    per_round = round_metrics(rounds, [None] * (len(rounds) - len(checkpoints)) + evaluations[1:], labels, call)
     return {"pool": pool_name, "strategy": strategy, "seed": seed, "grad_accum": p.training.grad_accum,
             "rounds": per_round, "wall_seconds": time.perf_counter() - start,
             "selection_cost": selection_cost(p, refs["scores"], rounds),
@@ -160,6 +163,7 @@ def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
     Returns {"spec", "pools": {name: facts}, "runs": [...]}."""
     workspace.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "pools": {}, "runs": []}
+    final_only = spec.evaluate_rounds == "final"
     for pool_name, pool in spec.pools.items():
         log(f"pool {pool_name}: running the pool stages")
         prepared = prepare_pool(workspace, root, pool_name, pool, spec.pool_params(base))
@@ -170,11 +174,12 @@ def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
                 p = spec.run_params(base, strategy, seed)
                 if p.selection.strategy == "full" and spec.match_full_steps:
                     p = match_full_steps(p, n)
-                _finished(results, run_strategy(workspace, prepared, p, pool_name, strategy, seed), on_run)
+                _finished(results, run_strategy(workspace, prepared, p, pool_name, strategy, seed, final_only), on_run)
             for arm in spec.compute_matched:  # after the strategy whose selection compute it spends, in the same seed
                 runs = {r["strategy"]: r for r in results["runs"] if r["pool"] == pool_name and r["seed"] == seed}
                 p, plan = matched_params(spec, base, arm, seed, runs, prepared["facts"]["rows_after_dedup"], n)
-                _finished(results, {**run_strategy(workspace, prepared, p, pool_name, arm, seed), "matched": plan}, on_run)
+                run = run_strategy(workspace, prepared, p, pool_name, arm, seed, final_only)
+                _finished(results, {**run, "matched": plan}, on_run)
     return results
 
 

@@ -64,7 +64,7 @@ def pool_facts(pool: dict, scores: dict, base_eval: dict, labels: dict, contrast
 
 
 def round_metrics(rounds: list[dict], evaluations: list[dict], labels: dict, wall: Any = None) -> list[dict]:
-    """Per round: held-out metrics, subset composition by noise kind and skill, overlap with the previous
+    """Per round: held-out metrics (None for a round not evaluated), subset composition by noise kind and skill, overlap with the previous
     round, IFD histogram of the scores the round selected on, training and re-scoring cost. `wall`: the
     stage caller that ran them (its `seconds(stage, round)`), for wall times."""
     out, previous = [], None
@@ -73,7 +73,7 @@ def round_metrics(rounds: list[dict], evaluations: list[dict], labels: dict, wal
         state = pq.read_table(Path(rd["select"]["path"]) / "state.parquet", columns=["row_id", "ifd"])
         train_log = pq.read_table(Path(rd["train"]["path"]) / "train_log.parquet").to_pylist()
         entry = {
-            "round": r, "selected": len(chosen), "eval": _eval_summary(ev),
+            "round": r, "selected": len(chosen), "eval": _eval_summary(ev) if ev else None,
             "truth": composition(labels[x][1] for x in chosen), "skill": composition(labels[x][0] for x in chosen),
             "overlap_prev": overlap(previous, chosen) if previous is not None else None,
             "ifd_hist": ifd_histogram(state["ifd"].to_pylist(), [labels[x][1] for x in state["row_id"].to_pylist()]),

@@ -11,7 +11,7 @@ Unknown keys fail fast with their dotted path, as for the run parameters.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator
 
@@ -72,6 +72,7 @@ class CompareSpec(_S):
     # compute-matched arms: name -> the strategy whose selection compute the arm spends on more baseline rows
     compute_matched: dict[str, str] = {}
     train_forward_factor: float = Field(3.0, gt=0)  # a training token costs this many forward tokens (forward + backward)
+    evaluate_rounds: Literal["all", "final"] = "all"  # final: only the last round's checkpoint is evaluated (the verdict's)
 
     @field_validator("name", "experiment")
     @classmethod

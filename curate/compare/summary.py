@@ -23,8 +23,8 @@ def summarise_strategy(runs: list[dict], base_eval: dict) -> dict[str, Any]:
     rounds = [[r["rounds"][i] for r in runs] for i in range(n_rounds)]
     skills = sorted(base_eval["sets"])
 
-    def metric(entries, key):
-        return mean_std([e["eval"][key] for e in entries])
+    def metric(entries, key):  # a round not evaluated (evaluate_rounds: final) has no eval
+        return mean_std([e["eval"][key] for e in entries if e["eval"]])
 
     return {
         "seeds": [r["seed"] for r in runs],
