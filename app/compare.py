@@ -2,7 +2,8 @@
 model, same selection budget, same number of optimizer steps.
 
 Per pool the demo generator writes a demo variant into the workspace (or the spec names your own
-pool file), then ingest -> dedup -> embed -> semdedup -> holdout -> base model -> score run once: a
+pool file), then ingest -> dedup -> embed -> semdedup -> holdout (decontamination; the split, for your own
+pool without held-out sets) -> base model -> score run once: a
 walk of the declared stages (flows/walk.py) with the `Timed` executor, the stage functions called
 directly (no Prefect). For each strategy and seed, the rounds and evaluate steps are walked with the
 strategy's parameters; the content-keyed store shares every stage whose inputs and parameters do not
@@ -30,14 +31,16 @@ from typing import Any, Callable
 from curate.artifacts import ref_json, write_json
 from curate.compare import model_aware
 from curate.compare.cost import selection_cost
-from curate.compare.facts import match_full_steps, pool_facts, pool_labels, round_metrics
+from curate.compare.facts import final_rows, match_full_steps, pool_facts, pool_labels, round_metrics
+from curate.compare.matched import matched_params
 from curate.compare.spec import CompareSpec, PoolFile, load_spec
 from curate.config import Params, load_params
 from curate.demo.pool import write_demo
 from curate.seal import checked_ref
-from flows.walk import Inputs, walk
+from flows.walk import Inputs, resolver, walk
+from tasks.evaluate import evaluate
 from tasks.executor import Direct
-from tasks.pipeline import STAGES
+from tasks.pipeline import HELDOUT, STAGES, stage_params
 
 
 def log(msg: str) -> None:
@@ -76,8 +79,21 @@ def heldout_dir(workspace: Path, name: str, path: Path) -> Path:
     return d
 
 
+def link_benchmarks(workspace: Path, root: Path, p: Params) -> None:
+    """`decontamination.benchmarks` are paths inside the project; the comparison's stages run in its workspace,
+    where each is linked (or copied) at the same relative path."""
+    for rel in p.decontamination.benchmarks:
+        source, target = root / rel, workspace / rel
+        if not source.exists():
+            raise FileNotFoundError(f"decontamination.benchmarks: {source} not found (paths are relative to the project)")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, target, copy_function=os.link) if source.is_dir() else os.link(source, target)
+
+
 def pool_source(workspace: Path, root: Path, name: str, pool, p: Params) -> tuple[Inputs, dict]:
     """(the walk's inputs: the pool's raw file and its held-out files, what was generated or read) of one spec pool."""
+    link_benchmarks(workspace, root, p)
     if isinstance(pool, PoolFile):
         path = (root / pool.path).resolve()
         if not path.exists():
@@ -101,17 +117,20 @@ def prepare_pool(workspace: Path, root: Path, name: str, pool, p: Params) -> dic
     inputs, generated = pool_source(workspace, root, name, pool, p)
     walked = walk(STAGES, call, inputs, until="score", checks=False).results
     walked.update(walk(STAGES, call, inputs, only=["evaluate"], checks=False, done=walked).results)
+    split = ref_json(walked["holdout"])
     if isinstance(pool, PoolFile):
         ingested = ref_json(walked["ingest"])
         generated = {"pool_rows": ingested["rows_ok"], "quarantined": ingested["quarantined"],
-                     "rows_after_dedup": ref_json(walked["holdout"])["rows_in"], **generated}
+                     "rows_after_dedup": split["rows_in"], **generated}
+    generated["removed_heldout_overlap"] = split["removed_heldout_overlap"]
     selectable = selectable_pool(walked)
     labels = pool_labels(selectable)
     facts = {"description": pool.description, "generated": generated,
              "seconds": {c["stage"]: c["seconds"] for c in call.calls},
              **pool_facts(selectable, walked["score"], walked["evaluate"][0], labels, p.scoring.contrast,
                           call.seconds("score_pool"))}
-    return {"inputs": inputs, "results": walked, "facts": facts, "labels": labels}
+    return {"inputs": inputs, "results": walked, "facts": facts, "labels": labels,
+            "heldout": resolver(walked, inputs)(HELDOUT)}  # what the evaluate stage evaluates on
 
 
 def selectable_pool(walked: dict) -> dict:
@@ -119,18 +138,27 @@ def selectable_pool(walked: dict) -> dict:
     return checked_ref(Path(walked["holdout"]["path"]) / "pool").to_dict()
 
 
-def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, strategy: str, seed: int) -> dict[str, Any]:
-    """One (strategy, seed) on one prepared pool: rounds + evaluations, and the per-round metrics."""
+def run_strategy(workspace: Path, prepared: dict, p: Params, pool_name: str, strategy: str, seed: int,
+                 final_only: bool = False) -> dict[str, Any]:
+    """One (strategy, seed) on one prepared pool: rounds + evaluations (`final_only`: of the last round's
+    checkpoint only), and the per-round metrics."""
     results, labels, call = prepared["results"], prepared["labels"], Timed()
     inputs = Inputs(str(workspace), p, raw=prepared["inputs"].raw, raw_eval=prepared["inputs"].raw_eval)
     start = time.perf_counter()
-    walked = walk(STAGES, call, inputs, only=["rounds", "evaluate"], checks=False, done=results).results
-    rounds, evaluations = walked["rounds"], walked["evaluate"]
+    if final_only:
+        rounds = walk(STAGES, call, inputs, only=["rounds"], checks=False, done=results).results["rounds"]
+        last = call.call(evaluate, project=str(workspace), heldout=prepared["heldout"], model=rounds[-1]["train"],
+                         params=stage_params(p, "evaluate"), round_index=len(rounds) - 1)
+        evaluations = [results["evaluate"][0]] + [None] * (len(rounds) - 1) + [last]
+    else:
+        walked = walk(STAGES, call, inputs, only=["rounds", "evaluate"], checks=False, done=results).results
+        rounds, evaluations = walked["rounds"], walked["evaluate"]
     per_round = round_metrics(rounds, evaluations[1:], labels, call)
     return {"pool": pool_name, "strategy": strategy, "seed": seed, "grad_accum": p.training.grad_accum,
             "rounds": per_round, "wall_seconds": time.perf_counter() - start,
             "selection_cost": selection_cost(p, results["score"], rounds),
-            "final": per_round[-1]["eval"], "steps": sum(x["train"]["steps"] for x in per_round)}
+            "final": per_round[-1]["eval"], "final_rows": final_rows(evaluations[-1]),
+            "steps": sum(x["train"]["steps"] for x in per_round)}
 
 
 def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
@@ -139,6 +167,7 @@ def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
     Returns {"spec", "pools": {name: facts}, "runs": [...]}."""
     workspace.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "pools": {}, "runs": []}
+    final_only = spec.evaluate_rounds == "final"
     for pool_name, pool in spec.pools.items():
         log(f"pool {pool_name}: running the pool stages")
         prepared = prepare_pool(workspace, root, pool_name, pool, spec.pool_params(base))
@@ -149,13 +178,21 @@ def run_comparison(spec: CompareSpec, base: Params, workspace: Path, root: Path,
                 p = spec.run_params(base, strategy, seed)
                 if p.selection.strategy == "full" and spec.match_full_steps:
                     p = match_full_steps(p, n)
-                run = run_strategy(workspace, prepared, p, pool_name, strategy, seed)
-                log(f"pool {pool_name} {strategy} seed {seed}: held-out loss {run['final']['mean_loss']:.4f} "
-                    f"({run['steps']} steps, {run['wall_seconds']:.0f} s)")
-                results["runs"].append(run)
-                if on_run is not None:
-                    on_run(run)
+                _finished(results, run_strategy(workspace, prepared, p, pool_name, strategy, seed, final_only), on_run)
+            for arm in spec.compute_matched:  # after the strategy whose selection compute it spends, in the same seed
+                runs = {r["strategy"]: r for r in results["runs"] if r["pool"] == pool_name and r["seed"] == seed}
+                p, plan = matched_params(spec, base, arm, seed, runs, prepared["facts"]["rows_after_dedup"], n)
+                run = run_strategy(workspace, prepared, p, pool_name, arm, seed, final_only)
+                _finished(results, {**run, "matched": plan}, on_run)
     return results
+
+
+def _finished(results: dict, run: dict, on_run: Callable[[dict], None] | None) -> None:
+    log(f"pool {run['pool']} {run['strategy']} seed {run['seed']}: held-out loss {run['final']['mean_loss']:.4f} "
+        f"({run['steps']} steps, {run['wall_seconds']:.0f} s)")
+    results["runs"].append(run)
+    if on_run is not None:
+        on_run(run)
 
 
 def compare(project: Path, spec_file: Path, params_file: Path | None, out_dir: Path, command: str,

@@ -21,6 +21,7 @@ PARENT_REMOVALS = {  # parent-run artifact -> stage that removed the row
     "quarantine-score/quarantine.parquet": "score",
     "dedup/removed.parquet": "dedup",
     "semdedup/removed.parquet": "semantic dedup",
+    "holdout-overlap/removed.parquet": "holdout (decontamination: overlaps a held-out row)",
 }
 
 

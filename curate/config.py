@@ -118,6 +118,28 @@ class ScoringParams(_P):
     contrast: bool = True  # also score each response under another row's prompt (misalignment check)
     contrast_seed: int = 0
     contrast_partners: int = Field(4, ge=1)  # other prompts per response; the margin uses their mean loss (each adds a pass)
+    model: str = ""  # the model that scores the pool: "" = the base model (the one trained); else a smaller proxy, a source as base_model.source (Superfiltering-style)
+    fidelity_share: float = Field(0.02, ge=0, le=1)  # with a proxy: this share of the pool (at least 2 rows) is scored by the base model too (Spearman, top-K overlap); 0 = off
+    fidelity_seed: int = 0  # which rows the fidelity check draws
+
+
+class DecontaminationParams(_P):
+    """The holdout stage removes pool rows that overlap a held-out row (curate/evaluation/decontaminate.py)."""
+    enabled: bool = True
+    threshold: float = Field(0.6, gt=0, le=1)  # shingle Jaccard at or above which a pool row is a near-duplicate of a held-out row (dedup.near: 0.7 between pool rows)
+    ngram: int = Field(3, ge=1)  # word n-gram shingles
+    num_perm: int = Field(128, ge=16)  # MinHash permutations of the LSH candidate search (candidates are confirmed exactly)
+    seed: int = 1
+    min_prompt_words: int = Field(5, ge=1)  # the same normalised first prompt of at least this many words is an overlap too
+    benchmarks: list[str] = []  # more sets to decontaminate against: files or directories inside the project, any format ingest reads
+
+    @model_validator(mode="after")
+    def _inside_project(self) -> "DecontaminationParams":
+        for value in self.benchmarks:
+            if Path(value).is_absolute() or ".." in Path(value).parts:
+                raise ValueError(f"decontamination.benchmarks must be paths inside the project (relative, no '..'), "
+                                 f"got {value!r}")
+        return self
 
 
 class ScorerFitParams(_P):
@@ -142,7 +164,7 @@ class SelectionParams(_P):
     ifd_max: float = Field(1.0, gt=0, le=1)  # eligible iff IFD < ifd_max (reference: 1.0)
     mismatch_gate: Literal["auto", "on", "off"] = "auto"  # auto: on in clean mode, off in faithful
     mismatch_margin: float = 0.3  # nats: L(y|other prompt) - L(y|own prompt) below this -> ineligible
-    revisit: Literal["auto", "on", "off"] = "auto"  # iterit, ifd-only, longest, rds: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference)
+    revisit: Literal["auto", "on", "off"] = "auto"  # every strategy but full: may a row trained in an earlier round be picked again? auto: off in clean mode, on in faithful (reference); off: every strategy sees K new rows per round
 
     @model_validator(mode="after")
     def _whole_count(self) -> "SelectionParams":
@@ -314,6 +336,7 @@ class Params(_P):
     base_model: BaseModelParams = BaseModelParams()
     scoring: ScoringParams = ScoringParams()
     scorer_fit: ScorerFitParams = ScorerFitParams()
+    decontamination: DecontaminationParams = DecontaminationParams()
     selection: SelectionParams = SelectionParams()
     training: TrainingParams = TrainingParams()
     evaluation: EvaluationParams = EvaluationParams()

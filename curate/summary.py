@@ -14,10 +14,27 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 
 def _heldout_line(p: Params, split: dict) -> str:
+    decontaminated = (f"; {split.get('removed_heldout_overlap', 0)} pool rows overlapping a held-out row removed "
+                      f"(decontamination, `curate audit row`)" if p.decontamination.enabled else
+                      "; decontamination off")
     if split.get("eval_files", True):
-        return f"  held out           the held-out files in {p.raw.eval_dir}"
+        return f"  held out           the held-out files in {p.raw.eval_dir}{decontaminated}"
     return (f"  held out           {split.get('heldout', 0)} rows ({split.get('share', 0):.0%} of the pool by row_id hash; "
-            f"never selected nor trained): no held-out files in {p.raw.eval_dir}")
+            f"never selected nor trained): no held-out files in {p.raw.eval_dir}{decontaminated}")
+
+
+def _proxy_lines(score: dict) -> list[str]:
+    """With a proxy scorer (scoring.model): its size against the trained model's, and how well it ranks as that one would."""
+    proxy = score.get("proxy")
+    if not proxy:
+        return []
+    size = (f"  scorer proxy       {proxy['model']}: {proxy['scorer_parameters'] / 1e6:.1f}M parameters, the trained model "
+            f"{proxy['trained_parameters'] / 1e6:.1f}M")
+    f = proxy.get("fidelity")
+    if not f or f.get("spearman") is None:
+        return [size + " (no fidelity check: scoring.fidelity_share 0)"]
+    return [size, f"  proxy fidelity     Spearman {f['spearman']:.2f}, top {f['top_share']:.0%} overlap {f['top_overlap']:.0%} "
+                  f"(unrelated rankings: {f['random_overlap']:.0%}) on {f['rows']} rows scored by both models"]
 
 
 def _truncated_line(p: Params, score: dict, trains: list[dict], base_eval: dict) -> str:
@@ -136,7 +153,8 @@ def render_summary(project: Path, p: Params, result: dict) -> str:
         f"  pool after dedup   {sem.get('kept', ded.get('kept', '-'))}",
         _heldout_line(p, ref_json(refs.get("holdout"))),
         f"  scorer fit         {_fmt(sco.get('eligible_share'), '.0%')} of rows eligible (IFD < 1), median IFD {_fmt(sco.get('median_ifd'))}",
-        f"  scored             {sco.get('rows_scored', '-')} rows by the base model, {sco.get('rows_from_cache', 0)} from the row score cache",
+        f"  scored             {sco.get('rows_scored', '-')} rows by {'the proxy ' + sco['proxy']['model'] if sco.get('proxy') else 'the base model'}, {sco.get('rows_from_cache', 0)} from the row score cache",
+        *_proxy_lines(sco),
         _truncated_line(p, sco, [ref_json(rd["train"]) for rd in rounds], base_eval),
     ]
     if sco.get("warning"):

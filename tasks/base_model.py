@@ -14,44 +14,22 @@ pre-training stats sit beside that directory in the store entry, not inside it, 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from curate.artifacts import TIMINGS, Ref, digest, write_json
+from curate.artifacts import TIMINGS, write_json
 from curate.config import declared
 from curate.seal import sealed_entry
-from curate.models import smollm2
+from curate.models.sources import found_model
 from curate.progress import Progress
 from tasks.caching import Stage
 
 STAGE = Stage("base_model")
 
 
-def resolve_external(source: str) -> Path:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(source, local_files_only=True))
-    except Exception as e:  # noqa: BLE001 - re-raised with the fix
-        raise FileNotFoundError(
-            f"base_model.source={source!r} is neither a local directory nor a model in the local "
-            f"Hugging Face cache (this tool runs offline). Download it once on a connected machine "
-            f"(huggingface-cli download {source}) into HF_HOME, or pass a local path."
-        ) from e
-
-
 @STAGE.task()
 def base_model(project: str, params: dict) -> dict:
     v = declared(params)
     p = v.base_model
-    if p.source == smollm2.NAME:
-        path = smollm2.provision()
-        return Ref(str(path), smollm2.model_digest(path)).to_dict()
     if p.source != "tiny":
-        path = resolve_external(p.source)
-        return Ref(str(path), digest(path)).to_dict()
+        return found_model(p.source)
     out = STAGE.out(project, {"project": project, "params": params})
     if not out.exists():
         from curate.demo.pool import pretrain_prose, pretrain_rows
@@ -81,3 +59,4 @@ def base_model(project: str, params: dict) -> dict:
             write_json({k: v for k, v in stats.items() if k not in timing}, tmp / "stats.json")
             write_json({k: stats[k] for k in timing if k in stats}, tmp / TIMINGS)
     return STAGE.ref(out / "model")
+

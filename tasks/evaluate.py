@@ -1,10 +1,16 @@
 """Evaluate stage: every round's checkpoint (and the base model) on the held-out sets: the files of
-raw.eval_dir, or, without any, the rows the holdout stage held out of the pool (tasks/holdout.py)."""
+raw.eval_dir, or, without any, the rows the holdout stage held out of the pool (tasks/holdout.py).
+
+    metrics.json   per set: loss, rows, response tokens, rows cut, exact match; their means
+    rows.parquet   per evaluated row: set, row_id, loss, tokens (what `curate compare` pairs arms on)
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from curate.artifacts import write_json
+import pyarrow as pa
+
+from curate.artifacts import write_json, write_parquet
 from curate.config import declared
 from curate.seal import sealed_entry
 from curate.evaluation.heldout import evaluate as evaluate_model
@@ -13,6 +19,15 @@ from curate.models.loading import load_causal_lm, model_path
 from tasks.caching import Stage, note_pid
 
 STAGE = Stage("evaluate")
+ROWS = "rows.parquet"  # set, row_id, loss (mean over the row's response tokens), tokens: one line per evaluated row
+
+
+def row_table(rows: dict[str, dict[str, list]]) -> pa.Table:
+    """The per-row losses of every held-out set, in set and row order."""
+    return pa.table({"set": [name for name, r in rows.items() for _ in r["loss"]],
+                     "row_id": [x for r in rows.values() for x in r["row_id"]],
+                     "loss": pa.array([x for r in rows.values() for x in r["loss"]], pa.float64()),
+                     "tokens": pa.array([x for r in rows.values() for x in r["tokens"]], pa.int64())})
 
 
 @STAGE.task()
@@ -28,8 +43,10 @@ def evaluate(project: str, heldout: dict, model: dict, params: dict, round_index
         metrics = evaluate_model(lm, tokenizer, sets, system_prompt=s.system_prompt,
                                  max_length=s.max_length, batch_tokens=e.batch_tokens,
                                  response_share=s.response_share, exact_match=e.exact_match)
+        rows = metrics.pop("rows")
         with sealed_entry(out) as tmp:
             write_json({"round": round_index, "model_digest": model["digest"], **metrics}, tmp / "metrics.json")
+            write_parquet(row_table(rows), tmp / ROWS)
     return STAGE.ref(out)
 
 

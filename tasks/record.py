@@ -73,6 +73,7 @@ def record(project: str, refs: dict, rounds: list[dict], params: dict, dvc_lock:
         "quarantine-score": Path(refs["score"]["path"]) / "quarantine.parquet",
         "dedup": Path(refs["dedup"]["path"]) / "removed.parquet",
         "semdedup": Path(refs["semdedup"]["path"]) / "removed.parquet",
+        "holdout-overlap": Path(refs["holdout"]["path"]) / "removed.parquet",  # decontamination
         "params": Path(project) / params_file,
     }
     if dvc_lock:

@@ -23,13 +23,15 @@ import pyarrow.parquet as pq
 from curate.artifacts import TIMINGS, Ref, atomic_path, read_json, text_digest, write_json, write_parquet
 from curate.seal import sealed_entry
 from curate.models.chat import Encoded
-from curate.models.loading import load_causal_lm, model_path
+from curate.models.sources import found_model
+from curate.models.loading import load_causal_lm, model_path, parameter_count
 from curate.models.truncation import token_budget
 from curate.config import declared
 from curate.env import state_dir
 from curate.progress import Progress
 from curate.schema import QUARANTINE, SCORES
 from curate.scoring.cache import RowScoreCache
+from curate.scoring.fidelity import fidelity_sample, proxy_fidelity
 from curate.scoring.fit import check_scores
 from curate.scoring.ifd import ScoringPlan, batch_costs, finish_scoring, mean_span_losses, plan_scoring, score_rows
 from curate.sharding import shard_batches
@@ -137,11 +139,12 @@ def _write(out: Path, scores: pa.Table, quarantine: pa.Table, stats: dict, timin
         write_json(timings, tmp / TIMINGS)
 
 
-def plan_pool(project: str, pool: dict, model: dict, params: dict, shards: int) -> dict | None:
+def plan_pool(project: str, pool: dict, model: dict, params: dict, shards: int, trained: dict | None = None) -> dict | None:
     """The score stage's batches planned once over the rows left to score, split into `shards` contiguous
     groups: a Ref to a directory under .curate/tmp (`plan.parquet`: the sequences in batch order; `meta.json`).
-    None when there is nothing to split: one shard, the stage's entry already stored, or no row left to score."""
-    arguments = {"project": project, "pool": pool, "model": model, "params": params}
+    None when there is nothing to split: one shard, the stage's entry already stored, or no row left to score.
+    `model`, `trained`: as for `score_pool`."""
+    arguments = {"project": project, "pool": pool, "model": model, "params": params, "shards": None, "trained": trained}
     if shards == 1 or POOL.is_stored(arguments):
         return None
     rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
@@ -258,13 +261,40 @@ def _merge(shards: dict, todo: list[dict], s) -> dict[str, np.ndarray]:
     return finish_scoring(plan, means, s.variant, s.precision)
 
 
+def proxy_check(rows: list[dict], scores: pa.Table, proxy: dict, trained: dict, params: dict) -> dict:
+    """With a proxy scorer (scoring.model): both models' parameter counts (a proxy's scoring tokens cost that
+    ratio of the trained model's) and, on `scoring.fidelity_share` of the rows scored by the trained model too,
+    the Spearman correlation and top overlap of the two IFDs (curate/scoring/fidelity.py)."""
+    s, bm = params["scoring"], params["base_model"]
+    out = {"scorer_parameters": parameter_count(model_path(proxy), bm["trust_remote_code"]),
+           "trained_parameters": parameter_count(model_path(trained), bm["trust_remote_code"])}
+    sample = fidelity_sample(len(rows), s["fidelity_share"], s["fidelity_seed"])
+    if not sample:
+        return {**out, "fidelity": None}
+    start = time.perf_counter()
+    model, tokenizer = _load(trained, bm)
+    res = score_rows(model, tokenizer, [rows[i] for i in sample], system_prompt=s["system_prompt"],
+                     max_length=s["max_length"], batch_tokens=s["batch_tokens"], variant=s["variant"],
+                     precision=s["precision"], response_share=s["response_share"])
+    proxy_ifd = scores["ifd"].to_numpy(zero_copy_only=False)[sample]
+    tokens = int(res["tokens_conditional"].sum() + res["tokens_prior"].sum())
+    return {**out, "fidelity": {**proxy_fidelity(proxy_ifd, res["ifd"]), "sampled": len(sample), "forward_tokens": tokens,
+                                "seconds": time.perf_counter() - start}}
+
+
 @POOL.task()
-def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict | None = None) -> dict:
-    """`shards`: {"plan": `plan_pool`'s Ref, "results": the `score_shard` Refs} to merge instead of scoring here."""
+def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict | None = None,
+               trained: dict | None = None) -> dict:
+    """`model`: the scorer (scoring.model; by default the base model); `trained`: the base model, when it is not the
+    scorer (the proxy's fidelity check, `proxy_check`). `shards`: {"plan": `plan_pool`'s Ref, "results": the
+    `score_shard` Refs} to merge instead of scoring here."""
     out = POOL.out(project, locals())
     if not out.exists():
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
-        _write(out, *_score(project, rows, model, params, "score pool", shards))
+        scores, quarantine, stats, timings = _score(project, rows, model, params, "score pool", shards)
+        if trained is not None and trained["digest"] != model["digest"]:
+            stats["proxy"] = {"model": params["scoring"]["model"], **proxy_check(rows, scores, model, trained, params)}
+        _write(out, scores, quarantine, stats, timings)
     return POOL.ref(out)
 
 
@@ -302,7 +332,12 @@ def _merged(run, plan: dict, task, arguments: dict) -> dict:
 
 def step(run, arguments: dict) -> dict:
     """The score stage through executor `run`; with `run.shards` > 1 its batches planned once, scored shard by
-    shard (each shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`."""
+    shard (each shard cached on its own: a killed run resumes shard by shard), merged by `score_pool`. With
+    `scoring.model`, that model (found by its source, curate/models/sources.py) scores the pool and the base
+    model, the one trained, checks it on a sample (`proxy_check`)."""
+    proxy = declared(arguments["params"]).scoring.model
+    if proxy:
+        arguments = {**arguments, "model": found_model(proxy), "trained": arguments["model"]}
     plan = plan_pool(shards=run.shards, **arguments)
     return run.call(score_pool, **arguments) if plan is None else _merged(run, plan, score_pool, arguments)
 

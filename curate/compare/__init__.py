@@ -1,7 +1,8 @@
 """`curate compare`: every curation strategy side by side on demo pools with ground truth, with a
 report in pictures (docs/compare.md). The runs are app/compare.py; here: the spec
-(spec.py), the numbers (facts.py, metrics.py, summary.py) and MLflow logging (tracking.py);
-curate/report/page.py draws the page."""
+(spec.py), the numbers (facts.py, metrics.py, summary.py), the paired statistics and verdicts
+(paired.py, verdict.py), the compute-matched arm (matched.py), the cost of selecting (cost.py) and MLflow
+logging (tracking.py); curate/report/page.py draws the page (docs/comparison-statistics.md)."""
 from __future__ import annotations
 
 from curate.compare.spec import CompareSpec, load_spec

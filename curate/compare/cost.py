@@ -9,6 +9,8 @@ reports what it cost when it ran:
   in proportion to their tokens;
 - the ranking stage (`longest`: tokenising responses; `rds`: embedding pool and targets);
 - every select stage (the greedy selection itself, or a random draw).
+`compute` counts the same tokens in forward tokens of the trained model: a proxy scorer's (scoring.model)
+tokens times its parameters over the trained model's, the trained model's own passes as they are.
 Training cost = the train stages' tokens and seconds (an online policy's own work happens inside
 training steps and is counted there). Random and full spend no scoring.
 """
@@ -28,19 +30,23 @@ def _seconds(ref: dict | None) -> float:
 
 
 def scoring_cost(ref: dict, contrast_needed: bool) -> dict[str, float]:
-    """Tokens and seconds of the passes a strategy needs, of one score/re-score stage output."""
-    tokens = read_json(Path(ref["path"]) / "stats.json").get("forward_tokens", {})
+    """Tokens and seconds of the passes a strategy needs, of one score/re-score stage output; `compute`: the
+    tokens in forward tokens of the trained model (a proxy scorer's tokens times its share of the parameters)."""
+    stats = read_json(Path(ref["path"]) / "stats.json")
+    tokens = stats.get("forward_tokens", {})
     total = sum(tokens.values())
     needed = sum(v for k, v in tokens.items() if k != "contrast" or contrast_needed)
-    return {"tokens": float(needed), "seconds": _seconds(ref) * (needed / total if total else 0.0)}
+    proxy = stats.get("proxy") or {}
+    size = proxy["scorer_parameters"] / proxy["trained_parameters"] if proxy else 1.0
+    return {"tokens": float(needed), "seconds": _seconds(ref) * (needed / total if total else 0.0),
+            "compute": float(needed) * size}
 
 
 def selection_cost(p: Params, pool_scores: dict, rounds: list[dict]) -> dict[str, Any]:
     """Tokens and seconds spent selecting over a run's rounds, with their parts."""
     s = p.selection
     gate = s.gate_on
-    parts = {"score": {"tokens": 0.0, "seconds": 0.0}, "rescore": {"tokens": 0.0, "seconds": 0.0},
-             "ranking": {"tokens": 0.0, "seconds": 0.0}, "select": {"tokens": 0.0, "seconds": 0.0}}
+    parts = {part: {"tokens": 0.0, "seconds": 0.0, "compute": 0.0} for part in ("score", "rescore", "ranking", "select")}
     if s.strategy in MODEL_AWARE_SELECTION:  # they rank by the base model's IFD
         parts["score"] = scoring_cost(pool_scores, gate)
     for rd in rounds:
@@ -49,10 +55,10 @@ def selection_cost(p: Params, pool_scores: dict, rounds: list[dict]) -> dict[str
             parts["rescore"] = {k: parts["rescore"][k] + c[k] for k in c}
         if rd.get("ranking"):
             stats = read_json(Path(rd["ranking"]["path"]) / "stats.json")
-            parts["ranking"] = {"tokens": float(stats.get("forward_tokens", 0)), "seconds": _seconds(rd["ranking"])}
+            tokens = float(stats.get("forward_tokens", 0))
+            parts["ranking"] = {"tokens": tokens, "seconds": _seconds(rd["ranking"]), "compute": tokens}
         parts["select"]["seconds"] += _seconds(rd["select"])
-    return {"tokens": sum(x["tokens"] for x in parts.values()), "seconds": sum(x["seconds"] for x in parts.values()),
-            "parts": parts}
+    return {**{k: sum(x[k] for x in parts.values()) for k in ("tokens", "seconds", "compute")}, "parts": parts}
 
 
 def gain_per_selection_hour(baseline_loss: float | None, loss: float | None, selection_seconds: float) -> float | None:

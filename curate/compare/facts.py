@@ -33,6 +33,12 @@ def _eval_summary(ref: dict) -> dict[str, Any]:
             "sets": {k: {"loss": v["loss"], "exact_match": v["exact_match"]} for k, v in m["sets"].items()}}
 
 
+def final_rows(evaluation: dict) -> dict[str, list]:
+    """The per-row losses of an evaluation (its rows.parquet): set, row_id, loss, tokens, as lists."""
+    t = pq.read_table(Path(evaluation["path"]) / "rows.parquet")
+    return {c: t[c].to_pylist() for c in ("set", "row_id", "loss", "tokens")}
+
+
 def pool_labels(pool: dict) -> dict[str, tuple[str | None, str | None]]:
     t = pq.read_table(Path(pool["path"]) / "rows.parquet", columns=["row_id", "skill", "truth"])
     return {r: (s, g) for r, s, g in zip(*(t[c].to_pylist() for c in ("row_id", "skill", "truth")))}
@@ -58,7 +64,7 @@ def pool_facts(pool: dict, scores: dict, base_eval: dict, labels: dict, contrast
 
 
 def round_metrics(rounds: list[dict], evaluations: list[dict], labels: dict, wall: Any = None) -> list[dict]:
-    """Per round: held-out metrics, subset composition by noise kind and skill, overlap with the previous
+    """Per round: held-out metrics (None for a round not evaluated), subset composition by noise kind and skill, overlap with the previous
     round, IFD histogram of the scores the round selected on, training and re-scoring cost. `wall`: the
     stage caller that ran them (its `seconds(stage, round)`), for wall times."""
     out, previous = [], None
@@ -67,7 +73,7 @@ def round_metrics(rounds: list[dict], evaluations: list[dict], labels: dict, wal
         state = pq.read_table(Path(rd["select"]["path"]) / "state.parquet", columns=["row_id", "ifd"])
         train_log = pq.read_table(Path(rd["train"]["path"]) / "train_log.parquet").to_pylist()
         entry = {
-            "round": r, "selected": len(chosen), "eval": _eval_summary(ev),
+            "round": r, "selected": len(chosen), "eval": _eval_summary(ev) if ev else None,
             "truth": composition(labels[x][1] for x in chosen), "skill": composition(labels[x][0] for x in chosen),
             "overlap_prev": overlap(previous, chosen) if previous is not None else None,
             "ifd_hist": ifd_histogram(state["ifd"].to_pylist(), [labels[x][1] for x in state["row_id"].to_pylist()]),

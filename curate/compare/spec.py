@@ -11,7 +11,7 @@ Unknown keys fail fast with their dotted path, as for the run parameters.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator
 
@@ -64,25 +64,47 @@ class CompareSpec(_S):
     match_full_steps: bool = True  # `full`: raise grad_accum so it takes the same optimizer steps
     tried_before: int = Field(0, ge=0)  # variants already tried on these pools before this spec (the verdict corrects for them)
     chosen_after_results: dict[str, str] = {}  # strategy -> what was changed after looking at earlier results
+    # the statistics (docs/comparison-statistics.md): one contrast named before the run, the equivalence margin, the bootstrap
+    primary: str | None = None  # the arm whose contrast with the baseline is the comparison's question (named before the run)
+    equivalence_margin: float = Field(0.005, gt=0)  # nats: |difference| below this counts as no practical difference (TOST)
+    bootstrap_samples: int = Field(10_000, ge=100)  # resamples of rows and seeds for the intervals and p-values
+    bootstrap_seed: int = 0
+    # compute-matched arms: name -> the strategy whose selection compute the arm spends on more baseline rows
+    compute_matched: dict[str, str] = {}
+    train_forward_factor: float = Field(3.0, gt=0)  # a training token costs this many forward tokens (forward + backward)
+    evaluate_rounds: Literal["all", "final"] = "all"  # final: only the last round's checkpoint is evaluated (the verdict's)
 
     @field_validator("name", "experiment")
     @classmethod
     def _safe_name(cls, value: str, info: ValidationInfo) -> str:
         return check_name(value, info.field_name)  # a directory of the workspace, of MLflow's artifacts
 
-    @field_validator("pools", "strategies")
+    @field_validator("pools", "strategies", "compute_matched")
     @classmethod
     def _safe_keys(cls, value: dict, info: ValidationInfo) -> dict:
         for key in value:  # directories and file names of the workspace and the report
-            check_name(key, {"pools": "pool", "strategies": "strategy"}[info.field_name] + " name")
+            check_name(key, {"pools": "pool", "strategies": "strategy", "compute_matched": "arm"}[info.field_name] + " name")
         return value
+
+    @property
+    def arms(self) -> list[str]:
+        """Every arm of the comparison: the strategies, then the compute-matched arms."""
+        return list(self.strategies) + list(self.compute_matched)
 
     def check(self) -> "CompareSpec":
         if self.baseline not in self.strategies:
             raise ParamsError(f"baseline {self.baseline!r} is not one of the strategies {list(self.strategies)}")
-        unknown = sorted(set(self.chosen_after_results) - set(self.strategies))
+        unknown = sorted(set(self.chosen_after_results) - set(self.arms))
         if unknown:
             raise ParamsError(f"chosen_after_results names {unknown}, which are not strategies of this spec")
+        if self.primary is not None and (self.primary not in self.arms or self.primary == self.baseline):
+            raise ParamsError(f"primary {self.primary!r} must be one of the arms compared with the baseline: "
+                              f"{[a for a in self.arms if a != self.baseline]}")
+        for arm, strategy in self.compute_matched.items():
+            if arm in self.strategies or strategy not in self.strategies or strategy == self.baseline:
+                raise ParamsError(f"compute_matched: {arm!r} must be a new arm name and {strategy!r} one of the strategies "
+                                  f"other than the baseline {self.baseline!r} (its selection compute goes to more "
+                                  f"{self.baseline} rows)")
         for name in self.strategies:
             self.run_params(Params(), name, self.seeds[0])  # every override must be a valid parameter
         return self

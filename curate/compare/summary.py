@@ -23,8 +23,8 @@ def summarise_strategy(runs: list[dict], base_eval: dict) -> dict[str, Any]:
     rounds = [[r["rounds"][i] for r in runs] for i in range(n_rounds)]
     skills = sorted(base_eval["sets"])
 
-    def metric(entries, key):
-        return mean_std([e["eval"][key] for e in entries])
+    def metric(entries, key):  # a round not evaluated (evaluate_rounds: final) has no eval
+        return mean_std([e["eval"][key] for e in entries if e["eval"]])
 
     return {
         "seeds": [r["seed"] for r in runs],
@@ -52,24 +52,27 @@ def summarise_strategy(runs: list[dict], base_eval: dict) -> dict[str, Any]:
         "selection_seconds": mean_std([r["selection_cost"]["seconds"] for r in runs]),
         "selection_parts": {part: mean_std([r["selection_cost"]["parts"][part]["seconds"] for r in runs])
                             for part in runs[0]["selection_cost"]["parts"]},
+        "selection_compute": mean_std([r["selection_cost"].get("compute", r["selection_cost"]["tokens"]) for r in runs]),
+        "matched": [r["matched"] for r in runs if r.get("matched")] or None,
     }
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{pool: {strategy: summary}} in spec order; against the baseline, each strategy's verdict
-    (curate/compare/verdict.py) and held-out loss gained per hour spent selecting."""
+    """{pool: {arm: summary}} in spec order (the strategies, then the compute-matched arms); against the baseline,
+    each arm's paired verdict (curate/compare/verdict.py) and held-out loss gained per hour spent selecting."""
     spec = results["spec"]
     baseline = spec["baseline"]
     out: dict[str, dict[str, Any]] = {}
     for pool, facts in results["pools"].items():
         out[pool] = {}
-        for strategy in spec["strategies"]:
-            runs = [r for r in results["runs"] if r["pool"] == pool and r["strategy"] == strategy]
+        by_arm = {arm: [r for r in results["runs"] if r["pool"] == pool and r["strategy"] == arm]
+                  for arm in list(spec["strategies"]) + list(spec.get("compute_matched") or {})}
+        for arm, runs in by_arm.items():
             if runs:
-                out[pool][strategy] = summarise_strategy(runs, facts["base_eval"])
+                out[pool][arm] = summarise_strategy(runs, facts["base_eval"])
         if baseline not in out[pool]:
             continue
-        judged = verdicts(out[pool], baseline, spec.get("tried_before", 0), spec.get("chosen_after_results", {}))
+        judged = verdicts(by_arm, baseline, spec)
         base_loss = out[pool][baseline]["final_loss"]["mean"]
         for strategy, x in out[pool].items():
             x["verdict"] = judged.get(strategy)

@@ -34,14 +34,19 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def response_loss(model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int,
-                  response_share: float = RESPONSE_SHARE):
-    """Token-weighted mean response cross-entropy over `rows`, the number of tokens it covers and the
-    number of rows cut to the budget."""
+def row_losses(model, tokenizer, rows: Sequence[dict], system_prompt: str, max_length: int, batch_tokens: int,
+               response_share: float = RESPONSE_SHARE) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each row's mean response cross-entropy (NaN without a response token), its response token count,
+    and the number of rows cut to the budget."""
     encoded = [encode_conditional(tokenizer, r, system_prompt, max_length, response_share) for r in rows]
     means, counts = mean_span_losses(model, encoded, tokenizer.pad_token_id, batch_tokens)
+    return means, counts, sum(e.truncated for e in encoded)
+
+
+def token_weighted(means: np.ndarray, counts: np.ndarray) -> float:
+    """The set's loss: the token-weighted mean of its rows' mean losses (NaN without a token)."""
     total = int(counts.sum())
-    return (float(np.nansum(means * counts)) / total if total else math.nan), total, sum(e.truncated for e in encoded)
+    return float(np.nansum(means * counts)) / total if total else math.nan
 
 
 def greedy_answers(
@@ -86,25 +91,31 @@ def evaluate(
     """Evaluate on held-out sets.
 
     Returns `{"sets": {name: {"loss", "n", "response_tokens", "rows_truncated", "exact_match"}},
-    "mean_loss", "mean_exact_match", "rows_truncated"}`. `exact_match` is None when not computed; a
+    "mean_loss", "mean_exact_match", "rows_truncated", "rows"}`; `rows`: per set, the evaluated rows'
+    `row_id`, mean `loss` (NaN without a response token) and response `tokens` (the paired statistics
+    of `curate compare` compare arms row by row). `exact_match` is None when not computed; a
     set with no scorable response token has loss NaN and is left out of `mean_loss`.
     """
     max_length = token_budget(max_length, getattr(model.config, "max_position_embeddings", None))
     was_training = model.training
     model.eval()
     per_set: dict[str, dict[str, Any]] = {}
+    per_row: dict[str, dict[str, list]] = {}
     try:
         with torch.inference_mode():
             for name, rows in sets.items():
-                loss, n_tokens, n_cut = response_loss(model, tokenizer, rows, system_prompt, max_length, batch_tokens,
-                                                      response_share)
+                means, counts, n_cut = row_losses(model, tokenizer, rows, system_prompt, max_length, batch_tokens,
+                                                  response_share)
+                per_row[name] = {"row_id": [r.get("row_id") for r in rows], "loss": means.tolist(),
+                                 "tokens": counts.tolist()}
                 em = None
                 if exact_match and rows:
                     answers = greedy_answers(
                         model, tokenizer, rows, system_prompt, max_length, batch_tokens, max_new_tokens
                     )
                     em = sum(is_exact_match(a, r["response"]) for a, r in zip(answers, rows)) / len(rows)
-                per_set[name] = {"loss": loss, "n": len(rows), "response_tokens": n_tokens, "rows_truncated": n_cut,
+                per_set[name] = {"loss": token_weighted(means, counts), "n": len(rows),
+                                 "response_tokens": int(counts.sum()), "rows_truncated": n_cut,
                                  "exact_match": em}
     finally:
         model.train(was_training)
@@ -115,6 +126,7 @@ def evaluate(
         "mean_loss": sum(losses) / len(losses) if losses else math.nan,
         "mean_exact_match": sum(ems) / len(ems) if ems else None,
         "rows_truncated": sum(s["rows_truncated"] for s in per_set.values()),
+        "rows": per_row,
     }
 
 

@@ -121,6 +121,19 @@ def context_length(model_dir: str | Path) -> int | None:
     return getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
 
 
+def parameter_count(model_dir: str | Path, trust_remote_code: bool = False) -> int:
+    """Parameters of the model a directory (or an adapter's base) holds, from its config alone (no weights read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(model_dir)
+    if is_adapter_dir(path):
+        path = Path(read_base_ref(path)["path"])
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for p in model.parameters())
+
+
 def local_model_dir(source: str | Path) -> Path:
     """The directory holding `source`: itself if local, else its snapshot in the HF cache."""
     local = Path(source).expanduser()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.compare.metrics import IFD_BINS, beats
-from curate.compare.verdict import ALPHA
+from curate.compare.paired import ALPHA
 from curate.report import plots
 
 NOISE_FREE = ("clean", "unknown")
@@ -91,6 +91,38 @@ def _strategy_table(summary: dict, baseline: str, facts: dict) -> list[str]:
     return rows
 
 
+def _paired_table(summary: dict, baseline: str) -> list[str]:
+    """Each arm against the baseline, row by row (curate/compare/verdict.py): the difference with its interval,
+    the win rate, the p-values before and after Holm, the outcome, and what selecting and training cost."""
+    rows = [f"| arm | held-out loss | vs {baseline}: difference (95% CI) | rows lower | p | Holm p | outcome | "
+            f"equivalence (TOST, Holm p) | selection compute (fwd tokens) | training tokens |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for s, x in summary.items():
+        v = x.get("verdict")
+        cost = f"{x['selection_compute']['mean']:.0f} | {x['train_tokens']['mean']:.0f}"
+        if v is None:
+            rows.append(f"| {s} | {fmt(x['final_loss'], 4)} | baseline | | | | | | {cost} |")
+            continue
+        equivalent = "yes" if v["p_equivalence_holm"] < ALPHA else "no"
+        rows.append(f"| {s}{' (primary)' if v['primary'] else ''} | {fmt(x['final_loss'], 4)} | {v['difference']:+.4f} "
+                    f"({v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}) | {v['win_rate']:.0%} | {v['p']:.2g} | {v['p_holm']:.2g} | "
+                    f"{v['outcome']} | {equivalent} within ±{v['margin']:g} ({v['p_equivalence_holm']:.2g}) | {cost} |")
+    return rows
+
+
+def _matched_lines(summary: dict, baseline: str) -> list[str]:
+    """What the compute-matched arms trained: the selection compute they spend on more baseline rows."""
+    lines = []
+    for arm, x in summary.items():
+        for plan in (x.get("matched") or [])[:1]:
+            lines.append(f"- **{arm}**: {baseline} with {plan['k_matched']} rows per round instead of {plan['k']}: "
+                         f"{plan['matched_to']}'s selection compute ({plan['selection_compute']:.0f} forward tokens, "
+                         f"seed of the first run) bought {plan['extra_rows']} more rows at {plan['tokens_per_row']:.0f} "
+                         f"tokens per row and {plan['train_forward_factor']:g} forward tokens per training token"
+                         + (" (capped: every round must find rows not trained before)" if plan["capped_by_pool"] else "") + ".")
+    return lines
+
+
 def pool_plots(pool: str, facts: dict, summary: dict, runs: list[dict], out: Path) -> list[tuple[str, str]]:
     """Write the pool's PNGs under out/<pool>/; returns (caption, relative path) pairs."""
     d = out / pool
@@ -145,12 +177,21 @@ def write_comparison_report(results: dict[str, Any], summary: dict[str, Any], ou
              f"seed {spec['base_seed']}). Budget: {spec['budget']} of the deduplicated pool per round, {spec['rounds']} "
              f"rounds, the same optimizer steps for every strategy (`full`: one pass over every row each round, gradient "
              f"accumulation raised so it takes the same steps, up to rounding). Held-out sets are weighted equally across skills. Std = sample std over "
-             f"seeds. A strategy \"beats\" the baseline when a one-sided Welch t-test on the seeds' final losses gives "
-             f"p < {ALPHA} after multiplying p by the number of variants tried (Bonferroni). Selection cost: the scoring, "
-             f"re-scoring, ranking and selecting a strategy's choice needs; training cost: its train stages.", "",
+             f"seeds. Every arm is evaluated on the same held-out rows, so each is compared with the baseline row by row: "
+             f"the difference of final held-out loss (negative: better) with a 95% bootstrap interval over rows and "
+             f"seeds ({spec.get('bootstrap_samples', 10000)} resamples, seed {spec.get('bootstrap_seed', 0)}), the share "
+             f"of rows whose loss is lower, a two-sided bootstrap p-value, Holm-adjusted over the variants tried; an arm "
+             f"\"beats\" the baseline when the adjusted p < {ALPHA}, and is \"equivalent\" when an equivalence test "
+             f"(TOST, Holm-adjusted) puts the difference within ±{spec.get('equivalence_margin', 0.005):g} nats. "
+             f"Selection cost: the scoring, re-scoring, ranking and selecting a strategy's choice needs; training cost: "
+             f"its train stages.", "",
              "## Conclusion", ""]
     sections, bests = [], {}
     for pool, facts in results["pools"].items():
+        primary = spec.get("primary")
+        if primary and (summary[pool].get(primary) or {}).get("verdict"):
+            lines.append(f"- **{pool}**, the question named before the run: **{primary}** "
+                         f"{summary[pool][primary]['verdict']['words']}.")
         found, best = pool_conclusion(pool, facts, summary[pool], baseline, model_aware)
         bests[pool] = best
         lines += [f"- **{pool}** ({facts['description'] or 'pool'}): " + " ".join(found)]
@@ -164,15 +205,17 @@ def write_comparison_report(results: dict[str, Any], summary: dict[str, Any], ou
                      f"{facts['score']['texts_per_row']} texts, {facts['score']['response_tokens']} response tokens per "
                      f"text, {facts['score']['seconds']:.1f} s of wall time (0 when it came from the content cache).", ""]
         sections += _strategy_table(summary[pool], baseline, facts) + [""]
+        sections += [f"### Paired comparison with {baseline}", ""] + _paired_table(summary[pool], baseline) + [""]
+        sections += _matched_lines(summary[pool], baseline) + [""]
         for caption, rel in pool_plots(pool, facts, summary[pool], [r for r in results["runs"] if r["pool"] == pool], out):
             sections += [f"### {caption}", "", f"![{caption}]({rel})", ""]
-    wins = [p for p, b in bests.items() if b and (summary[p][b].get("verdict") or {}).get("p_corrected") is not None
-            and summary[p][b]["verdict"]["p_corrected"] < ALPHA]
-    tried = len(spec["strategies"]) - 1 + spec.get("tried_before", 0)
+    wins = [p for p, b in bests.items() if b and (summary[p][b].get("verdict") or {}).get("outcome") == "better"]
+    in_spec = len(spec["strategies"]) - 1 + len(spec.get("compute_matched") or {})
+    tried = in_spec + spec.get("tried_before", 0)
     lines += ["", ("A model-aware strategy beats " + baseline + " after correcting for the variants tried on: "
                    + ", ".join(wins) + ".") if wins else
               f"No model-aware strategy beats {baseline} after correcting for the variants tried on any pool.",
-              "", f"Variants compared with {baseline}: {tried} ({len(spec['strategies']) - 1} in this spec, "
+              "", f"Variants compared with {baseline}: {tried} ({in_spec} in this spec, "
               f"{spec.get('tried_before', 0)} tried on these pools before it)."]
     chosen = spec.get("chosen_after_results") or {}
     lines += (["Chosen after looking at earlier results: " + "; ".join(f"{s} ({why})" for s, why in chosen.items()) + "."]

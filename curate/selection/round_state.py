@@ -25,7 +25,7 @@ from curate.config import SelectionParams
 from curate.schema import SELECTION, STATE
 from curate.selection.iterit import selection_budget
 from curate.selection.baselines import ranked_by
-from curate.selection.rounds import (FRESH_CAPABLE, RANKED, Selected, eligibility, ineligible_counts,
+from curate.selection.rounds import (FRESH_CAPABLE, UNGATED, Selected, eligibility, ineligible_counts,
                                      nothing_to_select, select_round, trained_before)
 
 
@@ -44,7 +44,7 @@ def advance(s: SelectionParams | dict[str, Any], seed: int, round_index: int, ro
     `ranking_key` by pool position for the RANKED strategies (response tokens, RDS+ similarity).
     Raises NothingToSelect when no row is eligible."""
     s = SelectionParams.model_validate(s)
-    if s.strategy in RANKED:  # baselines: neither IFD nor the gate decides who may be picked
+    if s.strategy in UNGATED:  # baselines: neither IFD nor the gate decides who may be picked
         eligible, why_not = np.isfinite(scores), [None if np.isfinite(x) else "score is NaN" for x in scores]
     else:
         eligible, why_not = eligibility(scores, margin, s.ifd_max, s.gate_on, s.mismatch_margin)

@@ -7,9 +7,12 @@ reference carries its `order`. Strategies:
 - `iterit`: re-score a window with the newest checkpoint, then complexity x diversity greedy
   (`reorder`, mode "both").
 - `ifd-only`: the same rounds, ranked by complexity alone (mode "ifd").
-- `static-ifd`: rank by base-model IFD once (Superfiltering-style); every round trains the same rows.
-- `diversity-only`: the greedy with every complexity set to 1 (TF-IDF diversity alone), selected once.
-- `random`: a fresh seeded random draw of K rows every round.
+- `static-ifd`: rank by base-model IFD once (Superfiltering-style); with revisit off each later round
+  takes the next K eligible rows of that ranking, with revisit on every round trains the same rows.
+- `diversity-only`: the greedy with every complexity set to 1 (TF-IDF diversity alone); with revisit
+  off each later round runs it again over the rows not trained yet, with revisit on round 0's rows are reused.
+- `random`: a fresh seeded random draw of K rows every round (with revisit off, from the rows not
+  trained yet).
 - `full`: every row, every round.
 - `longest`, `rds`: a fixed ranking of the pool computed once (response length in tokens; RDS+
   similarity to the target rows, curate/selection/rds.py); every round takes the first K eligible
@@ -20,9 +23,10 @@ Window for the next round: `faithful` takes the first update_ratio*K positions o
 reference: picked + parked ineligible + next best); `clean` takes the first update_ratio*K eligible
 positions (score < 1), so the re-scored pool holds next-best candidates, not parked rows.
 
-`revisit=False` (not in the reference; for iterit, ifd-only, longest and rds; `selection.revisit`, `SelectionParams.revisit_on`) makes every row trained in an earlier
-round ineligible (`trained_before`), and leaves this round's picks out of the next window: each round
-then trains on rows no earlier round trained, as a fresh random draw mostly does.
+`revisit=False` (not in the reference; for every strategy but `full`; `selection.revisit`,
+`SelectionParams.revisit_on`) makes every row trained in an earlier round ineligible
+(`trained_before`), and leaves this round's picks out of the next window: each round then trains on
+rows no earlier round trained, so every strategy sees the same number of distinct rows.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ from curate.selection.iterit import ELIGIBLE_BELOW, Pick, greedy_select_detailed
 Strategy = Literal["iterit", "ifd-only", "static-ifd", "diversity-only", "random", "full", "longest", "rds"]
 RESCORING = ("iterit", "ifd-only")  # strategies whose later rounds re-score a window
 RANKED = ("longest", "rds")  # strategies that follow a ranking fixed before round 0
-FRESH_CAPABLE = RESCORING + RANKED  # strategies that `selection.revisit: off` keeps from re-picking trained rows
+UNGATED = RANKED + ("random", "diversity-only")  # strategies neither IFD nor the mismatch gate restricts
+FRESH_CAPABLE = RESCORING + UNGATED + ("static-ifd",)  # strategies that `selection.revisit: off` keeps from re-picking trained rows
 
 
 @dataclass
@@ -172,9 +177,10 @@ def select_round(
     if strategy == "full":
         sel = [Selected(p, r, float(scores[p]), None, float(scores[p]), "full data: every row") for r, p in enumerate(positions)]
         return RoundSelection(positions, sel)
+    candidates = positions if revisit else [p for p in positions if eligible[p]]  # revisit off: untrained rows
     if strategy == "random":
         rng = np.random.default_rng([seed, round_index])
-        chosen = rng.permutation(np.asarray(positions))[:k].tolist()
+        chosen = rng.permutation(np.asarray(candidates, dtype=np.int64))[:k].tolist()
         sel = [Selected(p, r, float(scores[p]), None, float("nan"), f"random draw (seed {seed}, round {round_index})") for r, p in enumerate(chosen)]
         return RoundSelection(positions, sel)
     if strategy in RANKED:
@@ -186,13 +192,13 @@ def select_round(
         sel = [Selected(p, r, float(scores[p]), None, float(ranking_key[p]),
                         f"{strategy} pick {r}: {what} {float(ranking_key[p]):.4g}") for r, p in enumerate(chosen)]
         return RoundSelection(positions, sel)
-    if strategy in ("static-ifd", "diversity-only") and previous is not None:
+    if strategy in ("static-ifd", "diversity-only") and previous is not None and revisit:
         sel = [Selected(s.position, s.rank, s.ifd, s.diversity, s.score, f"{s.reason} (selected in round 0, reused)") for s in previous]
         return RoundSelection(order, sel)
     if strategy == "diversity-only":
-        picks = greedy_select_detailed([responses[p] for p in positions], [1.0] * len(positions), k, decay)
+        picks = greedy_select_detailed([responses[p] for p in candidates], [1.0] * len(candidates), k, decay)
         sel = [
-            Selected(positions[pk.index], r, float(scores[positions[pk.index]]), pk.informativeness, pk.score,
+            Selected(candidates[pk.index], r, float(scores[candidates[pk.index]]), pk.informativeness, pk.score,
                      f"diversity pick {r}: informativeness {pk.informativeness:.4f}")
             for r, pk in enumerate(picks)
         ]
@@ -200,7 +206,8 @@ def select_round(
 
     rank_strategy = "ifd-only" if strategy == "static-ifd" else strategy
     alive = set(order)
-    current_window = order if window is None else [p for p in window if p in alive]
+    # a static ranking (static-ifd) has no re-scored window: every round ranks the whole pool by base IFD
+    current_window = order if window is None or strategy not in RESCORING else [p for p in window if p in alive]
     new_order, sel = _ranked(rank_strategy, order, current_window, scores, eligible, responses, k, decay)
     exclude = set() if revisit else {x.position for x in sel}
     next_window = _next_window(new_order, eligible, k, update_ratio, mode, exclude) if strategy in RESCORING else []

@@ -42,3 +42,25 @@ def test_held_out_rows_are_evaluated_and_never_selected(make_project):
     assert parent.data.tags["curate.holdout.digest"] == held_stats["digest"]
     assert parent.data.params["evaluation.holdout"] == "0.2"
     assert "up to date" in project.dvc("status").stdout
+
+
+def test_a_pool_row_copied_from_a_held_out_set_is_removed_and_audited(make_project):
+    """Decontamination end to end: a held-out row pasted into the raw pool (with a word added) leaves the pool
+    at the holdout stage, and `curate audit row` names the stage and the reason heldout_overlap."""
+    project = make_project()
+    project.curate("demo-data", "--size", "300")
+    eval_file = sorted((project.root / "data" / "raw" / "eval").glob("*.jsonl"))[0]
+    held = json.loads(eval_file.read_text().splitlines()[0])
+    copied = {**held, "output": held["output"] + " Indeed."}
+    with open(project.root / "data" / "raw" / "pool.jsonl", "a") as f:
+        f.write(json.dumps(copied) + "\n")
+    summary = project.curate("run").stdout
+    assert "1 pool rows overlapping a held-out row removed" in summary, summary
+    removed = pq.read_table(project.root / "data" / "holdout" / "removed.parquet").to_pylist()
+    assert len(removed) == 1 and removed[0]["reason"] == "heldout_overlap" and removed[0]["similarity"] >= 0.6
+    pool = pq.read_table(project.root / "data" / "holdout" / "pool" / "rows.parquet")["row_id"].to_pylist()
+    assert removed[0]["row_id"] not in pool
+    audit = json.loads(project.curate("audit", "row", removed[0]["row_id"], "--json").stdout)
+    assert [(r["stage"], r["reason"]) for r in audit["removed"]] == [
+        ("holdout (decontamination: overlaps a held-out row)", "heldout_overlap")]
+    assert audit["removed"][0]["duplicate_of"] == removed[0]["duplicate_of"] and not audit["trained"]

@@ -161,3 +161,32 @@ def test_the_readme_spec_for_your_own_pool_is_valid():
     spec = CompareSpec.model_validate(yaml.safe_load(block)).check()
     assert isinstance(spec.pools["chats"], PoolFile) and spec.baseline == "random"
     assert {spec.run_params(Params(), s, 1).selection.strategy for s in spec.strategies} == {"random", "longest", "rds", "iterit"}
+
+
+def test_the_compute_matched_arm_by_hand():
+    """Selection compute 90,000 forward tokens, a training token = 3 forward tokens, 150 tokens per training row:
+    90,000 / (3 x 150) = 200 extra rows; 2 rounds of K = 40 become 40 + 100 = 140 rows per round."""
+    from curate.compare.matched import extra_rows, matched_budget, matched_plan, tokens_per_row
+
+    assert extra_rows(90_000, 150, 3.0) == 200 and extra_rows(449, 150, 3.0) == 0
+    assert matched_budget(40, 2, 200, 1000) == (140, False)
+    assert matched_budget(40, 2, 201, 1000) == (141, False)  # ceil(201 / 2) = 101
+    assert matched_budget(40, 2, 2000, 1000) == (500, True)  # every round must still find new rows
+    baseline = {"rounds": [{"selected": 40, "train": {"tokens": 6000}}, {"selected": 40, "train": {"tokens": 6000}}]}
+    assert tokens_per_row(baseline) == 150
+    plan = matched_plan({"strategy": "iterit", "selection_cost": {"compute": 90_000.0}}, baseline, 40, 2, 1000, 3.0)
+    assert plan["k_matched"] == 140 and plan["extra_rows"] == 200 and not plan["capped_by_pool"]
+    with pytest.raises(ValueError):
+        extra_rows(1.0, 0.0, 3.0)
+
+
+def test_the_spec_checks_primary_and_compute_matched_arms():
+    base = {"pools": {"p": {}}, "seeds": [1], "strategies": {"random": {"selection": {"strategy": "random"}},
+                                                              "iterit": {"selection": {"strategy": "iterit"}}}}
+    spec = CompareSpec.model_validate({**base, "primary": "random-matched",
+                                       "compute_matched": {"random-matched": "iterit"}}).check()
+    assert spec.arms == ["random", "iterit", "random-matched"]
+    for bad in ({"primary": "random"}, {"primary": "nope"}, {"compute_matched": {"iterit": "iterit"}},
+                {"compute_matched": {"m": "random"}}, {"compute_matched": {"m": "nope"}}):
+        with pytest.raises(ParamsError):
+            CompareSpec.model_validate({**base, **bad}).check()

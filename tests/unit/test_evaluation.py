@@ -94,6 +94,21 @@ def test_per_skill_loss_and_exact_match(base):
     assert out["mean_exact_match"] == 0.0
 
 
+def test_per_row_losses_are_each_rows_own_loss(base):
+    """The per-row losses `curate compare` pairs arms on: row i's entry is the loss of row i evaluated alone
+    (Hugging Face's loss over its response), in row order, and their token-weighted mean is the set's loss."""
+    model, tok = load(base)
+    rows = [{**r, "row_id": f"r{i}"} for i, r in enumerate(MATH + CAPITALS)]
+    out = evaluate(model, tok, {"all": rows}, SYSTEM, max_length=64, exact_match=False)
+    per_row = out["rows"]["all"]
+    assert per_row["row_id"] == [f"r{i}" for i in range(len(rows))]
+    for row, loss, tokens in zip(rows, per_row["loss"], per_row["tokens"]):
+        alone, count = hugging_face_loss(model, tok, [row])
+        assert tokens == count and loss == pytest.approx(alone, rel=loss_rtol(tok), abs=0)
+    weighted = sum(l * n for l, n in zip(per_row["loss"], per_row["tokens"])) / sum(per_row["tokens"])
+    assert weighted == pytest.approx(out["sets"]["all"]["loss"], rel=loss_rtol(tok), abs=0)
+
+
 def test_loss_is_token_weighted_and_matches_hugging_face_loss(base):
     model, tok = load(base)
     loss, count = hugging_face_loss(model, tok, CAPITALS)

@@ -33,7 +33,7 @@ def pool_and_heldout(project, p, ref) -> tuple[dict, dict]:
 def holdout_arguments(project, p) -> dict:
     """The holdout stage's arguments as the walker binds them (its params, whether there are held-out files)."""
     raw_eval = Inputs(project, p, raw=Path(project) / p.raw.dir, raw_eval=Path(project) / p.raw.eval_dir).source("raw_eval")
-    return eval_files({"params": stage_params(p, "holdout"), "eval_files": raw_eval})
+    return eval_files({"project": project, "params": stage_params(p, "holdout"), "eval_files": raw_eval})
 
 
 def _ids(path) -> list[str]:
@@ -42,8 +42,8 @@ def _ids(path) -> list[str]:
 
 def test_split_pool_and_heldout_are_disjoint_and_complete(tmp_path):
     project = tmp_path / "project"
-    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params={"evaluation": {"holdout": 0.25}}, eval_files=False)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
+    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), params=stage_params(p, "holdout"), eval_files=False)
     pool, held = pool_and_heldout(str(project), p, ref)
     kept, out = _ids(Path(pool["path"])), _ids(Path(held["path"]))
     assert set(kept).isdisjoint(out) and sorted(kept + out) == [f"id-{i:04d}" for i in range(N)]
@@ -61,11 +61,14 @@ def test_held_out_files_mean_no_split(tmp_path):
     project = tmp_path / "project"
     (project / "data" / "raw" / "eval").mkdir(parents=True)
     p = Params.model_validate({"evaluation": {"holdout": 0.25}})
-    assert holdout_arguments(str(project), p) == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": False}
+    nothing = {"heldout": None, "benchmarks": []}  # nothing to decontaminate against but the split's rows
+    assert holdout_arguments(str(project), p) == {"project": str(project), "params": stage_params(p, "holdout"),
+                                                  "eval_files": False, "references": nothing}
     (project / "data" / "raw" / "eval" / "qa.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
     arguments = holdout_arguments(str(project), p)
-    assert arguments == {"params": {"evaluation": {"holdout": 0.25}}, "eval_files": True}
-    ref = holdout.fn(project=str(project), pool=_pool(tmp_path), **arguments)
+    assert arguments == {"project": str(project), "params": stage_params(p, "holdout"), "eval_files": True,
+                         "references": {"heldout": Ref.of(project / "data" / "raw" / "eval").to_dict(), "benchmarks": []}}
+    ref = holdout.fn(pool=_pool(tmp_path), **arguments)
     pool, held = pool_and_heldout(str(project), p, ref)
     assert len(_ids(Path(pool["path"]))) == N
     assert held == Ref.of(project / "data" / "raw" / "eval").to_dict()

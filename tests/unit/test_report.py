@@ -2,6 +2,8 @@
 single-run page leaves out the ground-truth plots when the pool has no `truth`."""
 from __future__ import annotations
 
+import pytest
+
 from curate.compare.metrics import IFD_BINS
 from curate.compare.summary import summarise
 from curate.report.page import write_comparison_report
@@ -25,6 +27,14 @@ def _round(r: int, loss: float, truth: dict, rescored: bool) -> dict:
             "rescore": {"rows": 30, "rows_scored": 30, "response_tokens": 300, "wall_seconds": 0.2} if rescored and r else None}
 
 
+def _rows(loss: float) -> dict:
+    """30 held-out rows, 10 tokens each, whose losses differ by row (the same for every arm) around `loss`: the
+    paired difference of two runs is the difference of their losses on every row."""
+    offsets = [(i - 14.5) / 50 for i in range(30)]
+    return {"set": ["s"] * 30, "row_id": [f"h{i}" for i in range(30)], "loss": [loss + o for o in offsets],
+            "tokens": [10] * 30}
+
+
 def _results(aware_losses: list[float], random_losses: list[float]) -> dict:
     runs = []
     for strategy, losses, truth in (("random", random_losses, {"clean": 8, "shuffled": 2}),
@@ -34,7 +44,7 @@ def _results(aware_losses: list[float], random_losses: list[float]) -> dict:
             cost = 0.0 if strategy == "random" else 1800.0
             parts = {"score": {"tokens": cost, "seconds": cost}, "select": {"tokens": 0.0, "seconds": 0.0}}
             runs.append({"pool": "noisy", "strategy": strategy, "seed": seed, "rounds": rounds, "final": rounds[-1]["eval"],
-                         "steps": 8, "wall_seconds": 3.0, "grad_accum": 1,
+                         "steps": 8, "wall_seconds": 3.0, "grad_accum": 1, "final_rows": _rows(loss),
                          "selection_cost": {"tokens": cost, "seconds": cost, "parts": parts}})
     facts = {"description": "test pool", "generated": {"pool_rows": 120}, "rows_after_dedup": 100,
              "skill": {"arithmetic": 50, "fact_lookup": 50}, "truth": {"clean": 80, "shuffled": 20},
@@ -50,8 +60,10 @@ def test_comparison_page_states_a_win_computed_from_the_numbers(tmp_path):
     page = write_comparison_report(results, summarise(results), tmp_path, "curate compare")
     text = page.read_text()
     assert "iterit-clean**: 1.300 ± 0.010 vs random 1.400 ± 0.020" in text
-    assert "**iterit-clean** beats random: +0.1000 nats of held-out loss" in text
-    assert "after correcting for 1 variants tried" in text
+    assert "**iterit-clean** beats random: -0.1000 nats (95% CI -0.1" in text
+    assert "lower on 100% of rows" in text and "over 1 variants" in text
+    # the paired table: every one of the 30 rows is lower; the replicates never reach 0: p = 2 / 10001
+    assert "| iterit-clean | 1.3000 ± 0.0100 | -0.1000 (" in text and "| 100% | 0.0002 | 0.0002 | better |" in text
     assert "beats random after correcting for the variants tried on: noisy" in text
     # 0.1 nats gained in half an hour of selecting: 0.2 nats per selection-hour; random spent none
     assert "| 1800.0 | +0.2000 |" in text and "| 0.0 | n/a |" in text
@@ -70,14 +82,15 @@ def test_comparison_page_says_when_nothing_wins(tmp_path):
 
 
 def test_variants_tried_before_can_take_a_win_away(tmp_path):
-    """p of this margin is ~0.01 for one variant; declared earlier tries multiply it past 0.05."""
-    results = _results([1.37, 1.38, 1.36], [1.40, 1.41, 1.39])
+    """p of this difference is ~0.01 for one variant (a seed of each arm overlaps the other's); nine earlier
+    tries make Holm multiply it by 10, past 0.05."""
+    results = _results([1.37, 1.40, 1.36], [1.41, 1.42, 1.39])
     alone = summarise(results)["noisy"]["iterit-clean"]["verdict"]
-    assert alone["p_corrected"] < 0.05
+    assert alone["p_holm"] == alone["p"] < 0.05 and alone["outcome"] == "better"
     results["spec"]["tried_before"] = 9
     results["spec"]["chosen_after_results"] = {"iterit-clean": "the gate margin"}
     judged = summarise(results)["noisy"]["iterit-clean"]["verdict"]
-    assert judged["p_corrected"] == min(1.0, alone["p"] * 10) and judged["p_corrected"] >= 0.05
+    assert judged["p_holm"] == min(1.0, alone["p"] * 10) and judged["p_holm"] >= 0.05 and judged["outcome"] != "better"
     text = write_comparison_report(results, summarise(results), tmp_path, "curate compare").read_text()
     assert "chosen after looking at earlier results (the gate margin)" in text
     assert "Variants compared with random: 10 (1 in this spec, 9 tried on these pools before it)" in text
@@ -104,3 +117,18 @@ def test_plots_draw_set_and_skill_names_with_dollar_signs_as_text(tmp_path):
     assert plots.grouped_bars(values, tmp_path / "bars.png", "per set", "loss").stat().st_size > 0
     shares = {"pool": {n: 1 / len(names) for n in names}}
     assert plots.stacked_shares(shares, tmp_path / "shares.png", "by skill", "skill").stat().st_size > 0
+
+
+def test_the_primary_contrast_leads_and_a_tiny_difference_is_called_equivalent(tmp_path):
+    """A difference of +0.0001 nats with seeds 0.0002 apart: every bootstrap replicate lies inside ±0.005 nats, so
+    the equivalence test says so (TOST p = 1 / 10001), and the question named before the run comes first."""
+    results = _results([1.4001, 1.4003, 1.3999], [1.4000, 1.4002, 1.3998])
+    results["spec"]["primary"] = "iterit-clean"
+    judged = summarise(results)["noisy"]["iterit-clean"]["verdict"]
+    assert judged["difference"] == pytest.approx(1e-4, abs=1e-12) and judged["outcome"] == "equivalent"
+    assert judged["p_equivalence_holm"] == pytest.approx(1 / 10001) and judged["primary"]
+    text = write_comparison_report(results, summarise(results), tmp_path, "curate compare").read_text()
+    conclusion = text.split("## Conclusion", 1)[1]
+    assert conclusion.lstrip().startswith("- **noisy**, the question named before the run: **iterit-clean** is "
+                                          "equivalent to random within ±0.005 nats")
+    assert "| iterit-clean (primary) |" in text and "| equivalent | yes within ±0.005 (0.0001) |" in text

@@ -41,11 +41,34 @@ def test_two_rounds_carry_state_and_never_revisit_in_clean_mode():
     assert second.stats["trained_before"] == 2 and second.stats["eligible"] == 8 - 1 - 2
 
 
-def test_a_static_strategy_reuses_round_zero():
-    s = _params(strategy="static-ifd")
+def test_a_static_strategy_reuses_round_zero_only_with_revisit_on():
+    s = _params(strategy="static-ifd", revisit="on")
     first = advance(s, 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN)
     second = advance(s, 0, 1, ROW_IDS, RESPONSES, SCORES, MARGIN, first.state, first.selection)
     assert second.selection["row_id"].to_pylist() == first.selection["row_id"].to_pylist()
+
+
+def test_with_revisit_off_static_ifd_takes_the_next_rows_of_its_ranking():
+    """IFD by row: r4 0.9, r3 0.8, r2 0.7, r6 0.65, r1 0.6, ... (r7 >= 1 never): round 0 takes r4, r3;
+    round 1 the next two, r2 and r6 (revisit is off in clean mode), so both rounds see fresh rows."""
+    s = _params(strategy="static-ifd")
+    first = advance(s, 0, 0, ROW_IDS, RESPONSES, SCORES, MARGIN)
+    second = advance(s, 0, 1, ROW_IDS, RESPONSES, SCORES, MARGIN, first.state, first.selection)
+    assert first.selection["row_id"].to_pylist() == ["r4", "r3"]
+    assert second.selection["row_id"].to_pylist() == ["r2", "r6"] and second.stats["trained_before"] == 2
+
+
+@pytest.mark.parametrize("strategy", ["random", "diversity-only"])
+def test_with_revisit_off_every_round_takes_rows_not_trained_before(strategy):
+    """Three rounds of 2 of the 8 rows: 6 distinct rows, as many as iterit with revisit off sees; IFD >= 1 (r7)
+    does not exclude a row from these baselines."""
+    s = _params(strategy=strategy, ratio=2)
+    state, selection, seen = None, None, []
+    for r in range(4):
+        out = advance(s, 5, r, ROW_IDS, RESPONSES, SCORES, MARGIN, state, selection)
+        state, selection = out.state, out.selection
+        seen += out.selection["row_id"].to_pylist()
+    assert len(seen) == len(set(seen)) == 8
 
 
 def test_no_eligible_row_names_the_reasons():

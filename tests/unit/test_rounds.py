@@ -74,6 +74,25 @@ def test_static_strategies_reuse_round0():
         assert r0.next_window == []
 
 
+def test_static_strategies_take_fresh_rows_with_revisit_off():
+    """With revisit off the caller marks round 0's rows ineligible: static-ifd takes the next rows of its IFD
+    ranking, diversity-only and random pick among the rows left."""
+    r0 = {s: _sel(s) for s in ("static-ifd", "diversity-only", "random")}
+    for strategy, first in r0.items():
+        picked = {s.position for s in first.selected}
+        eligible = [not math.isnan(x) and p not in picked and (x < 1 or strategy != "static-ifd")
+                    for p, x in enumerate(SCORES)]
+        second = _sel(strategy, round_index=1, order=first.order, previous=first.selected, eligible=eligible,
+                      revisit=False)
+        assert len(second.selected) == 3 and not {s.position for s in second.selected} & picked, strategy
+    ranked = sorted((p for p, x in enumerate(SCORES) if x < 1), key=lambda p: -SCORES[p])
+    assert [s.position for s in r0["static-ifd"].selected] == ranked[:3]
+    second = _sel("static-ifd", round_index=1, order=r0["static-ifd"].order, previous=r0["static-ifd"].selected,
+                  eligible=[not math.isnan(x) and x < 1 and p not in ranked[:3] for p, x in enumerate(SCORES)],
+                  revisit=False)
+    assert [s.position for s in second.selected] == ranked[3:6]
+
+
 def test_random_redraws_each_round_and_full_takes_every_finite_row():
     a, b = _sel("random"), _sel("random", round_index=1)
     assert len(a.selected) == 3 and [s.position for s in a.selected] != [s.position for s in b.selected]
