@@ -265,17 +265,18 @@ def proxy_check(rows: list[dict], scores: pa.Table, proxy: dict, trained: dict, 
     """With a proxy scorer (scoring.model): both models' parameter counts (a proxy's scoring tokens cost that
     ratio of the trained model's) and, on `scoring.fidelity_share` of the rows scored by the trained model too,
     the Spearman correlation and top overlap of the two IFDs (curate/scoring/fidelity.py)."""
-    s, bm = params["scoring"], params["base_model"]
-    out = {"scorer_parameters": parameter_count(model_path(proxy), bm["trust_remote_code"]),
-           "trained_parameters": parameter_count(model_path(trained), bm["trust_remote_code"])}
-    sample = fidelity_sample(len(rows), s["fidelity_share"], s["fidelity_seed"])
+    v = declared(params)
+    s, remote_code = v.scoring, v.base_model.trust_remote_code
+    out = {"scorer_parameters": parameter_count(model_path(proxy), remote_code),
+           "trained_parameters": parameter_count(model_path(trained), remote_code)}
+    sample = fidelity_sample(len(rows), s.fidelity_share, s.fidelity_seed)
     if not sample:
         return {**out, "fidelity": None}
     start = time.perf_counter()
-    model, tokenizer = _load(trained, bm)
-    res = score_rows(model, tokenizer, [rows[i] for i in sample], system_prompt=s["system_prompt"],
-                     max_length=s["max_length"], batch_tokens=s["batch_tokens"], variant=s["variant"],
-                     precision=s["precision"], response_share=s["response_share"])
+    model, tokenizer = _load(trained, params)
+    res = score_rows(model, tokenizer, [rows[i] for i in sample], system_prompt=s.system_prompt,
+                     max_length=s.max_length, batch_tokens=s.batch_tokens, variant=s.variant,
+                     precision=s.precision, response_share=s.response_share)
     proxy_ifd = scores["ifd"].to_numpy(zero_copy_only=False)[sample]
     tokens = int(res["tokens_conditional"].sum() + res["tokens_prior"].sum())
     return {**out, "fidelity": {**proxy_fidelity(proxy_ifd, res["ifd"]), "sampled": len(sample), "forward_tokens": tokens,
@@ -293,7 +294,7 @@ def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
         scores, quarantine, stats, timings = _score(project, rows, model, params, "score pool", shards)
         if trained is not None and trained["digest"] != model["digest"]:
-            stats["proxy"] = {"model": params["scoring"]["model"], **proxy_check(rows, scores, model, trained, params)}
+            stats["proxy"] = {"model": declared(params).scoring.model, **proxy_check(rows, scores, model, trained, params)}
         _write(out, scores, quarantine, stats, timings)
     return POOL.ref(out)
 

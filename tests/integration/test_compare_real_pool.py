@@ -5,6 +5,7 @@ ranking stage ran for rds only."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -47,6 +48,9 @@ def test_compare_on_a_pool_file_with_a_heldout_file(make_project):
 
     page = (out / "report.md").read_text()
     assert "rows read from" in page and "n/a (no labels)" in page
-    assert "**rds** cannot be judged (fewer than 2 seeds)" in page
+    # one seed per arm is still judged: the comparison is paired over the held-out rows
+    verdict = re.search(r"\*\*rds\*\* (beats random|is worse than random|is equivalent to random|shows no clear "
+                        r"difference from random)[^:]*: [+-]\d\.\d{4} nats \(95% CI ", page)
+    assert verdict, "the page gives rds a paired verdict against random"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sharegpt"]["rds"]["selection_seconds"]["mean"] > 0

@@ -16,8 +16,8 @@ from curate.dedup.normalize import dedup_text
 from curate.demo.overlap import jaccard
 from curate.evaluation.decontaminate import first_prompt, heldout_overlaps
 from curate.schema import ROWS
-from flows.steps import holdout_arguments
-from tasks.holdout import holdout
+from flows.walk import Inputs
+from tasks.holdout import eval_files, holdout
 from tasks.pipeline import stage_params
 
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "po", "ra", "se", "tu", "vi", "zo") for b in ("ba", "de", "fi", "go", "hu",
@@ -74,6 +74,13 @@ def test_the_threshold_decides_near_duplicates():
     below = heldout_overlaps(_table([b]), _table([a]), threshold=j + 0.01, min_prompt_words=100)
     above = heldout_overlaps(_table([b]), _table([a]), threshold=j - 0.01, min_prompt_words=100)
     assert below == [] and len(above) == 1 and above[0].similarity == pytest.approx(j)
+
+
+def holdout_arguments(project: str, p: Params) -> dict:
+    """The holdout stage's arguments but `project`, as the walker binds them (tasks/holdout.py `eval_files`)."""
+    raw_eval = Inputs(project, p, raw=Path(project) / p.raw.dir, raw_eval=Path(project) / p.raw.eval_dir).source("raw_eval")
+    bound = eval_files({"project": project, "params": stage_params(p, "holdout"), "eval_files": raw_eval})
+    return {k: v for k, v in bound.items() if k != "project"}
 
 
 def _pool_ref(tmp_path: Path, rows) -> dict:
