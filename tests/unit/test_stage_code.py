@@ -28,22 +28,50 @@ def test_the_key_and_dvc_yaml_hash_the_same_files():
         assert listed == {f for m in members for f in Stage(m.name).all_code}, name
 
 
-def _loaded(*modules: str) -> set[str]:
-    """The files of curate/ and tasks/ that importing `modules` in a fresh interpreter loads."""
-    script = f"import sys, {', '.join(modules)}; print('\\n'.join(sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.split()
-    return {code._module_file(m) for m in loaded if m.split(".")[0] in code.PACKAGES} - {None}
+# Third-party packages the task modules use, imported once before the per-module forks: none of them imports
+# curate/ or tasks/, so preloading them changes nothing in what a task module loads from there.
+PRELOAD = ("numpy", "pyarrow.parquet", "torch", "transformers", "prefect", "mlflow")
+LOADED_BY_EACH = """
+import os, sys
+for name in {preload!r}:
+    __import__(name)
+for module in {modules!r}:
+    read, write = os.pipe()
+    if os.fork() == 0:  # a child with the parent's third-party imports and nothing from curate/ or tasks/
+        os.close(read)
+        __import__(module)
+        os.write(write, "\\n".join(sys.modules).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        print(module, " ".join(pipe.read().split()))
+    os.wait()
+"""
 
 
-@pytest.mark.slow  # a fresh interpreter per task module (torch, transformers): about a minute
+def _loaded_by_each(*modules: str) -> dict[str, set[str]]:
+    """Per module: the files of curate/ and tasks/ that importing it in a fresh interpreter loads (one
+    interpreter imports the heavy third-party packages once, then forks a child per module)."""
+    script = LOADED_BY_EACH.format(preload=PRELOAD, modules=modules)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    loaded = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+    assert set(loaded) == set(modules), out
+    return {m: {code._module_file(n) for n in names if n.split(".")[0] in code.PACKAGES} - {None}
+            for m, names in loaded.items()}
+
+
+@pytest.mark.slow  # torch and transformers imported once, then a forked child per task module: about 40 s
 def test_a_stage_code_holds_every_module_its_task_module_loads():
     """What importing the task module really loads (inside curate/ and tasks/) is in its code, but for the
     named infrastructure modules and what they load."""
-    infrastructure = _loaded(*(path[: -len(".py")].replace("/", ".") for path in INFRASTRUCTURE))
-    for module in sorted({s.task_module for s in STAGES}):
-        missing = _loaded(module[: -len(".py")].replace("/", ".")) - infrastructure - set(stage_code(module))
-        assert not missing, (module, missing)
+    infrastructure = {p[: -len(".py")].replace("/", ".") for p in INFRASTRUCTURE}
+    task_modules = {s.task_module[: -len(".py")].replace("/", "."): s.task_module for s in STAGES}
+    loaded = _loaded_by_each(*sorted(infrastructure), *sorted(task_modules))
+    infrastructure_loads = set().union(*(loaded[m] for m in infrastructure))
+    for module, path in sorted(task_modules.items()):
+        missing = loaded[module] - infrastructure_loads - set(stage_code(path))
+        assert not missing, (path, missing)
+    assert any(len(loaded[m]) > 3 for m in task_modules), loaded  # the children really imported the modules
 
 
 def test_helpers_outside_the_task_module_are_in_the_code():
