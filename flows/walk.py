@@ -93,12 +93,19 @@ def walk(specs: Iterable[StageSpec], executor: Executor, inputs: Inputs, only: I
     return walked
 
 
-def _run_stage(spec: StageSpec, executor: Executor, inputs: Inputs, value: Callable[[str], Any]) -> Any:
-    module = import_module(spec.import_name)
+def stage_arguments(spec: StageSpec, inputs: Inputs, value: Callable[[str], Any]) -> dict[str, Any]:
+    """The keyword arguments a walk passes to `spec`'s task: the project, each declared argument resolved by
+    `value`, the stage's parameters (stage_params), then the stage's binding hook, if it has one."""
     arguments = {"project": inputs.project, **{arg: value(src) for arg, src in spec.args.items()},
                  "params": pick(inputs.params.model_dump(mode="json"), spec.params)}  # stage_params, of this spec
     if spec.bind:
-        arguments = getattr(module, spec.bind)(arguments)
+        arguments = getattr(import_module(spec.import_name), spec.bind)(arguments)
+    return arguments
+
+
+def _run_stage(spec: StageSpec, executor: Executor, inputs: Inputs, value: Callable[[str], Any]) -> Any:
+    module = import_module(spec.import_name)
+    arguments = stage_arguments(spec, inputs, value)
     if spec.step:
         return getattr(module, spec.step)(executor, arguments)
     return executor.call(getattr(module, spec.task or spec.name), **arguments)

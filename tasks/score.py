@@ -262,12 +262,12 @@ def _merge(shards: dict, todo: list[dict], s) -> dict[str, np.ndarray]:
 
 
 def proxy_check(rows: list[dict], scores: pa.Table, proxy: dict, trained: dict, params: dict) -> dict:
-    """With a proxy scorer (scoring.model): both models' parameter counts (a proxy's scoring tokens cost that
+    """With a proxy scorer (scoring.model): its name, both models' parameter counts (a proxy's scoring tokens cost that
     ratio of the trained model's) and, on `scoring.fidelity_share` of the rows scored by the trained model too,
     the Spearman correlation and top overlap of the two IFDs (curate/scoring/fidelity.py)."""
     v = declared(params)
     s, remote_code = v.scoring, v.base_model.trust_remote_code
-    out = {"scorer_parameters": parameter_count(model_path(proxy), remote_code),
+    out = {"model": s.model, "scorer_parameters": parameter_count(model_path(proxy), remote_code),
            "trained_parameters": parameter_count(model_path(trained), remote_code)}
     sample = fidelity_sample(len(rows), s.fidelity_share, s.fidelity_seed)
     if not sample:
@@ -294,7 +294,7 @@ def score_pool(project: str, pool: dict, model: dict, params: dict, shards: dict
         rows = pq.read_table(Path(pool["path"]) / "rows.parquet").to_pylist()
         scores, quarantine, stats, timings = _score(project, rows, model, params, "score pool", shards)
         if trained is not None and trained["digest"] != model["digest"]:
-            stats["proxy"] = {"model": declared(params).scoring.model, **proxy_check(rows, scores, model, trained, params)}
+            stats["proxy"] = proxy_check(rows, scores, model, trained, params)
         _write(out, scores, quarantine, stats, timings)
     return POOL.ref(out)
 

@@ -16,9 +16,9 @@ from curate.dedup.normalize import dedup_text
 from curate.demo.overlap import jaccard
 from curate.evaluation.decontaminate import first_prompt, heldout_overlaps
 from curate.schema import ROWS
-from flows.walk import Inputs
-from tasks.holdout import eval_files, holdout
-from tasks.pipeline import stage_params
+from flows.walk import Inputs, resolver, stage_arguments
+from tasks.holdout import holdout
+from tasks.pipeline import SPECS
 
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "po", "ra", "se", "tu", "vi", "zo") for b in ("ba", "de", "fi", "go", "hu",
                                                                                        "ja", "ke", "li", "mo", "ny")]
@@ -77,10 +77,10 @@ def test_the_threshold_decides_near_duplicates():
 
 
 def holdout_arguments(project: str, p: Params) -> dict:
-    """The holdout stage's arguments but `project`, as the walker binds them (tasks/holdout.py `eval_files`)."""
-    raw_eval = Inputs(project, p, raw=Path(project) / p.raw.dir, raw_eval=Path(project) / p.raw.eval_dir).source("raw_eval")
-    bound = eval_files({"project": project, "params": stage_params(p, "holdout"), "eval_files": raw_eval})
-    return {k: v for k, v in bound.items() if k != "project"}
+    """The holdout stage's arguments but `project` and `pool`, bound by the walker (tasks/holdout.py `eval_files`)."""
+    inputs = Inputs(project, p, raw=Path(project) / p.raw.dir, raw_eval=Path(project) / p.raw.eval_dir)
+    bound = stage_arguments(SPECS["holdout"], inputs, resolver({}, inputs))
+    return {k: v for k, v in bound.items() if k not in ("project", "pool")}
 
 
 def _pool_ref(tmp_path: Path, rows) -> dict:
@@ -108,7 +108,7 @@ def test_the_holdout_stage_removes_overlaps_with_held_out_files_and_benchmarks(t
     stats = json.loads((Path(ref["path"]) / "stats.json").read_text())
     assert stats["removed_heldout_overlap"] == 2 and stats["kept"] == 10
     off = Params.model_validate({"decontamination": {"enabled": False}})
-    arguments = {**holdout_arguments(str(project), off), "params": stage_params(off, "holdout")}
+    arguments = holdout_arguments(str(project), off)
     ref = holdout.fn(project=str(project), pool=_pool_ref(tmp_path, pool), **arguments)
     assert pq.read_table(Path(ref["path"]) / "pool" / "rows.parquet").num_rows == 12
 

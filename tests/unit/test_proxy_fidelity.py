@@ -73,7 +73,7 @@ def test_a_proxy_scores_the_pool_and_the_trained_model_scores_the_fidelity_sampl
     ref = score_pool.fn(project=str(tmp_path / "project"), pool=Ref.of(tmp_path / "pool").to_dict(), model=proxy,
                         params=stage_params(p, "score"), trained=trained)
     stats = read_json(Path(ref["path"]) / "stats.json")["proxy"]
-    assert stats["scorer_parameters"] < stats["trained_parameters"]
+    assert stats["model"] == str(tmp_path / "proxy") and stats["scorer_parameters"] < stats["trained_parameters"]
     sample = fidelity_sample(120, 0.1, 0)
     f = stats["fidelity"]
     assert f["sampled"] == len(sample) == 12 and f["forward_tokens"] > 0

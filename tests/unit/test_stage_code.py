@@ -65,7 +65,7 @@ def test_a_stage_code_holds_every_module_its_task_module_loads():
     """What importing the task module really loads (inside curate/ and tasks/) is in its code, but for the
     named infrastructure modules and what they load."""
     infrastructure = {p[: -len(".py")].replace("/", ".") for p in INFRASTRUCTURE}
-    task_modules = {s.task_module[: -len(".py")].replace("/", "."): s.task_module for s in STAGES}
+    task_modules = {s.import_name: s.task_module for s in STAGES}
     loaded = _loaded_by_each(*sorted(infrastructure), *sorted(task_modules))
     infrastructure_loads = set().union(*(loaded[m] for m in infrastructure))
     for module, path in sorted(task_modules.items()):
